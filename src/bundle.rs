@@ -1,0 +1,459 @@
+//! A policy directory, loaded and strictly validated: the schema, the policies with
+//! their `@id`s and where each came from, and the field catalogue.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use cedar_policy::{Entity, EntityUid, PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use serde::Deserialize;
+
+use crate::error::{LoadError, Problem, ProblemKind};
+use crate::fields::{FieldCatalogue, FieldInfo, MAX_FIELDS};
+
+/// The schema file of a policy directory.
+pub const SCHEMA_FILE: &str = "schema.cedarschema";
+/// The field catalogue of a policy directory.
+pub const CATALOGUE_FILE: &str = "fields.toml";
+/// The annotation that names a policy.
+pub const ID_ANNOTATION: &str = "id";
+/// The `FieldClass` that holds the fields marked `minimal = true`.
+pub const MINIMAL_CLASS: &str = "minimal_record";
+
+/// Where a policy came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySource {
+    /// The `.cedar` file.
+    pub file: PathBuf,
+    /// The 1-based line of the policy's first character (its first annotation).
+    pub line: usize,
+    /// The policy's text as written.
+    pub text: String,
+}
+
+/// A loaded policy directory.
+#[derive(Debug, Clone)]
+pub(crate) struct Bundle {
+    pub schema: Schema,
+    pub policies: PolicySet,
+    pub catalogue: FieldCatalogue,
+    /// The `Field` entities of the catalogue, with their classes as parents.
+    pub field_entities: Vec<Entity>,
+    /// Where each policy came from, by id.
+    pub sources: BTreeMap<String, PolicySource>,
+}
+
+fn read(path: &Path) -> Result<String, LoadError> {
+    fs::read_to_string(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            LoadError::Missing {
+                path: path.to_path_buf(),
+                what: if path.ends_with(SCHEMA_FILE) {
+                    "a Cedar schema `schema.cedarschema`"
+                } else {
+                    "a field catalogue `fields.toml`"
+                },
+            }
+        } else {
+            LoadError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })
+}
+
+/// Loads `dir`, collecting every problem before refusing.
+pub(crate) fn load(dir: &Path) -> Result<Bundle, LoadError> {
+    let meta = fs::metadata(dir).map_err(|source| LoadError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(LoadError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::other("not a directory"),
+        });
+    }
+    let mut problems = Vec::new();
+
+    let schema_path = dir.join(SCHEMA_FILE);
+    let schema_text = read(&schema_path)?;
+    let schema = match Schema::from_cedarschema_str(&schema_text) {
+        Ok((schema, warnings)) => {
+            for w in warnings {
+                problems.push(Problem::from_diagnostic(
+                    ProblemKind::Schema,
+                    &schema_path,
+                    &schema_text,
+                    &w,
+                ));
+            }
+            Some(schema)
+        }
+        Err(e) => {
+            problems.push(Problem::from_diagnostic(
+                ProblemKind::Schema,
+                &schema_path,
+                &schema_text,
+                &e,
+            ));
+            None
+        }
+    };
+
+    let (policies, sources) = load_policies(dir, &mut problems)?;
+
+    let catalogue_path = dir.join(CATALOGUE_FILE);
+    let catalogue_text = read(&catalogue_path)?;
+    let catalogue = parse_catalogue(&catalogue_path, &catalogue_text, &mut problems);
+
+    let Some(schema) = schema else {
+        return Err(LoadError::Invalid { problems });
+    };
+
+    // Strict validation of every policy against the schema; warnings refuse too.
+    let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
+    for e in result.validation_errors() {
+        push_policy_problem(
+            &mut problems,
+            &sources,
+            e.policy_id(),
+            ProblemKind::Validation,
+            e,
+        );
+    }
+    for w in result.validation_warnings() {
+        push_policy_problem(
+            &mut problems,
+            &sources,
+            w.policy_id(),
+            ProblemKind::Validation,
+            w,
+        );
+    }
+
+    let field_entities = match &catalogue {
+        Some((cat, spans)) => field_entities(
+            &schema,
+            cat,
+            spans,
+            &catalogue_path,
+            &catalogue_text,
+            &mut problems,
+        ),
+        None => Vec::new(),
+    };
+
+    match catalogue {
+        Some((catalogue, _)) if problems.is_empty() => Ok(Bundle {
+            schema,
+            policies,
+            catalogue,
+            field_entities,
+            sources,
+        }),
+        _ => Err(LoadError::Invalid { problems }),
+    }
+}
+
+fn push_policy_problem(
+    problems: &mut Vec<Problem>,
+    sources: &BTreeMap<String, PolicySource>,
+    id: &PolicyId,
+    kind: ProblemKind,
+    diag: &dyn miette::Diagnostic,
+) {
+    let Some(src) = sources.get(id.to_string().as_str()) else {
+        problems.push(Problem::at(
+            kind,
+            Path::new("<policies>"),
+            "",
+            None,
+            diag.to_string(),
+        ));
+        return;
+    };
+    // Cedar's spans are offsets into the text of the file the policy was parsed from.
+    match fs::read_to_string(&src.file) {
+        Ok(text) => problems.push(Problem::from_diagnostic(kind, &src.file, &text, diag)),
+        Err(_) => problems.push(Problem::at(kind, &src.file, "", None, diag.to_string())),
+    }
+}
+
+type Sources = BTreeMap<String, PolicySource>;
+
+/// Parses every `*.cedar` file of `dir` (in name order), naming each policy by its `@id`.
+fn load_policies(
+    dir: &Path,
+    problems: &mut Vec<Problem>,
+) -> Result<(PolicySet, Sources), LoadError> {
+    let entries = fs::read_dir(dir).map_err(|source| LoadError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cedar") && p.is_file())
+        .collect();
+    files.sort();
+
+    let mut set = PolicySet::new();
+    let mut sources = Sources::new();
+    for file in &files {
+        let text = fs::read_to_string(file).map_err(|source| LoadError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        let parsed = match PolicySet::from_str(&text) {
+            Ok(p) => p,
+            Err(errs) => {
+                for e in errs.iter() {
+                    problems.push(Problem::from_diagnostic(
+                        ProblemKind::Policy,
+                        file,
+                        &text,
+                        e,
+                    ));
+                }
+                continue;
+            }
+        };
+        if let Some(t) = parsed.templates().next() {
+            let at = text.find(&t.to_string());
+            problems.push(Problem::at(
+                ProblemKind::Policy,
+                file,
+                &text,
+                at,
+                "templates (policies with `?principal` or `?resource` slots) are not supported",
+            ));
+        }
+        // Policies in file order, so that problems and sources read top to bottom.
+        let mut in_file: Vec<(usize, &cedar_policy::Policy)> = parsed
+            .policies()
+            .map(|p| (text.find(&p.to_string()).unwrap_or(0), p))
+            .collect();
+        in_file.sort_by_key(|(at, _)| *at);
+        for (at, policy) in in_file {
+            let Some(id) = policy.annotation(ID_ANNOTATION) else {
+                problems.push(Problem::at(
+                    ProblemKind::Policy,
+                    file,
+                    &text,
+                    Some(at),
+                    "policy has no `@id(\"...\")` annotation: every policy needs a unique id",
+                ));
+                continue;
+            };
+            if let Some(prev) = sources.get(id) {
+                problems.push(Problem::at(
+                    ProblemKind::Policy,
+                    file,
+                    &text,
+                    Some(at),
+                    format!(
+                        "duplicate policy id `{id}`: first used at {}:{}",
+                        prev.file.display(),
+                        prev.line
+                    ),
+                ));
+                continue;
+            }
+            let named = policy.new_id(PolicyId::new(id));
+            if let Err(e) = set.add(named) {
+                problems.push(Problem::at(
+                    ProblemKind::Policy,
+                    file,
+                    &text,
+                    Some(at),
+                    e.to_string(),
+                ));
+                continue;
+            }
+            sources.insert(
+                id.to_string(),
+                PolicySource {
+                    file: file.clone(),
+                    line: crate::error::line_column(&text, at).0,
+                    text: policy.to_string(),
+                },
+            );
+        }
+    }
+    if files.is_empty() {
+        problems.push(Problem::at(
+            ProblemKind::Policy,
+            dir,
+            "",
+            None,
+            "no `.cedar` policy files: every request would be denied",
+        ));
+    }
+    Ok((set, sources))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogueFile {
+    field: Vec<CatalogueEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogueEntry {
+    name: toml::Spanned<String>,
+    class: toml::Spanned<String>,
+    #[serde(default)]
+    minimal: bool,
+    #[serde(default)]
+    description: String,
+}
+
+/// Spans of each field's name and class in the catalogue file.
+type EntrySpans = Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>;
+
+fn parse_catalogue(
+    path: &Path,
+    text: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<(FieldCatalogue, EntrySpans)> {
+    let file: CatalogueFile = match toml::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            let at = e.span().map(|s| s.start);
+            problems.push(Problem::at(
+                ProblemKind::Catalogue,
+                path,
+                text,
+                at,
+                e.message(),
+            ));
+            return None;
+        }
+    };
+    let before = problems.len();
+    let mut fields = Vec::new();
+    let mut spans = EntrySpans::new();
+    for entry in file.field {
+        let name = entry.name.get_ref();
+        if name.is_empty() {
+            problems.push(Problem::at(
+                ProblemKind::Catalogue,
+                path,
+                text,
+                Some(entry.name.span().start),
+                "empty field name",
+            ));
+        }
+        if fields.iter().any(|f: &FieldInfo| &f.name == name) {
+            problems.push(Problem::at(
+                ProblemKind::Catalogue,
+                path,
+                text,
+                Some(entry.name.span().start),
+                format!("duplicate field `{name}`"),
+            ));
+        }
+        spans.push((entry.name.span(), entry.class.span()));
+        fields.push(FieldInfo {
+            name: entry.name.into_inner(),
+            class: entry.class.into_inner(),
+            minimal: entry.minimal,
+            description: entry.description,
+        });
+    }
+    if fields.is_empty() {
+        problems.push(Problem::at(
+            ProblemKind::Catalogue,
+            path,
+            text,
+            None,
+            "the catalogue has no fields",
+        ));
+    }
+    let count = fields.len();
+    let Some(catalogue) = FieldCatalogue::new(fields) else {
+        problems.push(Problem::at(
+            ProblemKind::Catalogue,
+            path,
+            text,
+            None,
+            format!("{count} fields: a catalogue holds at most {MAX_FIELDS}"),
+        ));
+        return None;
+    };
+    (problems.len() == before).then_some((catalogue, spans))
+}
+
+/// Builds the `Field` entities, checking each against the schema (so a class that is not
+/// one of the schema's `FieldClass` values is reported at its place in the catalogue).
+fn field_entities(
+    schema: &Schema,
+    catalogue: &FieldCatalogue,
+    spans: &EntrySpans,
+    path: &Path,
+    text: &str,
+    problems: &mut Vec<Problem>,
+) -> Vec<Entity> {
+    let mut out = Vec::new();
+    for ((_, info), (name_span, class_span)) in catalogue.iter().zip(spans) {
+        let mut parents = vec![info.class.as_str()];
+        if info.minimal {
+            parents.push(MINIMAL_CLASS);
+        }
+        let parents = parents
+            .into_iter()
+            .map(|c| entity_uid("FieldClass", c))
+            .collect::<Result<std::collections::HashSet<_>, _>>();
+        let entity = parents.map_err(|e| e.to_string()).and_then(|parents| {
+            let uid = entity_uid("Field", &info.name).map_err(|e| e.to_string())?;
+            conforming(Entity::new_no_attrs(uid, parents), schema)
+        });
+        match entity {
+            Ok(e) => out.push(e),
+            Err(msg) => {
+                let at = if msg.contains(&info.class) {
+                    class_span.start
+                } else {
+                    name_span.start
+                };
+                problems.push(Problem::at(
+                    ProblemKind::Catalogue,
+                    path,
+                    text,
+                    Some(at),
+                    format!("field `{}` does not fit the schema: {msg}", info.name),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The uid `Type::"id"`.
+pub(crate) fn entity_uid(
+    type_name: &str,
+    id: &str,
+) -> Result<EntityUid, cedar_policy::ParseErrors> {
+    Ok(EntityUid::from_type_name_and_id(
+        cedar_policy::EntityTypeName::from_str(type_name)?,
+        cedar_policy::EntityId::new(id),
+    ))
+}
+
+/// Checks `entity` against the schema (attributes, parents, enumerated ids).
+fn conforming(entity: Entity, schema: &Schema) -> Result<Entity, String> {
+    cedar_policy::Entities::from_entities([entity.clone()], Some(schema))
+        .map(|_| entity)
+        .map_err(|e| {
+            let mut msg = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                msg.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            msg
+        })
+}

@@ -1,0 +1,304 @@
+//! Errors, one enum per operation: loading a policy directory ([`LoadError`]) and
+//! answering a request ([`RequestError`]).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
+
+/// What kind of file a [`Problem`] is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// The Cedar schema does not parse or is inconsistent.
+    Schema,
+    /// A policy file does not parse, or a policy lacks or repeats its `@id`.
+    Policy,
+    /// A policy does not validate against the schema.
+    Validation,
+    /// The field catalogue is malformed or names an unknown class.
+    Catalogue,
+    /// A policy test suite or fixture is malformed.
+    TestSuite,
+}
+
+impl fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProblemKind::Schema => "schema error",
+            ProblemKind::Policy => "policy error",
+            ProblemKind::Validation => "validation error",
+            ProblemKind::Catalogue => "field catalogue error",
+            ProblemKind::TestSuite => "test suite error",
+        })
+    }
+}
+
+/// One problem in one file, with its position and a rendering with the source snippet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    kind: ProblemKind,
+    file: PathBuf,
+    line: usize,
+    column: usize,
+    message: String,
+    rendered: String,
+}
+
+impl Problem {
+    /// What kind of problem this is.
+    pub fn kind(&self) -> ProblemKind {
+        self.kind
+    }
+    /// The file the problem is in.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+    /// The 1-based line of the problem (1 when the position is unknown).
+    pub fn line(&self) -> usize {
+        self.line
+    }
+    /// The 1-based column of the problem (1 when the position is unknown).
+    pub fn column(&self) -> usize {
+        self.column
+    }
+    /// What is wrong.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+    /// The problem rendered with the offending source lines underlined.
+    pub fn rendered(&self) -> &str {
+        &self.rendered
+    }
+
+    /// A problem at a byte offset of `text`.
+    pub(crate) fn at(
+        kind: ProblemKind,
+        file: &Path,
+        text: &str,
+        offset: Option<usize>,
+        message: impl Into<String>,
+    ) -> Problem {
+        let message = message.into();
+        let labels =
+            offset.map(|o| vec![LabeledSpan::new(Some("here".into()), o.min(text.len()), 0)]);
+        let wrapped = InFile {
+            message: &message,
+            help: None,
+            labels,
+            source: NamedSource::new(file.display().to_string(), text.to_string()),
+        };
+        Problem::build(kind, file, text, offset, message.clone(), &wrapped)
+    }
+
+    /// A problem from a Cedar (or other miette) diagnostic about `text`.
+    pub(crate) fn from_diagnostic(
+        kind: ProblemKind,
+        file: &Path,
+        text: &str,
+        diag: &dyn Diagnostic,
+    ) -> Problem {
+        let labels: Option<Vec<LabeledSpan>> = diag.labels().map(|l| l.collect());
+        let offset = labels.as_ref().and_then(|l| l.first()).map(|l| l.offset());
+        let mut message = diag.to_string();
+        let help = diag.help().map(|h| h.to_string());
+        if let Some(h) = &help {
+            message.push_str(&format!(" (help: {h})"));
+        }
+        let wrapped = InFile {
+            message: &diag.to_string(),
+            help,
+            labels,
+            source: NamedSource::new(file.display().to_string(), text.to_string()),
+        };
+        Problem::build(kind, file, text, offset, message, &wrapped)
+    }
+
+    fn build(
+        kind: ProblemKind,
+        file: &Path,
+        text: &str,
+        offset: Option<usize>,
+        message: String,
+        diag: &dyn Diagnostic,
+    ) -> Problem {
+        let (line, column) = offset.map_or((1, 1), |o| line_column(text, o));
+        let mut rendered = String::new();
+        let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor());
+        if handler.render_report(&mut rendered, diag).is_err() {
+            rendered = message.clone();
+        }
+        Problem {
+            kind,
+            file: file.to_path_buf(),
+            line,
+            column,
+            message,
+            rendered,
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.kind,
+            self.message
+        )
+    }
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in `text`.
+pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = text.get(..end).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, column)
+}
+
+/// A diagnostic re-homed in a named file, so its rendering shows the file name.
+struct InFile<'a> {
+    message: &'a str,
+    help: Option<String>,
+    labels: Option<Vec<LabeledSpan>>,
+    source: NamedSource<String>,
+}
+
+impl fmt::Debug for InFile<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message)
+    }
+}
+impl fmt::Display for InFile<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message)
+    }
+}
+impl std::error::Error for InFile<'_> {}
+impl Diagnostic for InFile<'_> {
+    fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        Some(&self.source)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        self.labels
+            .as_ref()
+            .map(|l| Box::new(l.iter().cloned()) as Box<dyn Iterator<Item = LabeledSpan>>)
+    }
+}
+
+/// The error for a policy directory that cannot be loaded: the engine is not built.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A file could not be read.
+    #[error("cannot read `{}`: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A required file is missing from the policy directory.
+    #[error("`{}` is missing: a policy directory needs {what}", path.display())]
+    Missing {
+        /// The path looked for.
+        path: PathBuf,
+        /// What it should hold.
+        what: &'static str,
+    },
+    /// The files were read but are wrong: every problem found, each with its position.
+    #[error("{}", list_problems(problems))]
+    Invalid {
+        /// The problems, in file order.
+        problems: Vec<Problem>,
+    },
+}
+
+impl LoadError {
+    /// The problems with positions (empty for I/O errors).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            LoadError::Invalid { problems } => problems,
+            _ => &[],
+        }
+    }
+
+    /// The error rendered for a person: each problem with its source snippet.
+    pub fn render(&self) -> String {
+        match self {
+            LoadError::Invalid { problems } => problems
+                .iter()
+                .map(|p| format!("{p}\n{}", p.rendered()))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            other => other.to_string(),
+        }
+    }
+}
+
+fn list_problems(problems: &[Problem]) -> String {
+    let mut out = format!(
+        "{} problem{} in the policy directory",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        out.push_str(&format!("\n  {p}"));
+    }
+    out
+}
+
+/// The error for a request that cannot be decided. A request that is decided and denied
+/// is not an error: it is a [`Decision`](crate::Decision) with effect deny.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The principal is not in the directory.
+    #[error("unknown principal `{0}`")]
+    UnknownPrincipal(String),
+    /// The member is not in the directory.
+    #[error("unknown member `{0}`")]
+    UnknownMember(String),
+    /// The field is not in the catalogue.
+    #[error("unknown field `{0}`")]
+    UnknownField(String),
+    /// The context names an election that is not in the directory.
+    #[error("unknown election `{0}`")]
+    UnknownElection(String),
+    /// The context names a call session that is not in the directory.
+    #[error("unknown call session `{0}`")]
+    UnknownSession(String),
+    /// A record refers to another record that is not in the directory.
+    #[error("{from} refers to unknown {kind} `{id}`")]
+    DanglingReference {
+        /// The record that refers.
+        from: String,
+        /// The kind of record referred to.
+        kind: &'static str,
+        /// The id referred to.
+        id: String,
+    },
+    /// The records could not be turned into Cedar entities (e.g. a time Cedar cannot hold).
+    #[error("invalid data for {what}: {message}")]
+    InvalidData {
+        /// What was being converted.
+        what: String,
+        /// Cedar's message.
+        message: String,
+    },
+    /// Cedar refused the request against the schema.
+    #[error("request does not match the schema: {0}")]
+    Invalid(String),
+}

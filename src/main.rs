@@ -1,0 +1,506 @@
+//! `membergate`: check, test and query the membership access policies.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use jiff::Timestamp;
+use membergate::sample::{self, ids};
+use membergate::testing::TestPlan;
+use membergate::{
+    Action, Context, Engine, FieldSet, Membership, PrincipalId, PrincipalKind, Request,
+};
+
+/// Who may see which fields of the party's membership data, and when.
+#[derive(Parser)]
+#[command(name = "membergate", version, about)]
+struct Cli {
+    /// The policy directory (schema, `.cedar` files, `fields.toml`, `tests/`).
+    #[arg(long, global = true, default_value = "policies")]
+    policies: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the policy directory strictly against its schema.
+    Check,
+    /// Run the policy test suites under `<policies>/tests/`.
+    Test,
+    /// The fields a principal may see or use on a member, with the deciding policies.
+    Fields {
+        #[command(flatten)]
+        ask: Ask,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explain one decision: which policies applied and why.
+    Explain {
+        #[command(flatten)]
+        ask: Ask,
+        /// The member field asked about.
+        #[arg(long)]
+        field: String,
+    },
+    /// The main job on the bundled data: what each kind of principal can see across the
+    /// 2020 leadership election's phases, then the decisions per second reached.
+    Demo {
+        /// Membership data (JSON or TOML) instead of the bundled sample.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// How long to measure throughput, in seconds.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
+    /// Write the bundled sample membership (or one of another size) as JSON.
+    Generate {
+        /// The file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// The number of members.
+        #[arg(long, default_value_t = sample::SampleConfig::default().members)]
+        members: usize,
+        /// The random seed.
+        #[arg(long, default_value_t = sample::SampleConfig::default().seed)]
+        seed: u64,
+    },
+}
+
+/// One request's principal, member, action and context.
+#[derive(Args)]
+struct Ask {
+    /// The principal, as a Cedar uid: `CampaignStaff::"cs-a-staff"`.
+    #[arg(long)]
+    principal: PrincipalId,
+    /// The member id.
+    #[arg(long)]
+    member: String,
+    /// read, export, update, erase, bulk_export, contact_phone, contact_email, contact_post.
+    #[arg(long, default_value = "read")]
+    action: Action,
+    /// The time of the request (RFC 3339).
+    #[arg(long)]
+    at: Timestamp,
+    /// The election the access is for.
+    #[arg(long)]
+    election: Option<String>,
+    /// The call session a volunteer works in.
+    #[arg(long)]
+    session: Option<String>,
+    /// The stated purpose.
+    #[arg(long)]
+    purpose: Option<String>,
+    /// A break-glass reason.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Member reads the principal made in the past hour.
+    #[arg(long, default_value_t = 0)]
+    reads_this_hour: u64,
+    /// Membership data (JSON or TOML) instead of the bundled sample.
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+impl Ask {
+    fn context(&self) -> Context {
+        Context {
+            now: self.at,
+            reads_this_hour: self.reads_this_hour,
+            election: self.election.clone(),
+            session: self.session.clone(),
+            purpose: self.purpose.clone(),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn engine(dir: &Path) -> Result<Engine, String> {
+    Engine::from_dir(dir).map_err(|e| format!("{e}\n\n{}", e.render()))
+}
+
+fn data(path: Option<&Path>) -> Result<Membership, String> {
+    let Some(path) = path else {
+        return Ok(sample::bundled());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    if path.extension().is_some_and(|x| x == "toml") {
+        toml::from_str(&text).map_err(|e| format!("`{}`: {e}", path.display()))
+    } else {
+        serde_json::from_str(&text).map_err(|e| format!("`{}`: {e}", path.display()))
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::Check => {
+            let engine = engine(&cli.policies)?;
+            println!(
+                "{}: ok: {} policies validate strictly against the schema; {} fields in the catalogue",
+                cli.policies.display(),
+                engine.policy_ids().count(),
+                engine.catalogue().len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test => test(&cli.policies),
+        Command::Fields { ask, json } => fields(&cli.policies, &ask, json),
+        Command::Explain { ask, field } => {
+            let engine = engine(&cli.policies)?;
+            let dir = data(ask.data.as_deref())?;
+            let req = Request::new(
+                ask.principal.clone(),
+                ask.action,
+                &ask.member,
+                field,
+                ask.context(),
+            );
+            let why = engine.explain(&dir, &req).map_err(|e| e.to_string())?;
+            println!("{why}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            data: path,
+            seconds,
+        } => demo(&cli.policies, path.as_deref(), seconds),
+        Command::Generate { out, members, seed } => {
+            let m = sample::generate(&sample::SampleConfig { seed, members });
+            let json = serde_json::to_string_pretty(&m).map_err(|e| e.to_string())?;
+            std::fs::write(&out, json)
+                .map_err(|e| format!("cannot write `{}`: {e}", out.display()))?;
+            println!("wrote {} members to {}", m.members.len(), out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn test(dir: &Path) -> Result<ExitCode, String> {
+    let engine = engine(dir)?;
+    let plan = TestPlan::load(dir).map_err(|e| format!("{e}\n\n{}", e.render()))?;
+    let (mut passed, mut failed) = (0, 0);
+    for (suite, case) in plan.cases() {
+        let report = plan.run(&engine, suite, case);
+        match report.failure {
+            None => {
+                passed += 1;
+                println!("ok    {}::{}", suite.name(), case.name);
+            }
+            Some(why) => {
+                failed += 1;
+                println!("FAIL  {}::{}\n      {why}", suite.name(), case.name);
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn fields(dir: &Path, ask: &Ask, json: bool) -> Result<ExitCode, String> {
+    let engine = engine(dir)?;
+    let party = data(ask.data.as_deref())?;
+    let ctx = ask.context();
+    let set = engine
+        .permitted_fields(&party, &ask.principal, ask.action, &ask.member, &ctx)
+        .map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    for (_, info) in engine.catalogue().iter() {
+        let req = Request::new(
+            ask.principal.clone(),
+            ask.action,
+            &ask.member,
+            &info.name,
+            ctx.clone(),
+        );
+        let d = engine.authorize(&party, &req).map_err(|e| e.to_string())?;
+        rows.push((info, d));
+    }
+    if json {
+        let out = serde_json::json!({
+            "principal": ask.principal.to_string(),
+            "member": ask.member,
+            "action": ask.action.as_str(),
+            "at": ask.at.to_string(),
+            "permitted": engine.catalogue().names(set),
+            "fields": rows.iter().map(|(info, d)| serde_json::json!({
+                "field": info.name,
+                "class": info.class,
+                "decision": d.effect().to_string(),
+                "policies": d.policies(),
+                "flags": d.flags(),
+                "errors": d.errors().iter().map(|e| serde_json::json!({"policy": e.policy, "message": e.message})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!(
+            "{} {} member {} at {}: {} of {} fields permitted",
+            ask.principal,
+            ask.action,
+            ask.member,
+            ask.at,
+            set.len(),
+            engine.catalogue().len()
+        );
+        for (info, d) in &rows {
+            let why = if d.policies().is_empty() {
+                "no permit held (default deny)".to_string()
+            } else {
+                d.policies().join(", ")
+            };
+            println!(
+                "  {:<6} {:<18} {:<17} {why}",
+                d.effect().to_string(),
+                info.name,
+                info.class
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A row of the demo table: a kind of principal asking about a member.
+struct Row {
+    label: &'static str,
+    principal: PrincipalId,
+    member: &'static str,
+    context: fn(Context) -> Context,
+}
+
+fn demo(dir: &Path, path: Option<&Path>, seconds: f64) -> Result<ExitCode, String> {
+    let engine = engine(dir)?;
+    let party = data(path)?;
+    // The same party, had candidate A not paid the fee.
+    let mut unpaid = party.clone();
+    if let Some(c) = unpaid.candidates.get_mut(ids::CAND_A) {
+        c.fee_paid = false;
+    }
+    let t = |s: &str| s.parse::<Timestamp>().map_err(|e| e.to_string());
+    let phases = [
+        ("before close", t("2020-02-13T18:00:00Z")?, &party),
+        ("after close, paid", t("2020-02-20T18:00:00Z")?, &party),
+        ("after close, unpaid", t("2020-02-20T18:00:00Z")?, &unpaid),
+        ("after ballot", t("2020-04-03T18:00:00Z")?, &party),
+    ];
+    let p = PrincipalId::new;
+    let rows = [
+        Row {
+            label: "campaign A staff",
+            principal: p(PrincipalKind::CampaignStaff, ids::CS_A_STAFF),
+            member: ids::MEMBER_ELIGIBLE,
+            context: |c| c.election(ids::LEADER_2020),
+        },
+        Row {
+            label: "campaign A staff, 2016 list",
+            principal: p(PrincipalKind::CampaignStaff, ids::CS_2016_STAFF),
+            member: ids::MEMBER_ELIGIBLE,
+            context: |c| c.election(ids::LEADER_2020),
+        },
+        Row {
+            label: "phone-bank volunteer",
+            principal: p(PrincipalKind::Volunteer, ids::V_PHONEBANK),
+            member: ids::MEMBER_ELIGIBLE,
+            context: |c| c.session(ids::SESSION_A),
+        },
+        Row {
+            label: "volunteer with a link only",
+            principal: p(PrincipalKind::Volunteer, ids::V_LINKHOLDER),
+            member: ids::MEMBER_ELIGIBLE,
+            context: |c| c.session(ids::SESSION_A),
+        },
+        Row {
+            label: "CLP secretary, own CLP",
+            principal: p(PrincipalKind::Officer, ids::O_SECRETARY_001),
+            member: ids::MEMBER_ELIGIBLE,
+            context: |c| c,
+        },
+        Row {
+            label: "CLP secretary, other CLP",
+            principal: p(PrincipalKind::Officer, ids::O_SECRETARY_002),
+            member: ids::MEMBER_ELIGIBLE,
+            context: |c| c,
+        },
+        Row {
+            label: "MP",
+            principal: p(PrincipalKind::Representative, ids::MP_001),
+            member: ids::MEMBER_ELIGIBLE,
+            context: |c| c,
+        },
+        Row {
+            label: "MP who resigned (2019)",
+            principal: p(PrincipalKind::Representative, ids::MP_RESIGNED),
+            member: ids::MEMBER_OTHER_CLP,
+            context: |c| c,
+        },
+        Row {
+            label: "regional office (London)",
+            principal: p(PrincipalKind::Staff, ids::S_REGIONAL_LONDON),
+            member: ids::MEMBER_ELIGIBLE,
+            context: |c| c,
+        },
+        Row {
+            label: "membership team",
+            principal: p(PrincipalKind::Staff, ids::S_MEMBERSHIP),
+            member: ids::MEMBER_ELIGIBLE,
+            context: |c| c,
+        },
+        Row {
+            label: "membership team, purpose",
+            principal: p(PrincipalKind::Staff, ids::S_MEMBERSHIP),
+            member: ids::MEMBER_ELIGIBLE,
+            context: |c| c.purpose("equality_monitoring"),
+        },
+        Row {
+            label: "DPO, break-glass",
+            principal: p(PrincipalKind::Staff, ids::S_DPO),
+            member: ids::MEMBER_ELIGIBLE,
+            context: |c| c.reason("complaint 2020/17"),
+        },
+        Row {
+            label: "mailing processor",
+            principal: p(PrincipalKind::Processor, ids::P_MAILING),
+            member: ids::MEMBER_ELIGIBLE,
+            context: |c| c,
+        },
+        Row {
+            label: "membership team, left 2009",
+            principal: p(PrincipalKind::Staff, ids::S_MEMBERSHIP),
+            member: ids::MEMBER_LEFT_2009,
+            context: |c| c,
+        },
+    ];
+    println!(
+        "What each principal may read of a member record, across the 2020 leadership election"
+    );
+    println!(
+        "(nominations close 2020-02-14 14:00, ballot closes 2020-04-02 12:00; policies from {})\n",
+        dir.display()
+    );
+    let width = 28;
+    print!("{:<width$}", "principal");
+    for (name, _, _) in &phases {
+        print!(" | {name:<22}");
+    }
+    println!();
+    println!("{}", "-".repeat(width + phases.len() * 25));
+    for row in &rows {
+        print!("{:<width$}", row.label);
+        for (_, at, party) in &phases {
+            let ctx = (row.context)(Context::at(*at));
+            let cell = match engine.permitted_fields(
+                *party,
+                &row.principal,
+                Action::Read,
+                row.member,
+                &ctx,
+            ) {
+                Ok(set) => describe(&engine, set),
+                Err(e) => format!("error: {e}"),
+            };
+            print!(" | {cell:<22}");
+        }
+        println!();
+    }
+    println!("\nclasses: {}", class_legend(&engine));
+
+    // Throughput: permitted_fields on pages of 100 members, for a cleared campaign's staff.
+    let staffer = p(PrincipalKind::CampaignStaff, ids::CS_A_STAFF);
+    let ctx = Context::at(t("2020-03-01T12:00:00Z")?).election(ids::LEADER_2020);
+    let members: Vec<&str> = party.members.keys().map(String::as_str).collect();
+    let budget = Duration::from_secs_f64(seconds.clamp(0.1, 600.0));
+    let start = Instant::now();
+    let (mut decisions, mut allowed, mut pages) = (0usize, 0usize, 0usize);
+    while start.elapsed() < budget {
+        for page in members.chunks(100) {
+            let sets = engine
+                .permitted_fields_page(&party, &staffer, Action::Read, page, &ctx)
+                .map_err(|e| e.to_string())?;
+            decisions += page.len() * engine.catalogue().len();
+            allowed += sets.iter().map(|s| s.len()).sum::<usize>();
+            pages += 1;
+            if start.elapsed() >= budget {
+                break;
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "\nthroughput: {decisions} field decisions ({pages} pages of up to 100 members, {allowed} allowed) in {secs:.2} s: {:.0} decisions per second, {:.0} members per second",
+        decisions as f64 / secs,
+        (decisions / engine.catalogue().len().max(1)) as f64 / secs
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A field set in a few words: whole classes by name, the rest by field.
+fn describe(engine: &Engine, set: FieldSet) -> String {
+    if set.is_empty() {
+        return "-".into();
+    }
+    if set == engine.catalogue().all() {
+        return "everything".into();
+    }
+    let mut parts = Vec::new();
+    let mut classes: Vec<&str> = engine
+        .catalogue()
+        .iter()
+        .map(|(_, f)| f.class.as_str())
+        .collect();
+    classes.dedup();
+    for class in classes {
+        let in_class: FieldSet = engine
+            .catalogue()
+            .iter()
+            .filter(|(_, f)| f.class == class)
+            .map(|(id, _)| id)
+            .collect();
+        let have = set.intersection(in_class);
+        if have == in_class {
+            parts.push(class.to_string());
+        } else if !have.is_empty() {
+            parts.extend(
+                engine
+                    .catalogue()
+                    .names(have)
+                    .into_iter()
+                    .map(str::to_string),
+            );
+        }
+    }
+    parts.join(", ")
+}
+
+fn class_legend(engine: &Engine) -> String {
+    let mut classes: Vec<(String, Vec<&str>)> = Vec::new();
+    for (_, f) in engine.catalogue().iter() {
+        match classes.iter_mut().find(|(c, _)| *c == f.class) {
+            Some((_, names)) => names.push(&f.name),
+            None => classes.push((f.class.clone(), vec![&f.name])),
+        }
+    }
+    classes
+        .iter()
+        .map(|(c, n)| format!("{c} = {}", n.join("/")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -1,0 +1,1048 @@
+//! A deterministic, synthetic sample of the party's records.
+//!
+//! [`generate`] builds a [`Membership`] from a [`SampleConfig`] (a seed and a member
+//! count): 9 English regions, 60 constituency parties, the 2016 and 2020 leadership
+//! elections and a 2017 trade-union election, candidates and their campaigns, party
+//! staff, campaign staff, volunteers and their call sessions, CLP officers, MPs, two data
+//! processors, and members with every field of `policies/fields.toml` filled in. The
+//! same config always gives the same records. [`bundled`] is the default sample that
+//! `membergate demo` and the benchmarks run on.
+//!
+//! Besides the random bulk, every sample holds the well-known records of [`ids`], built
+//! to meet the breach scenarios of the domain notes: an eligible London member, a member
+//! who left in 2009, an MP who resigned, a 2016 campaign asking in 2017, and so on.
+//!
+//! # Example
+//! ```
+//! use membergate::sample::{generate, ids, SampleConfig};
+//! let m = generate(&SampleConfig { seed: 7, members: 100 });
+//! assert!(m.members.len() >= 100);
+//! assert!(m.call_sessions[ids::SESSION_A].members.iter().any(|id| id == ids::MEMBER_ELIGIBLE));
+//! ```
+
+use std::collections::BTreeMap;
+
+use fastrand::Rng;
+use jiff::tz::Offset;
+use jiff::Timestamp;
+
+use crate::model::{
+    CallSession, Campaign, CampaignStaff, Candidate, Channel, Clp, Contract, Election, Member,
+    MemberStatus as S, Membership, Officer, Processor, Region, Representative, Staff, Team,
+    Volunteer,
+};
+
+/// Ids of the well-known records that every sample holds, whatever the seed.
+pub mod ids {
+    /// The London region.
+    pub const REGION_LONDON: &str = "r-london";
+    /// A London CLP (Holborn and St Pancras).
+    pub const CLP_LONDON: &str = "clp-001";
+    /// A North West CLP, neighbour in the list to [`CLP_LONDON`].
+    pub const CLP_OTHER: &str = "clp-002";
+    /// The 2016 leadership election.
+    pub const LEADER_2016: &str = "leader-2016";
+    /// The 2020 leadership election (freeze 20 January, ballot closes 2 April).
+    pub const LEADER_2020: &str = "leader-2020";
+    /// A 2017 trade-union election: not the party's, so no campaign data belongs to it.
+    pub const UNION_2017: &str = "union-2017";
+    /// 2020 candidate: validly nominated, fee paid, data agreement signed.
+    pub const CAND_A: &str = "cand-a";
+    /// 2020 candidate: nominated and signed, fee not paid.
+    pub const CAND_B: &str = "cand-b";
+    /// 2020 candidate: nominated, paid and signed (a second cleared one).
+    pub const CAND_C: &str = "cand-c";
+    /// 2020 candidate: not validly nominated.
+    pub const CAND_D: &str = "cand-d";
+    /// 2016 candidate: cleared for 2016.
+    pub const CAND_2016: &str = "cand-2016";
+    /// Campaign of [`CAND_A`] in [`LEADER_2020`].
+    pub const CAMP_A: &str = "camp-a";
+    /// Campaign of [`CAND_B`] in [`LEADER_2020`].
+    pub const CAMP_B: &str = "camp-b";
+    /// Campaign of [`CAND_C`] in [`LEADER_2020`].
+    pub const CAMP_C: &str = "camp-c";
+    /// Campaign of [`CAND_D`] in [`LEADER_2020`].
+    pub const CAMP_D: &str = "camp-d";
+    /// Campaign of [`CAND_2016`] in [`LEADER_2016`]; never wound up.
+    pub const CAMP_2016: &str = "camp-2016";
+    /// Staffer of [`CAMP_A`] (hourly read limit 500).
+    pub const CS_A_STAFF: &str = "cs-a-staff";
+    /// The candidate of [`CAMP_A`], acting for the campaign.
+    pub const CS_A_CANDIDATE: &str = "cs-a-candidate";
+    /// Staffer of [`CAMP_B`].
+    pub const CS_B_STAFF: &str = "cs-b-staff";
+    /// Staffer of [`CAMP_C`].
+    pub const CS_C_STAFF: &str = "cs-c-staff";
+    /// Staffer of [`CAMP_D`].
+    pub const CS_D_STAFF: &str = "cs-d-staff";
+    /// Staffer of [`CAMP_2016`].
+    pub const CS_2016_STAFF: &str = "cs-2016-staff";
+    /// Membership team (hourly read limit 2,000).
+    pub const S_MEMBERSHIP: &str = "s-membership";
+    /// Compliance team.
+    pub const S_COMPLIANCE: &str = "s-compliance";
+    /// The data protection officer.
+    pub const S_DPO: &str = "s-dpo";
+    /// Regional staff covering [`REGION_LONDON`].
+    pub const S_REGIONAL_LONDON: &str = "s-regional-london";
+    /// The named data-export role (hourly read limit 100,000).
+    pub const S_EXPORT: &str = "s-export";
+    /// A membership-team staffer who left on 2019-06-30.
+    pub const S_LEFT: &str = "s-left";
+    /// An active phone-bank volunteer, assigned to [`SESSION_A`] and [`SESSION_OFFICE_LONDON`].
+    pub const V_PHONEBANK: &str = "v-phonebank";
+    /// An active volunteer holding a link but assigned to no session.
+    pub const V_LINKHOLDER: &str = "v-linkholder";
+    /// A volunteer deactivated on 2020-02-01.
+    pub const V_DEACTIVATED: &str = "v-deactivated";
+    /// Call session of [`CAMP_A`], 2020-02-20 17:00-21:00, eligible members only.
+    pub const SESSION_A: &str = "cs-session-a";
+    /// Call session of the London office, 2021-04-10 10:00-16:00, London members.
+    pub const SESSION_OFFICE_LONDON: &str = "session-office-london";
+    /// Secretary of [`CLP_LONDON`].
+    pub const O_SECRETARY_001: &str = "o-secretary-001";
+    /// Secretary of [`CLP_OTHER`].
+    pub const O_SECRETARY_002: &str = "o-secretary-002";
+    /// The MP of [`CLP_LONDON`], in office.
+    pub const MP_001: &str = "mp-001";
+    /// The MP of [`CLP_OTHER`], who resigned from the party on 2019-02-18 (incident 2).
+    pub const MP_RESIGNED: &str = "mp-resigned";
+    /// A mailing house: name and address of members, 2019 to 2023.
+    pub const P_MAILING: &str = "p-mailing";
+    /// The processor of the 2021 ransomware breach (incident 4).
+    pub const P_RANSOMWARE: &str = "p-ransomware";
+    /// A member of [`CLP_LONDON`], joined 2015, in good standing, consents to every
+    /// channel: eligible in 2020, on [`SESSION_A`] and [`SESSION_OFFICE_LONDON`].
+    pub const MEMBER_ELIGIBLE: &str = "m-00001";
+    /// A current member of [`CLP_OTHER`] (not London).
+    pub const MEMBER_OTHER_CLP: &str = "m-00002";
+    /// A former member who left on 2009-05-01: long past retention.
+    pub const MEMBER_LEFT_2009: &str = "m-00003";
+    /// A former member who left on 2023-06-01.
+    pub const MEMBER_LEFT_2023: &str = "m-00004";
+    /// A member of [`CLP_LONDON`] who joined on 2020-02-01, after the 2020 freeze date.
+    pub const MEMBER_JOINED_AFTER_FREEZE: &str = "m-00005";
+    /// A member of [`CLP_LONDON`] who consented to email, then opted out of it.
+    pub const MEMBER_EMAIL_OPT_OUT: &str = "m-00006";
+}
+
+/// What to generate: the seed of the random choices and how many members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SampleConfig {
+    /// Seed of the random generator: the same seed gives the same records.
+    pub seed: u64,
+    /// How many members to generate (at least the 6 well-known ones are always made).
+    pub members: usize,
+}
+
+impl Default for SampleConfig {
+    /// Seed 2020, 12,000 members: the [`bundled`] sample.
+    fn default() -> Self {
+        SampleConfig {
+            seed: 2020,
+            members: 12_000,
+        }
+    }
+}
+
+/// The bundled sample: [`generate`] with [`SampleConfig::default`].
+pub fn bundled() -> Membership {
+    generate(&SampleConfig::default())
+}
+
+/// The UTC hour written `yyyy_mm_dd_hh`, e.g. `at(2020_01_20_17)`. For `const` items only
+/// (the tests check the dates against jiff's parser).
+const fn at(yyyy_mm_dd_hh: i64) -> Timestamp {
+    let (h, d) = (yyyy_mm_dd_hh % 100, yyyy_mm_dd_hh / 100 % 100);
+    let (m, y) = (yyyy_mm_dd_hh / 10_000 % 100, yyyy_mm_dd_hh / 1_000_000);
+    // Days from civil (H. Hinnant), counting years from March.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    Timestamp::constant(days * 86_400 + h * 3_600, 0)
+}
+
+const FREEZE_2020: Timestamp = at(2020_01_20_17);
+const JOINED_FROM: Timestamp = at(2005_01_01_00);
+const JOINED_UNTIL: Timestamp = at(2020_03_01_00);
+/// The surge of joiners after the December 2019 general election.
+const SURGE_FROM: Timestamp = at(2019_12_13_00);
+const LEFT_FROM: Timestamp = at(2009_01_01_00);
+const LEFT_UNTIL: Timestamp = at(2025_01_01_00);
+/// Registered-supporter sign-up windows: 2015, 2016 and 2020.
+const SUPPORTER_WINDOWS: [(Timestamp, Timestamp); 3] = [
+    (at(2015_07_20_12), at(2015_08_12_12)),
+    (at(2016_07_18_17), at(2016_07_20_17)),
+    (at(2020_01_14_17), at(2020_01_16_17)),
+];
+
+/// Regions (id, name) and their constituencies.
+#[rustfmt::skip]
+const REGIONS: [(&str, &str, &[&str]); 9] = [
+    ("r-london", "London", &[
+        "Holborn and St Pancras", "Islington North", "Hackney South and Shoreditch", "Tottenham",
+        "Lewisham Deptford", "Camberwell and Peckham", "Brent Central", "Hammersmith",
+    ]),
+    ("r-north-west", "North West", &[
+        "Liverpool Walton", "Manchester Gorton", "Salford and Eccles", "Wigan",
+        "Bolton South East", "Blackburn", "Stockport", "Wirral South",
+    ]),
+    ("r-north-east", "North East", &[
+        "Newcastle upon Tyne Central", "Sunderland Central", "Gateshead", "North Durham",
+        "Middlesbrough", "Blyth Valley",
+    ]),
+    ("r-yorkshire", "Yorkshire and the Humber", &[
+        "Leeds Central", "Sheffield Brightside and Hillsborough", "Bradford West", "Hull North",
+        "Wakefield", "Barnsley Central", "Huddersfield",
+    ]),
+    ("r-east-midlands", "East Midlands", &[
+        "Nottingham East", "Leicester South", "Derby South", "Bassetlaw", "Mansfield", "Lincoln",
+    ]),
+    ("r-west-midlands", "West Midlands", &[
+        "Birmingham Ladywood", "Coventry South", "Wolverhampton South East", "West Bromwich East",
+        "Stoke-on-Trent Central", "Walsall North", "Dudley North",
+    ]),
+    ("r-eastern", "Eastern", &[
+        "Norwich South", "Luton South", "Cambridge", "Ipswich", "Peterborough", "Thurrock",
+    ]),
+    ("r-south-east", "South East", &[
+        "Brighton Kemptown", "Slough", "Oxford East", "Reading East", "Southampton Test",
+        "Canterbury",
+    ]),
+    ("r-south-west", "South West", &[
+        "Bristol West", "Plymouth Sutton and Devonport", "Exeter", "Stroud", "Swindon South",
+        "Gloucester",
+    ]),
+];
+
+#[rustfmt::skip]
+const FIRST_NAMES: &[&str] = &[
+    "Aisha", "Alan", "Amir", "Anna", "Ben", "Bola", "Callum", "Chloe", "Daniel", "Deepa",
+    "Eilidh", "Emma", "Fatima", "Gareth", "Grace", "Hannah", "Imran", "Jack", "Joanne", "Kwame",
+    "Laura", "Liam", "Maria", "Mohammed", "Niamh", "Olu", "Priya", "Rhys", "Sarah", "Tom",
+];
+#[rustfmt::skip]
+const LAST_NAMES: &[&str] = &[
+    "Ahmed", "Begum", "Brown", "Campbell", "Clarke", "Davies", "Evans", "Green", "Hall",
+    "Hughes", "Jones", "Kaur", "Khan", "Lewis", "Mensah", "Murphy", "Nowak", "Okafor", "Patel",
+    "Roberts", "Robinson", "Shah", "Singh", "Smith", "Taylor", "Thomas", "Walker", "Williams",
+    "Wilson", "Wright",
+];
+#[rustfmt::skip]
+const STREETS: &[&str] = &[
+    "Station Road", "High Street", "Church Lane", "Victoria Road", "Mill Lane", "Park Avenue",
+    "Queen Street", "Albert Terrace", "Co-operative Street", "Chartist Way", "Union Row",
+];
+const DOMAINS: &[&str] = &["example.org", "example.com", "example.net"];
+#[rustfmt::skip]
+const CANVASS: &[&str] = &[
+    "Labour promise", "Labour probable", "Undecided", "Against", "Not home", "Refused",
+];
+#[rustfmt::skip]
+const VIEWS: &[&str] = &[
+    "Priority: NHS", "Priority: housing", "Priority: climate", "Priority: cost of living",
+    "Priority: education", "Not recorded",
+];
+#[rustfmt::skip]
+const ETHNICITY: &[&str] = &[
+    "White British", "White other", "Asian or Asian British", "Black or Black British",
+    "Mixed or multiple", "Other", "Prefer not to say",
+];
+const DISABILITY: &[&str] = &["No", "No", "No", "Yes", "Prefer not to say"];
+const UNIONS: &[&str] = &[
+    "None", "None", "Unite", "UNISON", "GMB", "CWU", "USDAW", "NEU",
+];
+
+/// Elections: id, name, nominations close, freeze date, ballot close.
+#[rustfmt::skip]
+const ELECTIONS: [(&str, &str, Timestamp, Timestamp, Timestamp); 3] = [
+    (ids::LEADER_2016, "2016 leadership election", at(2016_07_20_12), at(2016_01_12_00), at(2016_09_21_12)),
+    (ids::LEADER_2020, "2020 leadership election", at(2020_02_14_14), FREEZE_2020, at(2020_04_02_12)),
+    (ids::UNION_2017, "2017 union general secretary election", at(2017_03_01_12), at(2017_01_01_00), at(2017_04_20_12)),
+];
+
+/// Candidates and their campaigns: id suffix, election, candidate name, and whether the
+/// candidate is validly nominated, paid the fee and signed the data agreement.
+#[rustfmt::skip]
+const CAMPAIGNS: [(&str, &str, &str, bool, bool, bool); 5] = [
+    ("a", ids::LEADER_2020, "Alex Carter", true, true, true),
+    ("b", ids::LEADER_2020, "Bernadette Lowe", true, false, true),
+    ("c", ids::LEADER_2020, "Chidi Okafor", true, true, true),
+    ("d", ids::LEADER_2020, "Dana Price", false, false, true),
+    ("2016", ids::LEADER_2016, "Evan Hughes", true, true, true),
+];
+
+/// Party staff besides the regional offices: id, team, region, left, hourly read limit.
+#[rustfmt::skip]
+const STAFF: [(&str, Team, Option<&str>, Option<Timestamp>, u32); 8] = [
+    (ids::S_MEMBERSHIP, Team::Membership, None, None, 2_000),
+    (ids::S_COMPLIANCE, Team::Compliance, None, None, 2_000),
+    (ids::S_DPO, Team::DataProtection, None, None, 2_000),
+    (ids::S_REGIONAL_LONDON, Team::Regional, Some(ids::REGION_LONDON), None, 1_000),
+    (ids::S_EXPORT, Team::DataExport, None, None, 100_000),
+    (ids::S_LEFT, Team::Membership, None, Some(at(2019_06_30_17)), 2_000),
+    ("s-membership-2", Team::Membership, None, None, 2_000),
+    ("s-membership-3", Team::Membership, None, None, 2_000),
+];
+
+/// Processors: id, name, contract fields, contract statuses, contract start and end.
+#[rustfmt::skip]
+const PROCESSORS: [(&str, &str, &[&str], &[S], Timestamp, Timestamp); 2] = [
+    (ids::P_MAILING, "Mailing house", &["name", "address"], &[S::Member],
+     at(2019_01_01_00), at(2023_01_01_00)),
+    (ids::P_RANSOMWARE, "Data processor (2021 ransomware breach)", &["name", "email", "phone"],
+     &[S::Member, S::RegisteredSupporter, S::AffiliatedSupporter],
+     at(2020_01_01_00), at(2022_12_31_00)),
+];
+
+/// Whom a call session lists, of the members who can be phoned.
+#[derive(Clone, Copy)]
+enum Pool {
+    /// Members eligible to vote in the 2020 leadership election.
+    Eligible2020,
+    /// Current members in this region.
+    Region(&'static str),
+}
+
+/// Call sessions: id, volunteer, campaign, office, pool, size, opens, closes.
+#[rustfmt::skip]
+const SESSIONS: [(&str, &str, Option<&str>, Option<&str>, Pool, usize, Timestamp, Timestamp); 5] = [
+    (ids::SESSION_A, ids::V_PHONEBANK, Some(ids::CAMP_A), None, Pool::Eligible2020, 50,
+     at(2020_02_20_17), at(2020_02_20_21)),
+    (ids::SESSION_OFFICE_LONDON, ids::V_PHONEBANK, None, Some(ids::REGION_LONDON),
+     Pool::Region(ids::REGION_LONDON), 30, at(2021_04_10_10), at(2021_04_10_16)),
+    ("cs-session-c", "v-001", Some(ids::CAMP_C), None, Pool::Eligible2020, 40,
+     at(2020_03_01_10), at(2020_03_01_14)),
+    ("cs-session-d", "v-002", Some(ids::CAMP_D), None, Pool::Eligible2020, 20,
+     at(2020_02_22_10), at(2020_02_22_14)),
+    ("session-office-north-west", "v-003", None, Some("r-north-west"),
+     Pool::Region("r-north-west"), 30, at(2021_05_08_10), at(2021_05_08_16)),
+];
+
+/// The well-known members `m-00001`.. (see [`ids`]): CLP index, status, joined, left,
+/// consents, opt-outs.
+#[rustfmt::skip]
+const WELL_KNOWN: [(usize, S, Timestamp, Option<Timestamp>, &[Channel], &[Channel]); 6] = [
+    (0, S::Member, at(2015_03_14_10), None, ALL_CHANNELS, &[]),
+    (1, S::Member, at(2012_05_02_09), None, ALL_CHANNELS, &[]),
+    (0, S::Former, at(2005_09_01_12), Some(at(2009_05_01_00)), &[Channel::Post], &[]),
+    (0, S::Former, at(2011_01_10_12), Some(at(2023_06_01_00)), ALL_CHANNELS, &[]),
+    (0, S::Member, at(2020_02_01_12), None, ALL_CHANNELS, &[]),
+    (0, S::Member, at(2014_06_20_18), None, ALL_CHANNELS, &[Channel::Email]),
+];
+const ALL_CHANNELS: &[Channel] = &[Channel::Phone, Channel::Email, Channel::Post];
+
+/// A CLP as the generator uses it: ids and names of the CLP and its region.
+struct ClpRow {
+    id: String,
+    name: &'static str,
+    region: &'static str,
+    region_name: &'static str,
+}
+
+/// Generates a sample: the same config always gives the same records.
+///
+/// Makes `config.members` members (at least the 6 well-known ones of [`ids`]) spread over
+/// 60 CLPs: about 80% members, 7% registered supporters, 5% affiliated supporters, 7%
+/// former members and 1% expelled. See the [module docs](self) for the other records.
+pub fn generate(config: &SampleConfig) -> Membership {
+    let mut rng = Rng::with_seed(config.seed);
+    let mut out = Membership::default();
+
+    // Places: CLPs dealt round the regions, so clp-001 is in London, clp-002 North West.
+    let longest = REGIONS.iter().map(|r| r.2.len()).max().unwrap_or(0);
+    let mut clps = Vec::new();
+    for k in 0..longest {
+        for (region, region_name, names) in REGIONS {
+            if let Some(&name) = names.get(k) {
+                let id = format!("clp-{:03}", clps.len() + 1);
+                clps.push(ClpRow {
+                    id,
+                    name,
+                    region,
+                    region_name,
+                });
+            }
+        }
+    }
+    for (id, name, _) in REGIONS {
+        out.regions.insert(id.into(), Region { name: name.into() });
+    }
+    for c in &clps {
+        let (name, region) = (c.name.into(), c.region.into());
+        out.clps.insert(c.id.clone(), Clp { name, region });
+    }
+
+    // Elections, candidates, campaigns and their staff.
+    for (id, name, nominations_close, freeze_date, ballot_close) in ELECTIONS {
+        let election = Election {
+            name: name.into(),
+            nominations_close,
+            freeze_date,
+            ballot_close,
+        };
+        out.elections.insert(id.into(), election);
+    }
+    for (x, election, name, validly_nominated, fee_paid, data_agreement_signed) in CAMPAIGNS {
+        let candidate = Candidate {
+            name: name.into(),
+            validly_nominated,
+            fee_paid,
+            data_agreement_signed,
+        };
+        out.candidates.insert(format!("cand-{x}"), candidate);
+        let campaign = Campaign {
+            name: format!("{name} for leader"),
+            election: election.into(),
+            candidate: format!("cand-{x}"),
+            ended_at: None,
+        };
+        out.campaigns.insert(format!("camp-{x}"), campaign);
+        let team = ["candidate", "agent", "staff", "staff-2", "staff-3"];
+        for (k, id) in team.into_iter().enumerate() {
+            let staffer = CampaignStaff {
+                name: if k == 0 {
+                    name.into()
+                } else {
+                    person(&mut rng)
+                },
+                campaign: format!("camp-{x}"),
+                role: id.trim_end_matches(['-', '2', '3']).into(),
+                ended_at: None,
+                hourly_read_limit: 500,
+            };
+            out.campaign_staff.insert(format!("cs-{x}-{id}"), staffer);
+        }
+    }
+
+    // Party staff, with a regional office for every region.
+    let regional = REGIONS.iter().skip(1).map(|&(region, _, _)| {
+        let id = format!("s-regional-{}", region.trim_start_matches("r-"));
+        (id, Team::Regional, Some(region), None, 1_000)
+    });
+    let fixed = STAFF
+        .into_iter()
+        .map(|(id, t, r, e, l)| (id.to_string(), t, r, e, l));
+    for (id, team, region, ended_at, hourly_read_limit) in fixed.chain(regional) {
+        let staffer = Staff {
+            name: person(&mut rng),
+            teams: vec![team],
+            region: region.map(String::from),
+            ended_at,
+            hourly_read_limit,
+        };
+        out.staff.insert(id, staffer);
+    }
+
+    // Volunteers: the well-known three and thirty more.
+    let fixed = [
+        (ids::V_PHONEBANK.to_string(), None),
+        (ids::V_LINKHOLDER.to_string(), None),
+        (ids::V_DEACTIVATED.to_string(), Some(at(2020_02_01_00))),
+    ];
+    let more = (1..=30).map(|k| (format!("v-{k:03}"), None));
+    for (id, ended_at) in fixed.into_iter().chain(more) {
+        let name = person(&mut rng);
+        let volunteer = Volunteer {
+            name,
+            ended_at,
+            hourly_read_limit: 200,
+        };
+        out.volunteers.insert(id, volunteer);
+    }
+
+    // A secretary, a chair and an MP for each of the first ten CLPs.
+    for c in clps.iter().take(10) {
+        let n = c.id.trim_start_matches("clp-");
+        for role in ["secretary", "chair"] {
+            let officer = Officer {
+                name: person(&mut rng),
+                clp: c.id.clone(),
+                role: role.into(),
+                ended_at: None,
+                hourly_read_limit: 300,
+            };
+            out.officers.insert(format!("o-{role}-{n}"), officer);
+        }
+        let (id, ended_at) = match n {
+            "002" => (ids::MP_RESIGNED.to_string(), Some(at(2019_02_18_09))),
+            _ => (format!("mp-{n}"), None),
+        };
+        let mp = Representative {
+            name: person(&mut rng),
+            clp: c.id.clone(),
+            ended_at,
+            hourly_read_limit: 1_000,
+        };
+        out.representatives.insert(id, mp);
+    }
+
+    for (id, name, fields, statuses, starts, ends) in PROCESSORS {
+        let contract = Contract {
+            fields: fields.iter().map(|f| f.to_string()).collect(),
+            statuses: statuses.to_vec(),
+            starts,
+            ends,
+        };
+        let processor = Processor {
+            name: name.into(),
+            contract,
+            ended_at: None,
+            hourly_read_limit: 5_000,
+        };
+        out.processors.insert(id.into(), processor);
+    }
+
+    // Members: random ones, of which the first six are then made the well-known ones.
+    for index in 1..=config.members.max(WELL_KNOWN.len()) {
+        let Some((mut member, mut clp)) = random_member(&mut rng, &clps) else {
+            break;
+        };
+        let known = index.checked_sub(1).and_then(|k| WELL_KNOWN.get(k));
+        if let Some(&(k, status, joined, left, consents, opt_outs)) = known {
+            clp = clps.get(k).unwrap_or(clp);
+            member = Member {
+                status,
+                clp: clp.id.clone(),
+                joined,
+                left,
+                in_good_standing: !gone(status),
+                consents: consents.to_vec(),
+                opt_outs: opt_outs.to_vec(),
+                values: BTreeMap::new(),
+            };
+        }
+        fill_values(&mut rng, &mut member, index, clp);
+        out.members.insert(format!("m-{index:05}"), member);
+    }
+
+    // Call sessions, each listing members its creator may reach, who can be phoned.
+    for (id, volunteer, campaign, office, pool, n, opens, closes) in SESSIONS {
+        let listed = |m: &Member| {
+            let phoneable =
+                m.consents.contains(&Channel::Phone) && !m.opt_outs.contains(&Channel::Phone);
+            let current = m.status == S::Member;
+            phoneable
+                && match pool {
+                    Pool::Eligible2020 => current && m.in_good_standing && m.joined < FREEZE_2020,
+                    Pool::Region(r) => {
+                        current && out.clps.get(&m.clp).is_some_and(|c| c.region == r)
+                    }
+                }
+        };
+        let members = out.members.iter().filter(|(_, m)| listed(m));
+        let members: Vec<&str> = members.map(|(id, _)| id.as_str()).collect();
+        let session = CallSession {
+            volunteer: volunteer.into(),
+            campaign: campaign.map(String::from),
+            office: office.map(String::from),
+            members: choose(&mut rng, &members, ids::MEMBER_ELIGIBLE, n),
+            opens,
+            closes,
+        };
+        out.call_sessions.insert(id.into(), session);
+    }
+    out
+}
+
+/// Whether a member with this status has left the party.
+fn gone(status: S) -> bool {
+    matches!(status, S::Former | S::Expelled)
+}
+
+/// A random member (values not yet filled in) and its CLP; `None` only without CLPs.
+fn random_member<'a>(rng: &mut Rng, clps: &'a [ClpRow]) -> Option<(Member, &'a ClpRow)> {
+    let clp = pick(rng, clps)?;
+    let status = match rng.u32(0..1000) {
+        0..=799 => S::Member,
+        800..=869 => S::RegisteredSupporter,
+        870..=919 => S::AffiliatedSupporter,
+        920..=989 => S::Former,
+        _ => S::Expelled,
+    };
+    let joined = match status {
+        S::RegisteredSupporter => {
+            let window = pick(rng, &SUPPORTER_WINDOWS).copied();
+            let (from, until) = window.unwrap_or((SURGE_FROM, FREEZE_2020));
+            between(rng, from, until)
+        }
+        _ if rng.u32(0..100) < 3 => between(rng, SURGE_FROM, JOINED_UNTIL),
+        _ => between(rng, JOINED_FROM, JOINED_UNTIL),
+    };
+    let left = gone(status).then(|| between(rng, joined.max(LEFT_FROM), LEFT_UNTIL));
+    let odds = [
+        (Channel::Phone, 55),
+        (Channel::Email, 75),
+        (Channel::Post, 40),
+    ];
+    let mut draw = |odds: &[(Channel, u32)]| -> Vec<Channel> {
+        let hits = odds.iter().filter(|(_, p)| rng.u32(0..100) < *p);
+        hits.map(|(c, _)| *c).collect()
+    };
+    let consents = draw(&odds);
+    let opt_outs = draw(&odds.map(|(c, _)| (c, 3)));
+    let member = Member {
+        status,
+        clp: clp.id.clone(),
+        joined,
+        left,
+        in_good_standing: !gone(status) && rng.u32(0..100) < 95,
+        consents,
+        opt_outs,
+        values: BTreeMap::new(),
+    };
+    Some((member, clp))
+}
+
+/// Fills in a value for every catalogue field of the member (`left_on` only if it left).
+fn fill_values(rng: &mut Rng, m: &mut Member, index: usize, clp: &ClpRow) {
+    let (first, last) = (word(rng, FIRST_NAMES), word(rng, LAST_NAMES));
+    let arrears = match m.in_good_standing {
+        true => "£0.00".to_string(),
+        false => format!("£{}.{:02}", rng.u32(3..90), rng.u32(0..100)),
+    };
+    let n = rng.u32(1..100);
+    let email = format!("{first}.{last}{n}@{}", word(rng, DOMAINS)).to_lowercase();
+    let number = 1_000_000 + index * 11 + rng.usize(0..11);
+    let street = word(rng, STREETS);
+    let values = [
+        ("name", format!("{first} {last}")),
+        ("membership_number", format!("L{number:07}")),
+        ("email", email),
+        ("phone", format!("07700 9{:05}", rng.u32(0..100_000))),
+        (
+            "address",
+            format!("{} {street}, {}", rng.u32(1..200), clp.name),
+        ),
+        ("status", m.status.as_str().into()),
+        ("clp", clp.name.into()),
+        ("region", clp.region_name.into()),
+        ("joined_on", day(m.joined)),
+        ("payment_details", format!("**** {:04}", rng.u32(0..10_000))),
+        ("arrears", arrears),
+        ("canvass_returns", word(rng, CANVASS).into()),
+        ("political_views", word(rng, VIEWS).into()),
+        ("ethnicity", word(rng, ETHNICITY).into()),
+        ("disability", word(rng, DISABILITY).into()),
+        ("trade_union", word(rng, UNIONS).into()),
+        ("contact_consents", channels(&m.consents)),
+        ("opt_outs", channels(&m.opt_outs)),
+    ];
+    m.values = values.into_iter().map(|(k, v)| (k.into(), v)).collect();
+    if let Some(left) = m.left {
+        m.values.insert("left_on".into(), day(left));
+    }
+}
+
+/// Up to `n` ids drawn from `pool`, sorted; `first` is drawn first if the pool holds it.
+fn choose(rng: &mut Rng, pool: &[&str], first: &str, n: usize) -> Vec<String> {
+    let mut rest: Vec<&str> = pool.iter().copied().filter(|id| *id != first).collect();
+    rng.shuffle(&mut rest);
+    let lead = pool.contains(&first).then_some(first);
+    let mut out: Vec<String> = lead
+        .into_iter()
+        .chain(rest)
+        .take(n)
+        .map(String::from)
+        .collect();
+    out.sort();
+    out
+}
+
+/// A random element of `items`, `None` if it is empty.
+fn pick<'a, T>(rng: &mut Rng, items: &'a [T]) -> Option<&'a T> {
+    items.get(rng.usize(..items.len().max(1)))
+}
+
+/// A random word of `items`, `""` if it is empty.
+fn word(rng: &mut Rng, items: &[&'static str]) -> &'static str {
+    pick(rng, items).copied().unwrap_or_default()
+}
+
+/// A random full name.
+fn person(rng: &mut Rng) -> String {
+    format!("{} {}", word(rng, FIRST_NAMES), word(rng, LAST_NAMES))
+}
+
+/// A random moment in `[from, until)`, or `from` if that is empty.
+fn between(rng: &mut Rng, from: Timestamp, until: Timestamp) -> Timestamp {
+    let (a, b) = (from.as_second(), until.as_second());
+    if b <= a {
+        return from;
+    }
+    Timestamp::from_second(rng.i64(a..b)).unwrap_or(from)
+}
+
+/// The UTC date of a moment, as `2020-01-20`.
+fn day(t: Timestamp) -> String {
+    Offset::UTC.to_datetime(t).date().to_string()
+}
+
+/// Channels as a field value: `phone, email`, or `none`.
+fn channels(list: &[Channel]) -> String {
+    match list {
+        [] => "none".into(),
+        _ => list
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::error::Error;
+
+    use super::*;
+
+    type Result<T = ()> = std::result::Result<T, Box<dyn Error>>;
+
+    fn small() -> Membership {
+        generate(&SampleConfig {
+            seed: 11,
+            members: 600,
+        })
+    }
+
+    /// The field names of `policies/fields.toml`.
+    fn catalogue() -> Result<BTreeSet<String>> {
+        let doc: toml::Value = toml::from_str(include_str!("../policies/fields.toml"))?;
+        let fields = doc
+            .get("field")
+            .and_then(|f| f.as_array())
+            .ok_or("no [[field]]")?;
+        let names = fields
+            .iter()
+            .map(|f| f.get("name")?.as_str().map(String::from));
+        Ok(names
+            .collect::<Option<_>>()
+            .ok_or("a field without a name")?)
+    }
+
+    fn eligible_2020(m: &Member) -> bool {
+        m.status == S::Member && m.in_good_standing && m.joined < FREEZE_2020
+    }
+
+    #[test]
+    fn constant_dates_are_calendar_dates() -> Result {
+        for (t, s) in [
+            (FREEZE_2020, "2020-01-20T17:00:00Z"),
+            (at(2016_02_29_23), "2016-02-29T23:00:00Z"),
+            (at(2005_01_01_00), "2005-01-01T00:00:00Z"),
+            (at(2022_12_31_00), "2022-12-31T00:00:00Z"),
+        ] {
+            assert_eq!(t, s.parse::<Timestamp>()?);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn makes_at_least_the_members_asked_for() {
+        assert!(bundled().members.len() >= 12_000);
+        let m = small();
+        assert_eq!(m.members.len(), 600);
+        assert!(m.members.contains_key("m-00600"));
+        let tiny = generate(&SampleConfig {
+            seed: 1,
+            members: 0,
+        });
+        let ids: Vec<&String> = tiny.members.keys().collect();
+        assert_eq!(
+            ids,
+            ["m-00001", "m-00002", "m-00003", "m-00004", "m-00005", "m-00006"]
+        );
+    }
+
+    #[test]
+    fn is_deterministic() {
+        let config = SampleConfig {
+            seed: 5,
+            members: 300,
+        };
+        assert_eq!(generate(&config), generate(&config));
+        assert_ne!(
+            generate(&config),
+            generate(&SampleConfig { seed: 6, ..config })
+        );
+        assert_eq!(
+            bundled(),
+            generate(&SampleConfig {
+                seed: 2020,
+                members: 12_000
+            })
+        );
+    }
+
+    #[test]
+    fn every_reference_resolves() -> Result {
+        let fields = catalogue()?;
+        for m in [bundled(), small()] {
+            assert_eq!((m.regions.len(), m.clps.len()), (9, 60));
+            for (id, x) in &m.members {
+                assert!(m.clps.contains_key(&x.clp), "{id}: clp {}", x.clp);
+            }
+            for (id, x) in &m.clps {
+                assert!(
+                    m.regions.contains_key(&x.region),
+                    "{id}: region {}",
+                    x.region
+                );
+            }
+            for (id, x) in &m.campaigns {
+                assert!(
+                    m.elections.contains_key(&x.election),
+                    "{id}: {}",
+                    x.election
+                );
+                assert!(
+                    m.candidates.contains_key(&x.candidate),
+                    "{id}: {}",
+                    x.candidate
+                );
+            }
+            for (id, x) in &m.campaign_staff {
+                assert!(
+                    m.campaigns.contains_key(&x.campaign),
+                    "{id}: {}",
+                    x.campaign
+                );
+                assert!(
+                    ["candidate", "agent", "staff"].contains(&x.role.as_str()),
+                    "{id}"
+                );
+            }
+            for (id, x) in &m.staff {
+                assert!(x.region.iter().all(|r| m.regions.contains_key(r)), "{id}");
+            }
+            assert!(m.officers.values().all(|x| m.clps.contains_key(&x.clp)));
+            assert!(m
+                .representatives
+                .values()
+                .all(|x| m.clps.contains_key(&x.clp)));
+            for (id, s) in &m.call_sessions {
+                assert!(
+                    m.volunteers.contains_key(&s.volunteer),
+                    "{id}: {}",
+                    s.volunteer
+                );
+                assert!(
+                    s.campaign.iter().all(|c| m.campaigns.contains_key(c)),
+                    "{id}"
+                );
+                assert!(s.office.iter().all(|r| m.regions.contains_key(r)), "{id}");
+                assert!(
+                    s.campaign.is_some() != s.office.is_some(),
+                    "{id}: one creator"
+                );
+                assert!(s.opens < s.closes && !s.members.is_empty(), "{id}");
+                assert!(s.members.iter().all(|x| m.members.contains_key(x)), "{id}");
+            }
+            for (id, p) in &m.processors {
+                assert!(p.contract.fields.iter().all(|f| fields.contains(f)), "{id}");
+                assert!(p.contract.starts < p.contract.ends, "{id}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn well_known_principals_are_as_documented() {
+        let m = bundled();
+        assert_eq!(m.clps[ids::CLP_LONDON].region, ids::REGION_LONDON);
+        assert_ne!(m.clps[ids::CLP_OTHER].region, ids::REGION_LONDON);
+        let e = &m.elections[ids::LEADER_2020];
+        assert_eq!(e.freeze_date, FREEZE_2020);
+        assert!(e.nominations_close > FREEZE_2020 && e.nominations_close < e.ballot_close);
+        assert!(m.elections.contains_key(ids::UNION_2017));
+
+        let c = |id: &str| {
+            let c = &m.candidates[id];
+            (c.validly_nominated, c.fee_paid, c.data_agreement_signed)
+        };
+        assert_eq!(c(ids::CAND_A), (true, true, true));
+        assert_eq!(c(ids::CAND_B), (true, false, true));
+        assert_eq!(c(ids::CAND_C), (true, true, true));
+        assert!(!c(ids::CAND_D).0);
+        assert_eq!(c(ids::CAND_2016), (true, true, true));
+        assert_eq!(m.campaigns[ids::CAMP_2016].election, ids::LEADER_2016);
+        assert!(m.campaigns.values().all(|c| c.ended_at.is_none()));
+        for (staffer, campaign) in [
+            (ids::CS_A_STAFF, ids::CAMP_A),
+            (ids::CS_A_CANDIDATE, ids::CAMP_A),
+            (ids::CS_B_STAFF, ids::CAMP_B),
+            (ids::CS_C_STAFF, ids::CAMP_C),
+            (ids::CS_D_STAFF, ids::CAMP_D),
+            (ids::CS_2016_STAFF, ids::CAMP_2016),
+        ] {
+            assert_eq!(m.campaign_staff[staffer].campaign, campaign);
+        }
+        assert_eq!(m.campaign_staff[ids::CS_A_STAFF].hourly_read_limit, 500);
+        assert_eq!(m.campaign_staff[ids::CS_A_CANDIDATE].role, "candidate");
+        assert_eq!(
+            m.campaign_staff[ids::CS_A_CANDIDATE].name,
+            m.candidates[ids::CAND_A].name
+        );
+
+        assert_eq!(m.staff[ids::S_MEMBERSHIP].teams, [Team::Membership]);
+        assert_eq!(m.staff[ids::S_COMPLIANCE].teams, [Team::Compliance]);
+        assert_eq!(m.staff[ids::S_DPO].teams, [Team::DataProtection]);
+        let london = m.staff[ids::S_REGIONAL_LONDON].region.as_deref();
+        assert_eq!(london, Some(ids::REGION_LONDON));
+        assert_eq!(m.staff[ids::S_EXPORT].teams, [Team::DataExport]);
+        assert_eq!(m.staff[ids::S_EXPORT].hourly_read_limit, 100_000);
+        let left: Vec<&String> = m
+            .staff
+            .iter()
+            .filter(|s| s.1.ended_at.is_some())
+            .map(|s| s.0)
+            .collect();
+        assert_eq!(left, [ids::S_LEFT]);
+
+        assert!(m.volunteers[ids::V_PHONEBANK].ended_at.is_none());
+        assert!(m.volunteers[ids::V_LINKHOLDER].ended_at.is_none());
+        assert!(m.volunteers[ids::V_DEACTIVATED].ended_at.is_some());
+        assert!(m
+            .call_sessions
+            .values()
+            .all(|s| s.volunteer != ids::V_LINKHOLDER));
+
+        assert_eq!(m.officers[ids::O_SECRETARY_001].clp, ids::CLP_LONDON);
+        assert_eq!(m.officers[ids::O_SECRETARY_002].clp, ids::CLP_OTHER);
+        assert_eq!(m.officers.len(), 20);
+        assert!(m.representatives[ids::MP_001].ended_at.is_none());
+        assert_eq!(m.representatives[ids::MP_RESIGNED].clp, ids::CLP_OTHER);
+        assert!(m.representatives[ids::MP_RESIGNED].ended_at.is_some());
+        let mailing = &m.processors[ids::P_MAILING].contract;
+        assert_eq!(
+            (mailing.fields.as_slice(), mailing.statuses.as_slice()),
+            (
+                &["name".to_string(), "address".to_string()][..],
+                &[S::Member][..]
+            )
+        );
+        let breach = &m.processors[ids::P_RANSOMWARE].contract;
+        assert_eq!(breach.fields, ["name", "email", "phone"]);
+        assert!(!breach.statuses.iter().any(|s| gone(*s)));
+    }
+
+    #[test]
+    fn well_known_sessions_list_who_they_should() {
+        let m = bundled();
+        let e = &m.elections[ids::LEADER_2020];
+        let a = &m.call_sessions[ids::SESSION_A];
+        assert_eq!(a.volunteer, ids::V_PHONEBANK);
+        assert_eq!(a.campaign.as_deref(), Some(ids::CAMP_A));
+        assert!(a.opens >= e.nominations_close && a.closes <= e.ballot_close);
+        assert_eq!(a.members.len(), 50);
+        assert!(a.members.iter().all(|id| eligible_2020(&m.members[id])));
+        let office = &m.call_sessions[ids::SESSION_OFFICE_LONDON];
+        assert_eq!(office.office.as_deref(), Some(ids::REGION_LONDON));
+        assert_eq!(office.members.len(), 30);
+        for id in &office.members {
+            assert_eq!(
+                m.clps[&m.members[id].clp].region,
+                ids::REGION_LONDON,
+                "{id}"
+            );
+        }
+        for s in m.call_sessions.values() {
+            let phoneable = |id: &String| m.members[id].consents.contains(&Channel::Phone);
+            assert!(s.members.iter().all(phoneable));
+        }
+        for s in [a, office] {
+            assert!(s.members.iter().any(|id| id == ids::MEMBER_ELIGIBLE));
+        }
+    }
+
+    #[test]
+    fn well_known_members_are_as_documented() {
+        let m = bundled();
+        let one = &m.members[ids::MEMBER_ELIGIBLE];
+        assert!(eligible_2020(one) && one.clp == ids::CLP_LONDON && one.left.is_none());
+        assert_eq!(
+            (one.consents.as_slice(), one.opt_outs.as_slice()),
+            (ALL_CHANNELS, &[][..])
+        );
+        assert_eq!(one.values["contact_consents"], "phone, email, post");
+        let two = &m.members[ids::MEMBER_OTHER_CLP];
+        assert!(eligible_2020(two) && two.clp == ids::CLP_OTHER);
+        for (id, date) in [
+            (ids::MEMBER_LEFT_2009, "2009-05-01"),
+            (ids::MEMBER_LEFT_2023, "2023-06-01"),
+        ] {
+            let x = &m.members[id];
+            assert_eq!(x.status, S::Former);
+            assert_eq!(x.left.map(day).as_deref(), Some(date));
+            assert_eq!(x.values["left_on"], date);
+        }
+        let late = &m.members[ids::MEMBER_JOINED_AFTER_FREEZE];
+        assert!(late.status == S::Member && late.in_good_standing && late.joined > FREEZE_2020);
+        let out = &m.members[ids::MEMBER_EMAIL_OPT_OUT];
+        assert!(out.consents.contains(&Channel::Email) && out.opt_outs == [Channel::Email]);
+        assert_eq!(out.values["opt_outs"], "email");
+    }
+
+    #[test]
+    fn status_mix_and_dates_are_plausible() {
+        let m = bundled();
+        let n = m.members.len() as f64;
+        let share = |s: S| m.members.values().filter(|x| x.status == s).count() as f64 / n;
+        assert!((0.77..0.83).contains(&share(S::Member)));
+        assert!((0.05..0.09).contains(&share(S::RegisteredSupporter)));
+        assert!((0.035..0.065).contains(&share(S::AffiliatedSupporter)));
+        assert!((0.05..0.09).contains(&share(S::Former)));
+        assert!((0.004..0.02).contains(&share(S::Expelled)));
+        for (id, x) in &m.members {
+            assert_eq!(gone(x.status), x.left.is_some(), "{id}");
+            assert!(x.joined >= JOINED_FROM && x.joined < JOINED_UNTIL, "{id}");
+            let left_ok = |l: &Timestamp| *l >= x.joined && (LEFT_FROM..LEFT_UNTIL).contains(l);
+            assert!(x.left.iter().all(left_ok), "{id}");
+        }
+        let count = |f: &dyn Fn(&Member) -> bool| m.members.values().filter(|x| f(x)).count();
+        let late = count(&|x| !gone(x.status) && x.joined >= FREEZE_2020);
+        assert!(late > 50, "{late} joined after the freeze");
+        let left_2009 = count(&|x| x.left.is_some_and(|l| l < at(2010_01_01_00)));
+        assert!(left_2009 > 10, "{left_2009} left in 2009");
+        let current = count(&|x| !gone(x.status));
+        let good = count(&|x| x.in_good_standing);
+        assert!(
+            good * 100 > current * 90 && good < current,
+            "{good} of {current}"
+        );
+        for clp in m.clps.keys() {
+            let members = count(&|x| &x.clp == clp);
+            assert!((100..320).contains(&members), "{clp}: {members}");
+        }
+    }
+
+    #[test]
+    fn every_member_has_a_value_for_every_field() -> Result {
+        let fields = catalogue()?;
+        for (id, x) in &small().members {
+            let want: BTreeSet<&String> = fields
+                .iter()
+                .filter(|f| *f != "left_on" || x.left.is_some())
+                .collect();
+            assert_eq!(x.values.keys().collect::<BTreeSet<_>>(), want, "{id}");
+            assert!(x.values.values().all(|v| !v.is_empty()), "{id}");
+            assert_eq!(x.values["status"], x.status.as_str());
+            assert_eq!(x.values["joined_on"], day(x.joined));
+            assert!(x.values["phone"].starts_with("07700 9") && x.values["phone"].len() == 12);
+            assert!(x.values["membership_number"].starts_with('L'));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn round_trips_through_json() -> Result {
+        let m = small();
+        let back: Membership = serde_json::from_str(&serde_json::to_string(&m)?)?;
+        assert_eq!(back, m);
+        Ok(())
+    }
+}

@@ -1,0 +1,515 @@
+//! Declarative policy tests: TOML suites beside the policies, run by `cargo test` and by
+//! `membergate test`.
+//!
+//! A suite is a file `policies/tests/<topic>.toml` that names a fixture (a
+//! [`Membership`] in `policies/tests/fixtures/<name>.toml`) and lists cases:
+//!
+//! ```toml
+//! fixture = "party"
+//!
+//! [[case]]
+//! name = "cleared campaign reads an eligible member's phone during the ballot"
+//! checks = "rule 3"                  # the rule or breach scenario the case checks
+//! principal = 'CampaignStaff::"cs-a"'
+//! action = "read"
+//! member = "m-eligible"
+//! at = "2020-03-01T12:00:00Z"        # context.now
+//! election = "leader-2020"           # optional: context.election
+//! field = "phone"
+//! expect = "allow"                   # or "deny"
+//! policies = ["campaign-read-contact"]   # optional: the determining policies, exactly
+//! ```
+//!
+//! Instead of `field` and `expect`, a case may give `fields = [...]`, the exact set
+//! [`Engine::permitted_fields`] must return, or `expect = "error"` (with an optional
+//! `error_contains`) for a request that must be refused as malformed. Optional context
+//! keys: `session`, `purpose`, `reason`, `reads_this_hour`.
+//!
+//! # Example
+//! ```
+//! use membergate::{testing::TestPlan, Engine};
+//! let engine = Engine::from_dir("policies")?;
+//! let plan = TestPlan::load("policies")?;
+//! let failed = plan
+//!     .cases()
+//!     .filter(|(suite, case)| plan.run(&engine, suite, case).failure.is_some())
+//!     .count();
+//! assert_eq!(failed, 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use serde::Deserialize;
+
+use crate::engine::{Effect, Engine};
+use crate::error::{LoadError, Problem, ProblemKind};
+use crate::model::{Membership, PrincipalId};
+use crate::request::{Action, Context, Request};
+
+/// The folder of a policy directory that holds the suites.
+pub const TESTS_DIR: &str = "tests";
+/// The folder of [`TESTS_DIR`] that holds the fixtures.
+pub const FIXTURES_DIR: &str = "fixtures";
+
+/// What a case expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expectation {
+    /// One decision on one field.
+    Decision {
+        /// The catalogue field.
+        field: String,
+        /// Allow or deny.
+        effect: Effect,
+        /// The exact set of determining policies, if the case states it.
+        policies: Option<BTreeSet<String>>,
+    },
+    /// The exact set of permitted fields.
+    Fields(BTreeSet<String>),
+    /// The request is refused as malformed (asked for `field`, or for every field if
+    /// none is given); the message contains `contains`, if given.
+    Error {
+        /// The field asked for.
+        field: Option<String>,
+        /// Text the error message must contain.
+        contains: Option<String>,
+    },
+}
+
+/// One test case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    /// The case's name, unique in its suite.
+    pub name: String,
+    /// The rule or breach scenario it checks.
+    pub checks: String,
+    /// The line the case starts on.
+    pub line: usize,
+    /// Who asks.
+    pub principal: PrincipalId,
+    /// What they ask to do.
+    pub action: Action,
+    /// The member record.
+    pub member: String,
+    /// The circumstances.
+    pub context: Context,
+    /// What must come out.
+    pub expect: Expectation,
+}
+
+/// One suite file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suite {
+    /// The file.
+    pub file: PathBuf,
+    /// The fixture the cases run against.
+    pub fixture: String,
+    /// The cases, in file order.
+    pub cases: Vec<Case>,
+}
+
+impl Suite {
+    /// The file's name, for naming cases (`campaigns.toml`).
+    pub fn name(&self) -> String {
+        self.file.file_name().map_or_else(
+            || self.file.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    }
+}
+
+/// What running one case gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseReport {
+    /// Why the case failed, or `None` if it passed.
+    pub failure: Option<String>,
+    /// The policies that were determining in any decision the case made.
+    pub determining: BTreeSet<String>,
+}
+
+/// Every suite of a policy directory with its fixtures, loaded and checked.
+#[derive(Debug, Clone)]
+pub struct TestPlan {
+    suites: Vec<Suite>,
+    fixtures: BTreeMap<String, Membership>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSuite {
+    fixture: toml::Spanned<String>,
+    #[serde(default)]
+    case: Vec<toml::Spanned<RawCase>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCase {
+    name: String,
+    checks: String,
+    principal: toml::Spanned<String>,
+    action: toml::Spanned<String>,
+    member: String,
+    at: toml::Spanned<String>,
+    election: Option<String>,
+    session: Option<String>,
+    purpose: Option<String>,
+    reason: Option<String>,
+    #[serde(default)]
+    reads_this_hour: u64,
+    field: Option<String>,
+    expect: Option<toml::Spanned<String>>,
+    policies: Option<Vec<String>>,
+    fields: Option<Vec<String>>,
+    error_contains: Option<String>,
+}
+
+impl TestPlan {
+    /// Loads every `*.toml` suite under `policy_dir/tests/` and the fixtures they name.
+    ///
+    /// # Errors
+    /// [`LoadError`] with every malformed suite or fixture, each problem at its file,
+    /// line and column (bad TOML, unknown keys, a malformed principal, action or time,
+    /// a case with both `field` and `fields`, a missing fixture, a repeated case name).
+    pub fn load(policy_dir: impl AsRef<Path>) -> Result<TestPlan, LoadError> {
+        let dir = policy_dir.as_ref().join(TESTS_DIR);
+        let entries = fs::read_dir(&dir).map_err(|source| LoadError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+            .collect();
+        files.sort();
+        let mut problems = Vec::new();
+        let mut suites = Vec::new();
+        let mut fixtures = BTreeMap::new();
+        for file in files {
+            let text = fs::read_to_string(&file).map_err(|source| LoadError::Io {
+                path: file.clone(),
+                source,
+            })?;
+            let Some(suite) = parse_suite(&file, &text, &mut problems) else {
+                continue;
+            };
+            if !fixtures.contains_key(&suite.fixture) {
+                match load_fixture(&dir, &suite.fixture) {
+                    Ok(m) => {
+                        fixtures.insert(suite.fixture.clone(), m);
+                    }
+                    Err(p) => problems.push(p),
+                }
+            }
+            suites.push(suite);
+        }
+        if problems.is_empty() {
+            Ok(TestPlan { suites, fixtures })
+        } else {
+            Err(LoadError::Invalid { problems })
+        }
+    }
+
+    /// The suites.
+    pub fn suites(&self) -> &[Suite] {
+        &self.suites
+    }
+
+    /// Every case with its suite.
+    pub fn cases(&self) -> impl Iterator<Item = (&Suite, &Case)> {
+        self.suites
+            .iter()
+            .flat_map(|s| s.cases.iter().map(move |c| (s, c)))
+    }
+
+    /// Runs one case against `engine`.
+    pub fn run(&self, engine: &Engine, suite: &Suite, case: &Case) -> CaseReport {
+        let mut determining = BTreeSet::new();
+        let failure = match self.fixtures.get(&suite.fixture) {
+            None => Some(format!("fixture `{}` is not loaded", suite.fixture)),
+            Some(dir) => check(engine, dir, case, &mut determining).err(),
+        };
+        CaseReport {
+            failure: failure.map(|f| {
+                format!(
+                    "{}:{}: case `{}` (checks {}): {f}",
+                    suite.file.display(),
+                    case.line,
+                    case.name,
+                    case.checks
+                )
+            }),
+            determining,
+        }
+    }
+}
+
+fn check(
+    engine: &Engine,
+    dir: &Membership,
+    case: &Case,
+    determining: &mut BTreeSet<String>,
+) -> Result<(), String> {
+    let unknown: Vec<&String> = match &case.expect {
+        Expectation::Decision {
+            policies: Some(p), ..
+        } => p
+            .iter()
+            .filter(|id| engine.policy_source(id).is_none())
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !unknown.is_empty() {
+        return Err(format!("the case names unknown policies {unknown:?}"));
+    }
+    match &case.expect {
+        Expectation::Decision {
+            field,
+            effect,
+            policies,
+        } => {
+            let req = Request::new(
+                case.principal.clone(),
+                case.action,
+                &case.member,
+                field,
+                case.context.clone(),
+            );
+            let d = engine
+                .authorize(dir, &req)
+                .map_err(|e| format!("expected {effect}, got an error: {e}"))?;
+            determining.extend(d.policies().iter().cloned());
+            let got: BTreeSet<String> = d.policies().iter().cloned().collect();
+            if d.effect() != *effect {
+                return Err(format!(
+                    "expected {effect}, got {} (policies {got:?})",
+                    d.effect()
+                ));
+            }
+            match policies {
+                Some(want) if *want != got => Err(format!(
+                    "{effect} as expected, but decided by {got:?}, expected {want:?}"
+                )),
+                _ => Ok(()),
+            }
+        }
+        Expectation::Fields(want) => {
+            let set = engine
+                .permitted_fields(
+                    dir,
+                    &case.principal,
+                    case.action,
+                    &case.member,
+                    &case.context,
+                )
+                .map_err(|e| format!("expected fields {want:?}, got an error: {e}"))?;
+            let got: BTreeSet<String> = engine
+                .catalogue()
+                .names(set)
+                .into_iter()
+                .map(str::to_string)
+                .collect();
+            let unknown: Vec<_> = want
+                .iter()
+                .filter(|f| engine.catalogue().id(f).is_none())
+                .collect();
+            if !unknown.is_empty() {
+                return Err(format!("the case names unknown fields {unknown:?}"));
+            }
+            for field in &got {
+                let req = Request::new(
+                    case.principal.clone(),
+                    case.action,
+                    &case.member,
+                    field,
+                    case.context.clone(),
+                );
+                if let Ok(d) = engine.authorize(dir, &req) {
+                    determining.extend(d.policies().iter().cloned());
+                }
+            }
+            if got == *want {
+                Ok(())
+            } else {
+                let missing: Vec<_> = want.difference(&got).collect();
+                let extra: Vec<_> = got.difference(want).collect();
+                Err(format!(
+                    "permitted fields {got:?}; missing {missing:?}, not expected {extra:?}"
+                ))
+            }
+        }
+        Expectation::Error { field, contains } => {
+            let result = match field {
+                Some(f) => {
+                    let req = Request::new(
+                        case.principal.clone(),
+                        case.action,
+                        &case.member,
+                        f,
+                        case.context.clone(),
+                    );
+                    engine
+                        .authorize(dir, &req)
+                        .map(|d| format!("{}", d.effect()))
+                }
+                None => engine
+                    .permitted_fields(
+                        dir,
+                        &case.principal,
+                        case.action,
+                        &case.member,
+                        &case.context,
+                    )
+                    .map(|set| format!("fields {:?}", engine.catalogue().names(set))),
+            };
+            match result {
+                Ok(got) => Err(format!("expected an error, got {got}")),
+                Err(e) => match contains {
+                    Some(c) if !e.to_string().contains(c.as_str()) => {
+                        Err(format!("expected an error containing `{c}`, got: {e}"))
+                    }
+                    _ => Ok(()),
+                },
+            }
+        }
+    }
+}
+
+fn parse_suite(file: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<Suite> {
+    let problem =
+        |at: Option<usize>, msg: String| Problem::at(ProblemKind::TestSuite, file, text, at, msg);
+    let raw: RawSuite = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            problems.push(problem(e.span().map(|s| s.start), e.message().to_string()));
+            return None;
+        }
+    };
+    let before = problems.len();
+    let mut cases: Vec<Case> = Vec::new();
+    for spanned in raw.case {
+        let at = spanned.span().start;
+        let raw = spanned.into_inner();
+        if cases.iter().any(|c| c.name == raw.name) {
+            problems.push(problem(
+                Some(at),
+                format!("duplicate case name `{}`", raw.name),
+            ));
+        }
+        if raw.checks.trim().is_empty() {
+            problems.push(problem(
+                Some(at),
+                format!(
+                    "case `{}` must say which rule or scenario it checks",
+                    raw.name
+                ),
+            ));
+        }
+        let principal = raw.principal.get_ref().parse::<PrincipalId>();
+        let action = raw.action.get_ref().parse::<Action>();
+        let now = raw.at.get_ref().parse::<Timestamp>();
+        let (principal, action, now) = match (principal, action, now) {
+            (Ok(p), Ok(a), Ok(n)) => (p, a, n),
+            (p, a, n) => {
+                if let Err(e) = p {
+                    problems.push(problem(Some(raw.principal.span().start), e.to_string()));
+                }
+                if let Err(e) = a {
+                    problems.push(problem(Some(raw.action.span().start), e.to_string()));
+                }
+                if let Err(e) = n {
+                    problems.push(problem(
+                        Some(raw.at.span().start),
+                        format!("`at` is not an RFC 3339 time: {e}"),
+                    ));
+                }
+                continue;
+            }
+        };
+        let expect_word = raw
+            .expect
+            .as_ref()
+            .map(|e| (e.get_ref().as_str(), e.span().start));
+        let expect = match (raw.field, raw.fields, expect_word) {
+            (Some(field), None, Some((word @ ("allow" | "deny"), _))) => Expectation::Decision {
+                field,
+                effect: if word == "allow" {
+                    Effect::Allow
+                } else {
+                    Effect::Deny
+                },
+                policies: raw.policies.map(|p| p.into_iter().collect()),
+            },
+            (None, Some(fields), None) => Expectation::Fields(fields.into_iter().collect()),
+            (field, None, Some(("error", _))) => Expectation::Error {
+                field,
+                contains: raw.error_contains,
+            },
+            (_, _, Some((word, pos))) if !matches!(word, "allow" | "deny" | "error") => {
+                problems.push(problem(
+                    Some(pos),
+                    format!("`expect` must be \"allow\", \"deny\" or \"error\", not `{word}`"),
+                ));
+                continue;
+            }
+            _ => {
+                problems.push(problem(
+                    Some(at),
+                    format!(
+                        "case `{}` needs `field` with `expect = \"allow\"|\"deny\"`, or `fields = [...]`, or `expect = \"error\"`",
+                        raw.name
+                    ),
+                ));
+                continue;
+            }
+        };
+        let context = Context {
+            now,
+            reads_this_hour: raw.reads_this_hour,
+            election: raw.election,
+            session: raw.session,
+            purpose: raw.purpose,
+            reason: raw.reason,
+        };
+        cases.push(Case {
+            name: raw.name,
+            checks: raw.checks,
+            line: crate::error::line_column(text, at).0,
+            principal,
+            action,
+            member: raw.member,
+            context,
+            expect,
+        });
+    }
+    (problems.len() == before).then(|| Suite {
+        file: file.to_path_buf(),
+        fixture: raw.fixture.into_inner(),
+        cases,
+    })
+}
+
+fn load_fixture(tests_dir: &Path, name: &str) -> Result<Membership, Problem> {
+    let path = tests_dir.join(FIXTURES_DIR).join(format!("{name}.toml"));
+    let text = fs::read_to_string(&path).map_err(|e| {
+        Problem::at(
+            ProblemKind::TestSuite,
+            &path,
+            "",
+            None,
+            format!("cannot read fixture `{name}`: {e}"),
+        )
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        Problem::at(
+            ProblemKind::TestSuite,
+            &path,
+            &text,
+            e.span().map(|s| s.start),
+            e.message().to_string(),
+        )
+    })
+}

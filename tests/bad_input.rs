@@ -1,0 +1,1 @@
+//! Malformed policies, schema, catalogue, suites, data and requests: clear errors.

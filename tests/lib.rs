@@ -1,0 +1,3 @@
+//! Integration tests, one binary: `mod` per area.
+
+mod bad_input;
