@@ -216,11 +216,7 @@ impl Engine {
     ) -> Result<Decision, RequestError> {
         let field = self.field_id(&req.field)?;
         let prepared = self.prepare(dir, &req.principal, &[req.member.as_str()], &req.context)?;
-        let member =
-            bundle::entity_uid("Member", &req.member).map_err(|e| RequestError::InvalidData {
-                what: req.member.clone(),
-                message: e.to_string(),
-            })?;
+        let member = member_uid(&req.member)?;
         let response = self.decide(&prepared, req.action, &member, field)?;
         Ok(self.decision(&response))
     }
@@ -276,11 +272,7 @@ impl Engine {
         let prepared = self.prepare(dir, principal, members, ctx)?;
         let mut out = Vec::with_capacity(members.len());
         for member in members {
-            let uid =
-                bundle::entity_uid("Member", member).map_err(|e| RequestError::InvalidData {
-                    what: (*member).to_string(),
-                    message: e.to_string(),
-                })?;
+            let uid = member_uid(member)?;
             let mut set = FieldSet::EMPTY;
             for (field, _) in self.catalogue().iter() {
                 let response = self.decide(&prepared, action, &uid, field)?;
@@ -320,11 +312,7 @@ impl Engine {
     ) -> Result<Explanation, RequestError> {
         let field = self.field_id(&req.field)?;
         let prepared = self.prepare(dir, &req.principal, &[req.member.as_str()], &req.context)?;
-        let member =
-            bundle::entity_uid("Member", &req.member).map_err(|e| RequestError::InvalidData {
-                what: req.member.clone(),
-                message: e.to_string(),
-            })?;
+        let member = member_uid(&req.member)?;
         let cedar_req = self.cedar_request(&prepared, req.action, &member, field)?;
         let decision = self.decision(&self.authorizer.is_authorized(
             &cedar_req,
@@ -374,6 +362,39 @@ impl Engine {
             policies: traces,
             out_of_scope,
         })
+    }
+
+    /// The Cedar request and entities the engine decides `req` on: for checking the
+    /// engine against `cedar_policy::Authorizer`, or for debugging a policy with Cedar's
+    /// own tools.
+    ///
+    /// # Errors
+    /// As [`Engine::authorize`].
+    ///
+    /// # Example
+    /// ```
+    /// use membergate::{sample, Action, Context, Engine, PrincipalId, PrincipalKind, Request};
+    ///
+    /// let engine = Engine::from_dir("policies")?;
+    /// let party = sample::bundled();
+    /// let req = Request::new(PrincipalId::new(PrincipalKind::Staff, sample::ids::S_MEMBERSHIP),
+    ///     Action::Update, sample::ids::MEMBER_ELIGIBLE, "address",
+    ///     Context::at("2024-05-01T09:00:00Z".parse()?));
+    /// let (cedar_req, entities) = engine.cedar_inputs(&party, &req)?;
+    /// let response = cedar_policy::Authorizer::new().is_authorized(&cedar_req, engine.policies(), &entities);
+    /// assert_eq!(response.decision() == cedar_policy::Decision::Allow, engine.authorize(&party, &req)?.is_allowed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn cedar_inputs<D: Directory + ?Sized>(
+        &self,
+        dir: &D,
+        req: &Request,
+    ) -> Result<(cedar_policy::Request, Entities), RequestError> {
+        let field = self.field_id(&req.field)?;
+        let prepared = self.prepare(dir, &req.principal, &[req.member.as_str()], &req.context)?;
+        let member = member_uid(&req.member)?;
+        let request = self.cedar_request(&prepared, req.action, &member, field)?;
+        Ok((request, prepared.entities))
     }
 
     fn annotation(&self, id: &str, key: &str) -> Option<String> {
@@ -498,6 +519,13 @@ impl Engine {
             flags,
         }
     }
+}
+
+fn member_uid(id: &str) -> Result<EntityUid, RequestError> {
+    bundle::entity_uid("Member", id).map_err(|e| RequestError::InvalidData {
+        what: format!("member `{id}`"),
+        message: e.to_string(),
+    })
 }
 
 fn error_message(e: &cedar_policy::AuthorizationError) -> String {

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 
 use crate::bundle::entity_uid;
 use crate::error::RequestError;
-use crate::model::{Directory, PrincipalId, PrincipalRecord};
+use crate::model::{Directory, MemberStatus, PrincipalId, PrincipalRecord};
 use crate::request::Context;
 
 /// The time as Cedar's `datetime` reads it (millisecond precision, UTC).
@@ -292,6 +292,16 @@ impl Slice {
         let m = dir
             .member(id)
             .ok_or_else(|| RequestError::UnknownMember(id.to_string()))?;
+        // A member who left without a date would never reach the end of retention.
+        if matches!(m.status, MemberStatus::Former | MemberStatus::Expelled) && m.left.is_none() {
+            return Err(RequestError::InvalidData {
+                what: format!("member `{id}`"),
+                message: format!(
+                    "a {} member needs the date they left (`left`)",
+                    m.status.as_str()
+                ),
+            });
+        }
         let clp = self.clp(dir, &m.clp, &u)?;
         let mut attrs = Attrs::from([
             (

@@ -151,11 +151,8 @@ pub fn bundled() -> Membership {
     generate(&SampleConfig::default())
 }
 
-/// The UTC hour written `yyyy_mm_dd_hh`, e.g. `at(2020_01_20_17)`. For `const` items only
-/// (the tests check the dates against jiff's parser).
-const fn at(yyyy_mm_dd_hh: i64) -> Timestamp {
-    let (h, d) = (yyyy_mm_dd_hh % 100, yyyy_mm_dd_hh / 100 % 100);
-    let (m, y) = (yyyy_mm_dd_hh / 10_000 % 100, yyyy_mm_dd_hh / 1_000_000);
+/// The UTC hour `y-m-d h:00`. For `const` items only (the tests check it against jiff).
+const fn at(y: i64, m: i64, d: i64, h: i64) -> Timestamp {
     // Days from civil (H. Hinnant), counting years from March.
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -165,18 +162,18 @@ const fn at(yyyy_mm_dd_hh: i64) -> Timestamp {
     Timestamp::constant(days * 86_400 + h * 3_600, 0)
 }
 
-const FREEZE_2020: Timestamp = at(2020_01_20_17);
-const JOINED_FROM: Timestamp = at(2005_01_01_00);
-const JOINED_UNTIL: Timestamp = at(2020_03_01_00);
+const FREEZE_2020: Timestamp = at(2020, 1, 20, 17);
+const JOINED_FROM: Timestamp = at(2005, 1, 1, 0);
+const JOINED_UNTIL: Timestamp = at(2020, 3, 1, 0);
 /// The surge of joiners after the December 2019 general election.
-const SURGE_FROM: Timestamp = at(2019_12_13_00);
-const LEFT_FROM: Timestamp = at(2009_01_01_00);
-const LEFT_UNTIL: Timestamp = at(2025_01_01_00);
+const SURGE_FROM: Timestamp = at(2019, 12, 13, 0);
+const LEFT_FROM: Timestamp = at(2009, 1, 1, 0);
+const LEFT_UNTIL: Timestamp = at(2025, 1, 1, 0);
 /// Registered-supporter sign-up windows: 2015, 2016 and 2020.
 const SUPPORTER_WINDOWS: [(Timestamp, Timestamp); 3] = [
-    (at(2015_07_20_12), at(2015_08_12_12)),
-    (at(2016_07_18_17), at(2016_07_20_17)),
-    (at(2020_01_14_17), at(2020_01_16_17)),
+    (at(2015, 7, 20, 12), at(2015, 8, 12, 12)),
+    (at(2016, 7, 18, 17), at(2016, 7, 20, 17)),
+    (at(2020, 1, 14, 17), at(2020, 1, 16, 17)),
 ];
 
 /// Regions (id, name) and their constituencies.
@@ -259,9 +256,9 @@ const UNIONS: &[&str] = &[
 /// Elections: id, name, nominations close, freeze date, ballot close.
 #[rustfmt::skip]
 const ELECTIONS: [(&str, &str, Timestamp, Timestamp, Timestamp); 3] = [
-    (ids::LEADER_2016, "2016 leadership election", at(2016_07_20_12), at(2016_01_12_00), at(2016_09_21_12)),
-    (ids::LEADER_2020, "2020 leadership election", at(2020_02_14_14), FREEZE_2020, at(2020_04_02_12)),
-    (ids::UNION_2017, "2017 union general secretary election", at(2017_03_01_12), at(2017_01_01_00), at(2017_04_20_12)),
+    (ids::LEADER_2016, "2016 leadership election", at(2016, 7, 20, 12), at(2016, 1, 12, 0), at(2016, 9, 21, 12)),
+    (ids::LEADER_2020, "2020 leadership election", at(2020, 2, 14, 14), FREEZE_2020, at(2020, 4, 2, 12)),
+    (ids::UNION_2017, "2017 union general secretary election", at(2017, 3, 1, 12), at(2017, 1, 1, 0), at(2017, 4, 20, 12)),
 ];
 
 /// Candidates and their campaigns: id suffix, election, candidate name, and whether the
@@ -283,7 +280,7 @@ const STAFF: [(&str, Team, Option<&str>, Option<Timestamp>, u32); 8] = [
     (ids::S_DPO, Team::DataProtection, None, None, 2_000),
     (ids::S_REGIONAL_LONDON, Team::Regional, Some(ids::REGION_LONDON), None, 1_000),
     (ids::S_EXPORT, Team::DataExport, None, None, 100_000),
-    (ids::S_LEFT, Team::Membership, None, Some(at(2019_06_30_17)), 2_000),
+    (ids::S_LEFT, Team::Membership, None, Some(at(2019, 6, 30, 17)), 2_000),
     ("s-membership-2", Team::Membership, None, None, 2_000),
     ("s-membership-3", Team::Membership, None, None, 2_000),
 ];
@@ -292,10 +289,10 @@ const STAFF: [(&str, Team, Option<&str>, Option<Timestamp>, u32); 8] = [
 #[rustfmt::skip]
 const PROCESSORS: [(&str, &str, &[&str], &[S], Timestamp, Timestamp); 2] = [
     (ids::P_MAILING, "Mailing house", &["name", "address"], &[S::Member],
-     at(2019_01_01_00), at(2023_01_01_00)),
+     at(2019, 1, 1, 0), at(2023, 1, 1, 0)),
     (ids::P_RANSOMWARE, "Data processor (2021 ransomware breach)", &["name", "email", "phone"],
      &[S::Member, S::RegisteredSupporter, S::AffiliatedSupporter],
-     at(2020_01_01_00), at(2022_12_31_00)),
+     at(2020, 1, 1, 0), at(2022, 12, 31, 0)),
 ];
 
 /// Whom a call session lists, of the members who can be phoned.
@@ -311,27 +308,27 @@ enum Pool {
 #[rustfmt::skip]
 const SESSIONS: [(&str, &str, Option<&str>, Option<&str>, Pool, usize, Timestamp, Timestamp); 5] = [
     (ids::SESSION_A, ids::V_PHONEBANK, Some(ids::CAMP_A), None, Pool::Eligible2020, 50,
-     at(2020_02_20_17), at(2020_02_20_21)),
+     at(2020, 2, 20, 17), at(2020, 2, 20, 21)),
     (ids::SESSION_OFFICE_LONDON, ids::V_PHONEBANK, None, Some(ids::REGION_LONDON),
-     Pool::Region(ids::REGION_LONDON), 30, at(2021_04_10_10), at(2021_04_10_16)),
+     Pool::Region(ids::REGION_LONDON), 30, at(2021, 4, 10, 10), at(2021, 4, 10, 16)),
     ("cs-session-c", "v-001", Some(ids::CAMP_C), None, Pool::Eligible2020, 40,
-     at(2020_03_01_10), at(2020_03_01_14)),
+     at(2020, 3, 1, 10), at(2020, 3, 1, 14)),
     ("cs-session-d", "v-002", Some(ids::CAMP_D), None, Pool::Eligible2020, 20,
-     at(2020_02_22_10), at(2020_02_22_14)),
+     at(2020, 2, 22, 10), at(2020, 2, 22, 14)),
     ("session-office-north-west", "v-003", None, Some("r-north-west"),
-     Pool::Region("r-north-west"), 30, at(2021_05_08_10), at(2021_05_08_16)),
+     Pool::Region("r-north-west"), 30, at(2021, 5, 8, 10), at(2021, 5, 8, 16)),
 ];
 
 /// The well-known members `m-00001`.. (see [`ids`]): CLP index, status, joined, left,
 /// consents, opt-outs.
 #[rustfmt::skip]
 const WELL_KNOWN: [(usize, S, Timestamp, Option<Timestamp>, &[Channel], &[Channel]); 6] = [
-    (0, S::Member, at(2015_03_14_10), None, ALL_CHANNELS, &[]),
-    (1, S::Member, at(2012_05_02_09), None, ALL_CHANNELS, &[]),
-    (0, S::Former, at(2005_09_01_12), Some(at(2009_05_01_00)), &[Channel::Post], &[]),
-    (0, S::Former, at(2011_01_10_12), Some(at(2023_06_01_00)), ALL_CHANNELS, &[]),
-    (0, S::Member, at(2020_02_01_12), None, ALL_CHANNELS, &[]),
-    (0, S::Member, at(2014_06_20_18), None, ALL_CHANNELS, &[Channel::Email]),
+    (0, S::Member, at(2015, 3, 14, 10), None, ALL_CHANNELS, &[]),
+    (1, S::Member, at(2012, 5, 2, 9), None, ALL_CHANNELS, &[]),
+    (0, S::Former, at(2005, 9, 1, 12), Some(at(2009, 5, 1, 0)), &[Channel::Post], &[]),
+    (0, S::Former, at(2011, 1, 10, 12), Some(at(2023, 6, 1, 0)), ALL_CHANNELS, &[]),
+    (0, S::Member, at(2020, 2, 1, 12), None, ALL_CHANNELS, &[]),
+    (0, S::Member, at(2014, 6, 20, 18), None, ALL_CHANNELS, &[Channel::Email]),
 ];
 const ALL_CHANNELS: &[Channel] = &[Channel::Phone, Channel::Email, Channel::Post];
 
@@ -438,10 +435,11 @@ pub fn generate(config: &SampleConfig) -> Membership {
     }
 
     // Volunteers: the well-known three and thirty more.
+    const DEACTIVATED: Timestamp = at(2020, 2, 1, 0);
     let fixed = [
         (ids::V_PHONEBANK.to_string(), None),
         (ids::V_LINKHOLDER.to_string(), None),
-        (ids::V_DEACTIVATED.to_string(), Some(at(2020_02_01_00))),
+        (ids::V_DEACTIVATED.to_string(), Some(DEACTIVATED)),
     ];
     let more = (1..=30).map(|k| (format!("v-{k:03}"), None));
     for (id, ended_at) in fixed.into_iter().chain(more) {
@@ -455,6 +453,7 @@ pub fn generate(config: &SampleConfig) -> Membership {
     }
 
     // A secretary, a chair and an MP for each of the first ten CLPs.
+    const RESIGNED: Timestamp = at(2019, 2, 18, 9);
     for c in clps.iter().take(10) {
         let n = c.id.trim_start_matches("clp-");
         for role in ["secretary", "chair"] {
@@ -468,7 +467,7 @@ pub fn generate(config: &SampleConfig) -> Membership {
             out.officers.insert(format!("o-{role}-{n}"), officer);
         }
         let (id, ended_at) = match n {
-            "002" => (ids::MP_RESIGNED.to_string(), Some(at(2019_02_18_09))),
+            "002" => (ids::MP_RESIGNED.to_string(), Some(RESIGNED)),
             _ => (format!("mp-{n}"), None),
         };
         let mp = Representative {
@@ -732,9 +731,9 @@ mod tests {
     fn constant_dates_are_calendar_dates() -> Result {
         for (t, s) in [
             (FREEZE_2020, "2020-01-20T17:00:00Z"),
-            (at(2016_02_29_23), "2016-02-29T23:00:00Z"),
-            (at(2005_01_01_00), "2005-01-01T00:00:00Z"),
-            (at(2022_12_31_00), "2022-12-31T00:00:00Z"),
+            (at(2016, 2, 29, 23), "2016-02-29T23:00:00Z"),
+            (at(2005, 1, 1, 0), "2005-01-01T00:00:00Z"),
+            (at(2022, 12, 31, 0), "2022-12-31T00:00:00Z"),
         ] {
             assert_eq!(t, s.parse::<Timestamp>()?);
         }
@@ -1006,7 +1005,7 @@ mod tests {
         let count = |f: &dyn Fn(&Member) -> bool| m.members.values().filter(|x| f(x)).count();
         let late = count(&|x| !gone(x.status) && x.joined >= FREEZE_2020);
         assert!(late > 50, "{late} joined after the freeze");
-        let left_2009 = count(&|x| x.left.is_some_and(|l| l < at(2010_01_01_00)));
+        let left_2009 = count(&|x| x.left.is_some_and(|l| l < at(2010, 1, 1, 0)));
         assert!(left_2009 > 10, "{left_2009} left in 2009");
         let current = count(&|x| !gone(x.status));
         let good = count(&|x| x.in_good_standing);

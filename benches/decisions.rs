@@ -1,0 +1,163 @@
+//! Latency of the questions a CRM asks, through membergate and through a plain
+//! `cedar_policy::Authorizer` on the same Cedar requests and entities.
+//!
+//! Groups, by question: `one_decision`, `permitted_fields_one_member` (every catalogue
+//! field of one member) and `permitted_fields_page_100`. In each, `membergate` is the
+//! crate's whole path (the CRM records converted to Cedar entities included) and
+//! `cedar_authorizer` is Cedar's authorizer alone, its inputs built beforehand.
+
+use std::hint::black_box;
+
+use cedar_policy::{Authorizer, Entities};
+use criterion::{criterion_group, criterion_main, Criterion};
+use membergate::sample::{self, ids};
+use membergate::{Action, Context, Engine, Membership, PrincipalId, PrincipalKind, Request};
+
+struct Setup {
+    engine: Engine,
+    party: Membership,
+    staffer: PrincipalId,
+    context: Context,
+    page: Vec<String>,
+}
+
+fn setup() -> Setup {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
+    let engine = Engine::from_dir(dir).unwrap_or_else(|e| panic!("{}", e.render()));
+    let party = sample::bundled();
+    let now = "2020-03-01T12:00:00Z"
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let page = party.members.keys().take(100).cloned().collect();
+    Setup {
+        engine,
+        party,
+        staffer: PrincipalId::new(PrincipalKind::CampaignStaff, ids::CS_A_STAFF),
+        context: Context::at(now).election(ids::LEADER_2020),
+        page,
+    }
+}
+
+impl Setup {
+    fn request(&self, member: &str, field: &str) -> Request {
+        Request::new(
+            self.staffer.clone(),
+            Action::Read,
+            member,
+            field,
+            self.context.clone(),
+        )
+    }
+
+    /// The Cedar inputs of every field of `member`, built once.
+    fn cedar_inputs(&self, member: &str) -> Vec<(cedar_policy::Request, Entities)> {
+        self.engine
+            .catalogue()
+            .iter()
+            .map(|(_, f)| {
+                self.engine
+                    .cedar_inputs(&self.party, &self.request(member, &f.name))
+                    .unwrap_or_else(|e| panic!("{e}"))
+            })
+            .collect()
+    }
+}
+
+fn one_decision(c: &mut Criterion) {
+    let s = setup();
+    let req = s.request(ids::MEMBER_ELIGIBLE, "phone");
+    let (cedar_req, entities) = s
+        .engine
+        .cedar_inputs(&s.party, &req)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let authorizer = Authorizer::new();
+    let mut g = c.benchmark_group("one_decision");
+    g.bench_function("membergate", |b| {
+        b.iter(|| s.engine.authorize(black_box(&s.party), black_box(&req)))
+    });
+    g.bench_function("cedar_authorizer", |b| {
+        b.iter(|| {
+            authorizer.is_authorized(
+                black_box(&cedar_req),
+                s.engine.policies(),
+                black_box(&entities),
+            )
+        })
+    });
+    g.finish();
+}
+
+fn permitted_fields_one_member(c: &mut Criterion) {
+    let s = setup();
+    let inputs = s.cedar_inputs(ids::MEMBER_ELIGIBLE);
+    let authorizer = Authorizer::new();
+    let mut g = c.benchmark_group("permitted_fields_one_member");
+    g.bench_function("membergate", |b| {
+        b.iter(|| {
+            s.engine.permitted_fields(
+                black_box(&s.party),
+                &s.staffer,
+                Action::Read,
+                ids::MEMBER_ELIGIBLE,
+                &s.context,
+            )
+        })
+    });
+    g.bench_function("cedar_authorizer", |b| {
+        b.iter(|| {
+            inputs
+                .iter()
+                .filter(|(r, e)| {
+                    authorizer
+                        .is_authorized(r, s.engine.policies(), e)
+                        .decision()
+                        == cedar_policy::Decision::Allow
+                })
+                .count()
+        })
+    });
+    g.finish();
+}
+
+fn permitted_fields_page_100(c: &mut Criterion) {
+    let s = setup();
+    let page: Vec<&str> = s.page.iter().map(String::as_str).collect();
+    let inputs: Vec<_> = page.iter().map(|m| s.cedar_inputs(m)).collect();
+    let authorizer = Authorizer::new();
+    let mut g = c.benchmark_group("permitted_fields_page_100");
+    g.sample_size(20);
+    g.bench_function("membergate", |b| {
+        b.iter(|| {
+            s.engine.permitted_fields_page(
+                black_box(&s.party),
+                &s.staffer,
+                Action::Read,
+                &page,
+                &s.context,
+            )
+        })
+    });
+    g.bench_function("cedar_authorizer", |b| {
+        b.iter(|| {
+            inputs
+                .iter()
+                .flatten()
+                .filter(|(r, e)| {
+                    authorizer
+                        .is_authorized(r, s.engine.policies(), e)
+                        .decision()
+                        == cedar_policy::Decision::Allow
+                })
+                .count()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    one_decision,
+    permitted_fields_one_member,
+    permitted_fields_page_100
+);
+criterion_main!(benches);
