@@ -220,22 +220,44 @@ fn load_policies(
                 continue;
             }
         };
-        if let Some(t) = parsed.templates().next() {
-            let at = text.find(&t.to_string());
-            problems.push(Problem::at(
-                ProblemKind::Policy,
-                file,
-                &text,
-                at,
-                "templates (policies with `?principal` or `?resource` slots) are not supported",
-            ));
-        }
-        // Policies in file order, so that problems and sources read top to bottom.
-        let mut in_file: Vec<(usize, &cedar_policy::Policy)> = parsed
+        // Cedar names the statements of a file `policy0`, `policy1`, ... in source order;
+        // walk them in that order, each found after the one before, so that two copies of
+        // the same text are placed at their own lines.
+        let ordinal = |id: &PolicyId| {
+            id.to_string()
+                .strip_prefix("policy")
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(usize::MAX)
+        };
+        let mut statements: Vec<(usize, String, Option<&cedar_policy::Policy>)> = parsed
             .policies()
-            .map(|p| (text.find(&p.to_string()).unwrap_or(0), p))
+            .map(|p| (ordinal(p.id()), p.to_string(), Some(p)))
+            .chain(
+                parsed
+                    .templates()
+                    .map(|t| (ordinal(t.id()), t.to_string(), None)),
+            )
             .collect();
-        in_file.sort_by_key(|(at, _)| *at);
+        statements.sort_by_key(|(n, _, _)| *n);
+        let mut from = 0;
+        let mut in_file = Vec::new();
+        for (_, stmt, policy) in statements {
+            let at = text
+                .get(from..)
+                .and_then(|rest| rest.find(&stmt))
+                .map_or(from, |i| i + from);
+            from = at + stmt.len();
+            match policy {
+                Some(p) => in_file.push((at, p)),
+                None => problems.push(Problem::at(
+                    ProblemKind::Policy,
+                    file,
+                    &text,
+                    Some(at),
+                    "templates (policies with `?principal` or `?resource` slots) are not supported",
+                )),
+            }
+        }
         for (at, policy) in in_file {
             let Some(id) = policy.annotation(ID_ANNOTATION) else {
                 problems.push(Problem::at(
@@ -374,12 +396,13 @@ fn parse_catalogue(
         ));
     }
     let count = fields.len();
+    let first_extra = spans.get(MAX_FIELDS).map(|(name, _)| name.start);
     let Some(catalogue) = FieldCatalogue::new(fields) else {
         problems.push(Problem::at(
             ProblemKind::Catalogue,
             path,
             text,
-            None,
+            first_extra,
             format!("{count} fields: a catalogue holds at most {MAX_FIELDS}"),
         ));
         return None;
@@ -432,13 +455,11 @@ fn field_entities(
     out
 }
 
-/// The uid `Type::"id"`.
-pub(crate) fn entity_uid(
-    type_name: &str,
-    id: &str,
-) -> Result<EntityUid, cedar_policy::ParseErrors> {
+/// The uid `Type::"id"`; the error says why `type_name` is not a Cedar type name.
+pub(crate) fn entity_uid(type_name: &str, id: &str) -> Result<EntityUid, String> {
+    let t = cedar_policy::EntityTypeName::from_str(type_name).map_err(|e| e.to_string())?;
     Ok(EntityUid::from_type_name_and_id(
-        cedar_policy::EntityTypeName::from_str(type_name)?,
+        t,
         cedar_policy::EntityId::new(id),
     ))
 }

@@ -149,11 +149,8 @@ impl Engine {
     /// ```
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Engine, LoadError> {
         let bundle = bundle::load(dir.as_ref())?;
-        let field_uids = bundle
-            .catalogue
-            .iter()
-            .filter_map(|(_, f)| bundle::entity_uid("Field", &f.name).ok())
-            .collect();
+        // One `Field` entity per catalogue field, in catalogue order.
+        let field_uids = bundle.field_entities.iter().map(|e| e.uid()).collect();
         let singles = single_policies(&bundle.policies);
         Ok(Engine {
             bundle,
@@ -202,7 +199,7 @@ impl Engine {
     /// let engine = Engine::from_dir("policies")?;
     /// let party = sample::bundled();
     /// let resigned = PrincipalId::new(PrincipalKind::Representative, sample::ids::MP_RESIGNED);
-    /// let req = Request::new(resigned, Action::Read, sample::ids::MEMBER_ELIGIBLE, "phone",
+    /// let req = Request::new(resigned, Action::Read, sample::ids::MEMBER_OTHER_CLP, "phone",
     ///     Context::at("2019-02-19T09:00:00Z".parse()?));
     /// let decision = engine.authorize(&party, &req)?;
     /// assert!(!decision.is_allowed());
@@ -417,7 +414,7 @@ impl Engine {
         members: &[&str],
         ctx: &Context,
     ) -> Result<Prepared, RequestError> {
-        let mut slice = Slice::default();
+        let mut slice = Slice::new(self.catalogue());
         let principal = slice.principal(dir, principal)?;
         for m in members {
             slice.member(dir, m)?;
@@ -457,7 +454,11 @@ impl Engine {
             RestrictedExpression::new_entity_uid(field_uid),
         )]);
         let invalid = |e: &dyn std::fmt::Display| RequestError::Invalid(e.to_string());
-        let context = cedar_policy::Context::from_pairs(pairs).map_err(|e| invalid(&e))?;
+        let context =
+            cedar_policy::Context::from_pairs(pairs).map_err(|e| RequestError::InvalidData {
+                what: "the request's context".into(),
+                message: e.to_string(),
+            })?;
         let action = bundle::entity_uid("Action", action.as_str()).map_err(|e| invalid(&e))?;
         cedar_policy::Request::new(
             prepared.principal.clone(),

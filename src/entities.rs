@@ -8,6 +8,7 @@ use jiff::Timestamp;
 
 use crate::bundle::entity_uid;
 use crate::error::RequestError;
+use crate::fields::FieldCatalogue;
 use crate::model::{Directory, MemberStatus, PrincipalId, PrincipalRecord};
 use crate::request::Context;
 
@@ -40,15 +41,24 @@ fn strings<'a>(items: impl IntoIterator<Item = &'a str>) -> RestrictedExpression
 }
 
 /// The entities one request (or one page) needs, each added once.
-#[derive(Default)]
-pub(crate) struct Slice {
+pub(crate) struct Slice<'c> {
+    /// The field catalogue, to check the fields records name.
+    catalogue: &'c FieldCatalogue,
     entities: Vec<cedar_policy::Entity>,
     seen: HashSet<EntityUid>,
 }
 
 type Attrs = HashMap<String, RestrictedExpression>;
 
-impl Slice {
+impl<'c> Slice<'c> {
+    pub(crate) fn new(catalogue: &'c FieldCatalogue) -> Self {
+        Slice {
+            catalogue,
+            entities: Vec::new(),
+            seen: HashSet::new(),
+        }
+    }
+
     pub(crate) fn into_entities(self) -> Vec<cedar_policy::Entity> {
         self.entities
     }
@@ -252,7 +262,13 @@ impl Slice {
                     .contract
                     .fields
                     .iter()
-                    .map(|f| uid("Field", f).map(RestrictedExpression::new_entity_uid))
+                    .map(|f| match self.catalogue.id(f) {
+                        Some(_) => uid("Field", f).map(RestrictedExpression::new_entity_uid),
+                        None => Err(RequestError::UnknownField(format!(
+                            "{f}` in the contract of processor `{}",
+                            id.id
+                        ))),
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 let c_attrs = Attrs::from([
                     ("fields".into(), RestrictedExpression::new_set(fields)),

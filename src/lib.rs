@@ -1,6 +1,27 @@
-//! membergate: field-level access control for a party's membership data.
+#![doc = include_str!("../README.md")]
+//!
+//! # Concepts
+//!
+//! - [`Engine`]: a policy directory loaded and strictly validated; answers
+//!   [`Engine::authorize`], [`Engine::permitted_fields`], [`Engine::permitted_fields_page`]
+//!   and [`Engine::explain`].
+//! - [`Request`] and [`Context`]: who asks to do which [`Action`] on which field of which
+//!   member, and when (the caller passes the time).
+//! - [`Directory`] and [`Membership`]: the CRM's records, looked up by id; the engine
+//!   converts only the records a request needs.
+//! - [`Decision`], [`FieldSet`] and [`Explanation`]: the answers.
+//! - [`testing`]: the declarative policy test suites; [`sample`]: a generated membership.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 mod bundle;
 mod engine;

@@ -1,4 +1,9 @@
 //! `membergate`: check, test and query the membership access policies.
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -311,7 +316,7 @@ fn demo(dir: &Path, path: Option<&Path>, seconds: f64) -> Result<ExitCode, Strin
             context: |c| c.election(ids::LEADER_2020),
         },
         Row {
-            label: "campaign A staff, 2016 list",
+            label: "2016 campaign staff",
             principal: p(PrincipalKind::CampaignStaff, ids::CS_2016_STAFF),
             member: ids::MEMBER_ELIGIBLE,
             context: |c| c.election(ids::LEADER_2020),
@@ -393,34 +398,32 @@ fn demo(dir: &Path, path: Option<&Path>, seconds: f64) -> Result<ExitCode, Strin
         "What each principal may read of a member record, across the 2020 leadership election"
     );
     println!(
-        "(nominations close 2020-02-14 14:00, ballot closes 2020-04-02 12:00; policies from {})\n",
+        "(nominations close 2020-02-14 14:00, ballot closes 2020-04-02 12:00; \"unpaid\": had candidate A not paid the fee; policies from {})\n",
         dir.display()
     );
-    let width = 28;
-    print!("{:<width$}", "principal");
-    for (name, _, _) in &phases {
-        print!(" | {name:<22}");
-    }
-    println!();
-    println!("{}", "-".repeat(width + phases.len() * 25));
+    let mut table = vec![std::iter::once("principal".to_string())
+        .chain(phases.iter().map(|(name, _, _)| (*name).to_string()))
+        .collect::<Vec<_>>()];
     for row in &rows {
-        print!("{:<width$}", row.label);
+        let mut cells = vec![row.label.to_string()];
         for (_, at, party) in &phases {
             let ctx = (row.context)(Context::at(*at));
-            let cell = match engine.permitted_fields(
-                *party,
-                &row.principal,
-                Action::Read,
-                row.member,
-                &ctx,
-            ) {
-                Ok(set) => describe(&engine, set),
-                Err(e) => format!("error: {e}"),
-            };
-            print!(" | {cell:<22}");
+            cells.push(
+                match engine.permitted_fields(
+                    *party,
+                    &row.principal,
+                    Action::Read,
+                    row.member,
+                    &ctx,
+                ) {
+                    Ok(set) => describe(&engine, set),
+                    Err(e) => format!("error: {e}"),
+                },
+            );
         }
-        println!();
+        table.push(cells);
     }
+    print_table(&table);
     println!("\nclasses: {}", class_legend(&engine));
 
     // Throughput: permitted_fields on pages of 100 members, for a cleared campaign's staff.
@@ -452,6 +455,51 @@ fn demo(dir: &Path, path: Option<&Path>, seconds: f64) -> Result<ExitCode, Strin
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints rows of cells in columns as wide as their widest cell.
+fn print_table(table: &[Vec<String>]) {
+    let columns = table.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            table
+                .iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for (i, row) in table.iter().enumerate() {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", line.join(" | ").trim_end());
+        if i == 0 {
+            println!(
+                "{}",
+                widths
+                    .iter()
+                    .map(|w| "-".repeat(*w))
+                    .collect::<Vec<_>>()
+                    .join("-+-")
+            );
+        }
+    }
+}
+
+/// A short name for a field class, for the demo table.
+fn short(class: &str) -> &str {
+    match class {
+        "identity" => "id",
+        "membership" => "mship",
+        "financial" => "fin",
+        "special_category" => "special",
+        "preferences" => "prefs",
+        other => other,
+    }
+}
+
 /// A field set in a few words: whole classes by name, the rest by field.
 fn describe(engine: &Engine, set: FieldSet) -> String {
     if set.is_empty() {
@@ -476,7 +524,7 @@ fn describe(engine: &Engine, set: FieldSet) -> String {
             .collect();
         let have = set.intersection(in_class);
         if have == in_class {
-            parts.push(class.to_string());
+            parts.push(short(class).to_string());
         } else if !have.is_empty() {
             parts.extend(
                 engine
@@ -500,7 +548,7 @@ fn class_legend(engine: &Engine) -> String {
     }
     classes
         .iter()
-        .map(|(c, n)| format!("{c} = {}", n.join("/")))
+        .map(|(c, n)| format!("{} = {}", short(c), n.join("/")))
         .collect::<Vec<_>>()
         .join("; ")
 }

@@ -193,7 +193,7 @@ impl TestPlan {
                 path: file.clone(),
                 source,
             })?;
-            let Some(suite) = parse_suite(&file, &text, &mut problems) else {
+            let Some((suite, fixture_at)) = parse_suite(&file, &text, &mut problems) else {
                 continue;
             };
             if !fixtures.contains_key(&suite.fixture) {
@@ -201,7 +201,18 @@ impl TestPlan {
                     Ok(m) => {
                         fixtures.insert(suite.fixture.clone(), m);
                     }
-                    Err(p) => problems.push(p),
+                    Err(FixtureError::Unreadable(path, e)) => problems.push(Problem::at(
+                        ProblemKind::TestSuite,
+                        &file,
+                        &text,
+                        Some(fixture_at),
+                        format!(
+                            "cannot read fixture `{}` ({}): {e}",
+                            suite.fixture,
+                            path.display()
+                        ),
+                    )),
+                    Err(FixtureError::Malformed(p)) => problems.push(p),
                 }
             }
             suites.push(suite);
@@ -378,7 +389,7 @@ fn check(
     }
 }
 
-fn parse_suite(file: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<Suite> {
+fn parse_suite(file: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<(Suite, usize)> {
     let problem =
         |at: Option<usize>, msg: String| Problem::at(ProblemKind::TestSuite, file, text, at, msg);
     let raw: RawSuite = match toml::from_str(text) {
@@ -448,6 +459,16 @@ fn parse_suite(file: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<S
                 field,
                 contains: raw.error_contains,
             },
+            (Some(_), Some(_), _) => {
+                problems.push(problem(
+                    Some(at),
+                    format!(
+                        "case `{}` has both `field` and `fields`: give one field with `expect`, or the whole set with `fields`",
+                        raw.name
+                    ),
+                ));
+                continue;
+            }
             (_, _, Some((word, pos))) if !matches!(word, "allow" | "deny" | "error") => {
                 problems.push(problem(
                     Some(pos),
@@ -485,31 +506,35 @@ fn parse_suite(file: &Path, text: &str, problems: &mut Vec<Problem>) -> Option<S
             expect,
         });
     }
-    (problems.len() == before).then(|| Suite {
-        file: file.to_path_buf(),
-        fixture: raw.fixture.into_inner(),
-        cases,
+    let fixture_at = raw.fixture.span().start;
+    (problems.len() == before).then(|| {
+        let suite = Suite {
+            file: file.to_path_buf(),
+            fixture: raw.fixture.into_inner(),
+            cases,
+        };
+        (suite, fixture_at)
     })
 }
 
-fn load_fixture(tests_dir: &Path, name: &str) -> Result<Membership, Problem> {
+enum FixtureError {
+    Unreadable(PathBuf, std::io::Error),
+    Malformed(Problem),
+}
+
+fn load_fixture(tests_dir: &Path, name: &str) -> Result<Membership, FixtureError> {
     let path = tests_dir.join(FIXTURES_DIR).join(format!("{name}.toml"));
-    let text = fs::read_to_string(&path).map_err(|e| {
-        Problem::at(
-            ProblemKind::TestSuite,
-            &path,
-            "",
-            None,
-            format!("cannot read fixture `{name}`: {e}"),
-        )
-    })?;
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => return Err(FixtureError::Unreadable(path, e)),
+    };
     toml::from_str(&text).map_err(|e| {
-        Problem::at(
+        FixtureError::Malformed(Problem::at(
             ProblemKind::TestSuite,
             &path,
             &text,
             e.span().map(|s| s.start),
             e.message().to_string(),
-        )
+        ))
     })
 }
