@@ -40,6 +40,8 @@ pub(crate) struct Bundle {
     pub catalogue: FieldCatalogue,
     /// The `Field` entities of the catalogue, with their classes as parents.
     pub field_entities: Vec<Entity>,
+    /// The action entities of the schema (with their groups as parents).
+    pub action_entities: Vec<Entity>,
     /// Where each policy came from, by id.
     pub sources: BTreeMap<String, PolicySource>,
 }
@@ -148,6 +150,21 @@ pub(crate) fn load(dir: &Path) -> Result<Bundle, LoadError> {
 
     match catalogue {
         Some((catalogue, _)) if problems.is_empty() => Ok(Bundle {
+            action_entities: match schema.action_entities() {
+                Ok(actions) => actions.iter().cloned().collect(),
+                Err(e) => {
+                    let problem = Problem::at(
+                        ProblemKind::Schema,
+                        &schema_path,
+                        &schema_text,
+                        None,
+                        e.to_string(),
+                    );
+                    return Err(LoadError::Invalid {
+                        problems: vec![problem],
+                    });
+                }
+            },
             schema,
             policies,
             catalogue,

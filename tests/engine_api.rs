@@ -1017,3 +1017,57 @@ fn field_set_operations() {
         .collect();
     assert_eq!(names, in_file);
 }
+
+/// The engine builds each request's entities without asking Cedar to validate them
+/// against the schema again; this checks that what it builds does conform, for every
+/// principal of the bundled sample, with every optional part of the context present.
+#[test]
+fn the_entities_the_engine_builds_conform_to_the_schema() {
+    let party = bundled();
+    let mut principals = Vec::new();
+    let kinds = [
+        (PrincipalKind::Staff, party.staff.keys().collect::<Vec<_>>()),
+        (
+            PrincipalKind::CampaignStaff,
+            party.campaign_staff.keys().collect(),
+        ),
+        (PrincipalKind::Volunteer, party.volunteers.keys().collect()),
+        (PrincipalKind::Officer, party.officers.keys().collect()),
+        (
+            PrincipalKind::Representative,
+            party.representatives.keys().collect(),
+        ),
+        (PrincipalKind::Processor, party.processors.keys().collect()),
+    ];
+    for (kind, keys) in kinds {
+        principals.extend(keys.into_iter().map(|k| PrincipalId::new(kind, k.clone())));
+    }
+    let members: Vec<&String> = party.members.keys().step_by(97).collect();
+    let ctx = Context::at(t("2020-03-01T12:00:00Z"))
+        .election(ids::LEADER_2020)
+        .session(ids::SESSION_A)
+        .purpose("complaint")
+        .reason("audit");
+    let schema = engine().schema();
+    let mut checked = 0;
+    for (i, principal) in principals.iter().enumerate() {
+        let member = members[i % members.len()];
+        let req = Request::new(
+            principal.clone(),
+            Action::Read,
+            member,
+            "phone",
+            ctx.clone(),
+        );
+        let (_, entities) = engine().cedar_inputs(party, &req).expect("inputs");
+        // Cedar adds the schema's action entities itself when validating.
+        let records = entities
+            .iter()
+            .filter(|e| e.uid().type_name().to_string() != "Action")
+            .cloned();
+        cedar_policy::Entities::from_entities(records, Some(schema))
+            .unwrap_or_else(|e| panic!("entities for {principal} do not conform: {e}"));
+        checked += 1;
+    }
+    assert!(checked > 100, "only {checked} principals checked");
+}
