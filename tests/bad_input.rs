@@ -1365,3 +1365,35 @@ fn a_processor_contract_naming_an_unknown_field_is_an_error() {
         other => panic!("expected an unknown-field error, got {other:?}"),
     }
 }
+
+#[test]
+fn cli_malformed_membership_data_names_the_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("party.json");
+    fs::write(
+        &data,
+        "{\n  \"members\": {\n    \"m-1\": { \"status\": \"membre\" }\n  }\n}\n",
+    )
+    .expect("write");
+    let data_arg = data.to_string_lossy().into_owned();
+    let out = membergate(&[
+        "fields",
+        "--principal",
+        r#"Staff::"s-membership""#,
+        "--member",
+        "m-1",
+        "--at",
+        "2020-03-01T12:00:00Z",
+        "--data",
+        &data_arg,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("party.json"), "{err}");
+    assert!(err.contains("membre") && err.contains("line 3"), "{err}");
+    assert!(
+        stdout(&out).is_empty(),
+        "no partial answer: {}",
+        stdout(&out)
+    );
+}
