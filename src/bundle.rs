@@ -105,7 +105,7 @@ pub(crate) fn load(dir: &Path) -> Result<Bundle, LoadError> {
         }
     };
 
-    let (policies, sources) = load_policies(dir, &mut problems)?;
+    let (policies, sources, texts) = load_policies(dir, &mut problems)?;
 
     let catalogue_path = dir.join(CATALOGUE_FILE);
     let catalogue_text = read(&catalogue_path)?;
@@ -121,6 +121,7 @@ pub(crate) fn load(dir: &Path) -> Result<Bundle, LoadError> {
         push_policy_problem(
             &mut problems,
             &sources,
+            &texts,
             e.policy_id(),
             ProblemKind::Validation,
             e,
@@ -130,6 +131,7 @@ pub(crate) fn load(dir: &Path) -> Result<Bundle, LoadError> {
         push_policy_problem(
             &mut problems,
             &sources,
+            &texts,
             w.policy_id(),
             ProblemKind::Validation,
             w,
@@ -177,35 +179,35 @@ pub(crate) fn load(dir: &Path) -> Result<Bundle, LoadError> {
 
 fn push_policy_problem(
     problems: &mut Vec<Problem>,
-    sources: &BTreeMap<String, PolicySource>,
+    sources: &Sources,
+    texts: &Texts,
     id: &PolicyId,
     kind: ProblemKind,
     diag: &dyn miette::Diagnostic,
 ) {
-    let Some(src) = sources.get(id.to_string().as_str()) else {
-        problems.push(Problem::at(
-            kind,
-            Path::new("<policies>"),
-            "",
-            None,
-            diag.to_string(),
-        ));
-        return;
-    };
     // Cedar's spans are offsets into the text of the file the policy was parsed from.
-    match fs::read_to_string(&src.file) {
-        Ok(text) => problems.push(Problem::from_diagnostic(kind, &src.file, &text, diag)),
-        Err(_) => problems.push(Problem::at(kind, &src.file, "", None, diag.to_string())),
+    let src = sources.get(id.to_string().as_str());
+    let text = src.and_then(|s| texts.get(&s.file));
+    match (src, text) {
+        (Some(src), Some(text)) => {
+            problems.push(Problem::from_diagnostic(kind, &src.file, text, diag))
+        }
+        (src, _) => {
+            let file = src.map_or(Path::new("<policies>"), |s| s.file.as_path());
+            problems.push(Problem::at(kind, file, "", None, diag.to_string()))
+        }
     }
 }
 
 type Sources = BTreeMap<String, PolicySource>;
+/// The text of each policy file, by path.
+type Texts = BTreeMap<PathBuf, String>;
 
 /// Parses every `*.cedar` file of `dir` (in name order), naming each policy by its `@id`.
 fn load_policies(
     dir: &Path,
     problems: &mut Vec<Problem>,
-) -> Result<(PolicySet, Sources), LoadError> {
+) -> Result<(PolicySet, Sources, Texts), LoadError> {
     let entries = fs::read_dir(dir).map_err(|source| LoadError::Io {
         path: dir.to_path_buf(),
         source,
@@ -218,6 +220,7 @@ fn load_policies(
 
     let mut set = PolicySet::new();
     let mut sources = Sources::new();
+    let mut texts = Texts::new();
     for file in &files {
         let text = fs::read_to_string(file).map_err(|source| LoadError::Io {
             path: file.clone(),
@@ -320,6 +323,7 @@ fn load_policies(
                 },
             );
         }
+        texts.insert(file.clone(), text);
     }
     if files.is_empty() {
         problems.push(Problem::at(
@@ -330,7 +334,7 @@ fn load_policies(
             "no `.cedar` policy files: every request would be denied",
         ));
     }
-    Ok((set, sources))
+    Ok((set, sources, texts))
 }
 
 #[derive(Deserialize)]
