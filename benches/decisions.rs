@@ -2,14 +2,15 @@
 //! `cedar_policy::Authorizer` on the same Cedar requests and entities.
 //!
 //! Groups, by question: `one_decision`, `permitted_fields_one_member` (every catalogue
-//! field of one member) and `permitted_fields_page_100`. In each, `membergate` is the
+//! field of one member), `permitted_fields_page_100`, and `policy_scaling` (one decision
+//! under 20, 200 and 2,000 generated policies, per campaign and per region). In each, `membergate` is the
 //! crate's whole path (the CRM records converted to Cedar entities included) and
 //! `cedar_authorizer` is Cedar's authorizer alone, its inputs built beforehand.
 
 use std::hint::black_box;
 
 use cedar_policy::{Authorizer, Entities};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use membergate::sample::{self, ids};
 use membergate::{Action, Context, Engine, Membership, PrincipalId, PrincipalKind, Request};
 
@@ -154,10 +155,50 @@ fn permitted_fields_page_100(c: &mut Criterion) {
     g.finish();
 }
 
+/// One decision under policy sets of growing size: the bundled schema and catalogue with
+/// `n` generated policies (see `sample::generated_policies`).
+fn policy_scaling(c: &mut Criterion) {
+    let s = setup();
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
+    let authorizer = Authorizer::new();
+    let mut g = c.benchmark_group("policy_scaling");
+    for n in [20usize, 200, 2000] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        for file in [membergate::SCHEMA_FILE, membergate::CATALOGUE_FILE] {
+            std::fs::copy(format!("{src}/{file}"), dir.path().join(file))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        std::fs::write(
+            dir.path().join("generated.cedar"),
+            sample::generated_policies(n),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let engine = Engine::from_dir(dir.path()).unwrap_or_else(|e| panic!("{}", e.render()));
+        let req = s.request(ids::MEMBER_ELIGIBLE, "phone");
+        let (cedar_req, entities) = engine
+            .cedar_inputs(&s.party, &req)
+            .unwrap_or_else(|e| panic!("{e}"));
+        g.bench_with_input(BenchmarkId::new("membergate", n), &n, |b, _| {
+            b.iter(|| engine.authorize(black_box(&s.party), black_box(&req)))
+        });
+        g.bench_with_input(BenchmarkId::new("cedar_authorizer", n), &n, |b, _| {
+            b.iter(|| {
+                authorizer.is_authorized(
+                    black_box(&cedar_req),
+                    engine.policies(),
+                    black_box(&entities),
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     one_decision,
     permitted_fields_one_member,
-    permitted_fields_page_100
+    permitted_fields_page_100,
+    policy_scaling
 );
 criterion_main!(benches);

@@ -157,6 +157,50 @@ pub fn bundled() -> Membership {
     generate(&SampleConfig::default())
 }
 
+/// `n` generated policies in the shape a large party's policy set grows: per campaign, a
+/// permit for its staff and a forbid tying it to its election; per region, a permit for its
+/// regional office and a forbid on bulk export. They name campaigns (`camp-gen-K`) and
+/// regions (`r-gen-K`) that the bundled sample does not hold, so they add evaluation work
+/// without changing the bundled decisions. Valid against the bundled schema. For the
+/// policy-scaling benchmarks.
+///
+/// # Example
+/// ```
+/// let text = membergate::sample::generated_policies(4);
+/// assert_eq!(text.matches("@id(").count(), 4);
+/// ```
+pub fn generated_policies(n: usize) -> String {
+    let mut out = String::new();
+    for i in 0..n {
+        let k = i / 4;
+        let policy = match i % 4 {
+            0 => format!(
+                "@id(\"gen-campaign-{k}-read\")\n\
+                 permit (principal in Campaign::\"camp-gen-{k}\", action in [Action::\"read\", Action::\"contact\"], resource is Member)\n\
+                 when {{ context.field in FieldClass::\"identity\" || context.field in FieldClass::\"contact\" }};\n"
+            ),
+            1 => format!(
+                "@id(\"gen-campaign-{k}-election\")\n\
+                 forbid (principal in Campaign::\"camp-gen-{k}\", action, resource)\n\
+                 unless {{ context has election && context.election == Election::\"election-gen-{k}\" }};\n"
+            ),
+            2 => format!(
+                "@id(\"gen-region-{k}-read\")\n\
+                 permit (principal is Staff in Team::\"regional\", action == Action::\"read\", resource in Region::\"r-gen-{k}\")\n\
+                 when {{ principal has region && principal.region == Region::\"r-gen-{k}\" && context.field in FieldClass::\"membership\" }};\n"
+            ),
+            _ => format!(
+                "@id(\"gen-region-{k}-bulk\")\n\
+                 forbid (principal, action == Action::\"bulk_export\", resource in Region::\"r-gen-{k}\")\n\
+                 when {{ context.reads_this_hour > 1000 }};\n"
+            ),
+        };
+        out.push_str(&policy);
+        out.push('\n');
+    }
+    out
+}
+
 /// The UTC hour `y-m-d h:00`. For `const` items only (the tests check it against jiff).
 const fn at(y: i64, m: i64, d: i64, h: i64) -> Timestamp {
     // Days from civil (H. Hinnant), counting years from March.
@@ -1046,5 +1090,26 @@ mod tests {
         let back: Membership = serde_json::from_str(&serde_json::to_string(&m)?)?;
         assert_eq!(back, m);
         Ok(())
+    }
+
+    #[test]
+    fn generated_policies_validate_beside_the_bundled_ones() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        std::fs::write(dir.path().join("generated.cedar"), generated_policies(40)).unwrap();
+        let engine =
+            crate::Engine::from_dir(dir.path()).unwrap_or_else(|e| panic!("{}", e.render()));
+        let bundled = crate::Engine::from_dir(&src).unwrap();
+        assert_eq!(
+            engine.policy_ids().count(),
+            bundled.policy_ids().count() + 40
+        );
+        assert!(engine.policy_ids().any(|id| id == "gen-region-9-bulk"));
     }
 }
