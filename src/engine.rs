@@ -211,10 +211,10 @@ impl Engine {
         dir: &D,
         req: &Request,
     ) -> Result<Decision, RequestError> {
-        let field = self.field_id(&req.field)?;
-        let prepared = self.prepare(dir, &req.principal, &[req.member.as_str()], &req.context)?;
-        let member = member_uid(&req.member)?;
-        let response = self.decide(&prepared, req.action, &member, field)?;
+        let (request, entities) = self.cedar_inputs(dir, req)?;
+        let response = self
+            .authorizer
+            .is_authorized(&request, self.policies(), &entities);
         Ok(self.decision(&response))
     }
 
@@ -307,21 +307,18 @@ impl Engine {
         dir: &D,
         req: &Request,
     ) -> Result<Explanation, RequestError> {
-        let field = self.field_id(&req.field)?;
-        let prepared = self.prepare(dir, &req.principal, &[req.member.as_str()], &req.context)?;
-        let member = member_uid(&req.member)?;
-        let cedar_req = self.cedar_request(&prepared, req.action, &member, field)?;
+        let (cedar_req, entities) = self.cedar_inputs(dir, req)?;
         let decision = self.decision(&self.authorizer.is_authorized(
             &cedar_req,
             self.policies(),
-            &prepared.entities,
+            &entities,
         ));
         let mut traces = Vec::new();
         let mut out_of_scope = 0;
         for single in &self.singles {
             let in_scope = single.scope.as_ref().is_none_or(|scope| {
                 self.authorizer
-                    .is_authorized(&cedar_req, scope, &prepared.entities)
+                    .is_authorized(&cedar_req, scope, &entities)
                     .decision()
                     == cedar_policy::Decision::Allow
             });
@@ -329,9 +326,9 @@ impl Engine {
                 out_of_scope += 1;
                 continue;
             }
-            let alone =
-                self.authorizer
-                    .is_authorized(&cedar_req, &single.alone, &prepared.entities);
+            let alone = self
+                .authorizer
+                .is_authorized(&cedar_req, &single.alone, &entities);
             let outcome = if let Some(e) = alone.diagnostics().errors().next() {
                 Outcome::Errored(error_message(e))
             } else if alone.diagnostics().reason().next().is_some() {
