@@ -11,6 +11,8 @@
 //!   converts only the records a request needs.
 //! - [`Decision`], [`FieldSet`] and [`Explanation`]: the answers.
 //! - [`testing`]: the declarative policy test suites; [`sample`]: a generated membership.
+//! - [`conformance`]: Cedar's conformance corpus, run against the reference authorizer or
+//!   another engine.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(
@@ -24,6 +26,8 @@
 )]
 
 mod bundle;
+pub mod compiled;
+pub mod conformance;
 mod engine;
 mod entities;
 mod error;

@@ -1,4 +1,6 @@
 //! Integration tests, one binary: `mod` per area.
 
 mod bad_input;
+mod compiled;
+mod conformance;
 mod engine_api;
