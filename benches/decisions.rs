@@ -4,7 +4,8 @@
 //! Groups, by question: `one_decision`, `permitted_fields_one_member` (every catalogue
 //! field of one member), `permitted_fields_page_100`, and `policy_scaling` (one decision
 //! under 20, 200 and 2,000 generated policies, per campaign and per region). In each, `membergate` is the
-//! crate's whole path (the CRM records converted to Cedar entities included) and
+//! crate's reference path (the CRM records converted to Cedar entities included),
+//! `compiled` the crate's compiled path on an `EntityStore` built beforehand, and
 //! `cedar_authorizer` is Cedar's authorizer alone, its inputs built beforehand.
 
 use std::hint::black_box;
@@ -12,10 +13,13 @@ use std::hint::black_box;
 use cedar_policy::{Authorizer, Entities};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use membergate::sample::{self, ids};
-use membergate::{Action, Context, Engine, Membership, PrincipalId, PrincipalKind, Request};
+use membergate::{
+    Action, Context, Engine, EntityStore, Membership, PrincipalId, PrincipalKind, Request,
+};
 
 struct Setup {
     engine: Engine,
+    store: EntityStore,
     party: Membership,
     staffer: PrincipalId,
     context: Context,
@@ -30,7 +34,9 @@ fn setup() -> Setup {
         .parse()
         .unwrap_or_else(|e| panic!("{e}"));
     let page = party.members.keys().take(100).cloned().collect();
+    let store = engine.store(&party).unwrap_or_else(|e| panic!("{e}"));
     Setup {
+        store,
         engine,
         party,
         staffer: PrincipalId::new(PrincipalKind::CampaignStaff, ids::CS_A_STAFF),
@@ -76,6 +82,9 @@ fn one_decision(c: &mut Criterion) {
     g.bench_function("membergate", |b| {
         b.iter(|| s.engine.authorize(black_box(&s.party), black_box(&req)))
     });
+    g.bench_function("compiled", |b| {
+        b.iter(|| s.engine.authorize_in(black_box(&s.store), black_box(&req)))
+    });
     g.bench_function("cedar_authorizer", |b| {
         b.iter(|| {
             authorizer.is_authorized(
@@ -97,6 +106,17 @@ fn permitted_fields_one_member(c: &mut Criterion) {
         b.iter(|| {
             s.engine.permitted_fields(
                 black_box(&s.party),
+                &s.staffer,
+                Action::Read,
+                ids::MEMBER_ELIGIBLE,
+                &s.context,
+            )
+        })
+    });
+    g.bench_function("compiled", |b| {
+        b.iter(|| {
+            s.engine.permitted_fields_in(
+                black_box(&s.store),
                 &s.staffer,
                 Action::Read,
                 ids::MEMBER_ELIGIBLE,
@@ -131,6 +151,17 @@ fn permitted_fields_page_100(c: &mut Criterion) {
         b.iter(|| {
             s.engine.permitted_fields_page(
                 black_box(&s.party),
+                &s.staffer,
+                Action::Read,
+                &page,
+                &s.context,
+            )
+        })
+    });
+    g.bench_function("compiled", |b| {
+        b.iter(|| {
+            s.engine.permitted_fields_page_in(
+                black_box(&s.store),
                 &s.staffer,
                 Action::Read,
                 &page,
@@ -178,8 +209,12 @@ fn policy_scaling(c: &mut Criterion) {
         let (cedar_req, entities) = engine
             .cedar_inputs(&s.party, &req)
             .unwrap_or_else(|e| panic!("{e}"));
+        let store = engine.store(&s.party).unwrap_or_else(|e| panic!("{e}"));
         g.bench_with_input(BenchmarkId::new("membergate", n), &n, |b, _| {
             b.iter(|| engine.authorize(black_box(&s.party), black_box(&req)))
+        });
+        g.bench_with_input(BenchmarkId::new("compiled", n), &n, |b, _| {
+            b.iter(|| engine.authorize_in(black_box(&store), black_box(&req)))
         });
         g.bench_with_input(BenchmarkId::new("cedar_authorizer", n), &n, |b, _| {
             b.iter(|| {

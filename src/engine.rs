@@ -7,9 +7,11 @@ use cedar_policy::{
 };
 
 use crate::bundle::{self, Bundle, PolicySource};
+use crate::compiled::CompiledPolicies;
 use crate::entities::Slice;
 use crate::error::{LoadError, RequestError};
 use crate::explain::{Explanation, Outcome, PolicyTrace};
+use crate::fast::Fast;
 use crate::fields::{FieldCatalogue, FieldId, FieldSet};
 use crate::model::{Directory, PrincipalId};
 use crate::request::{Action, Context, Request};
@@ -52,6 +54,20 @@ pub struct Decision {
 }
 
 impl Decision {
+    pub(crate) fn new(
+        effect: Effect,
+        policies: Vec<String>,
+        errors: Vec<PolicyError>,
+        flags: Vec<String>,
+    ) -> Decision {
+        Decision {
+            effect,
+            policies,
+            errors,
+            flags,
+        }
+    }
+
     /// Allow or deny.
     pub fn effect(&self) -> Effect {
         self.effect
@@ -118,6 +134,8 @@ pub struct Engine {
     authorizer: Authorizer,
     field_uids: Vec<EntityUid>,
     singles: Vec<SinglePolicy>,
+    /// The compiled policies and their index (`None` if they cannot be compiled).
+    fast: Option<Fast>,
 }
 
 /// The Cedar entities and uids of one request or page, built once.
@@ -152,12 +170,40 @@ impl Engine {
         // One `Field` entity per catalogue field, in catalogue order.
         let field_uids = bundle.field_entities.iter().map(|e| e.uid()).collect();
         let singles = single_policies(&bundle.policies);
+        let fast = Fast::build(
+            &bundle.policies,
+            &bundle.catalogue,
+            &bundle.field_entities,
+            &bundle.action_entities,
+        );
         Ok(Engine {
             bundle,
             authorizer: Authorizer::new(),
             field_uids,
             singles,
+            fast,
         })
+    }
+
+    pub(crate) fn fast_index(&self) -> Option<&Fast> {
+        self.fast.as_ref()
+    }
+
+    /// The policies compiled for the compiled path ([`Engine::authorize_in`] and the
+    /// like): [`CompiledPolicies::fallbacks`] lists those evaluated by Cedar. `None` if
+    /// the policy set cannot be compiled (templates): every request then takes the
+    /// reference path.
+    ///
+    /// # Example
+    /// ```
+    /// let engine = membergate::Engine::from_dir("policies")?;
+    /// let compiled = engine.compiled().ok_or("not compiled")?;
+    /// assert_eq!(compiled.len(), engine.policy_ids().count());
+    /// assert!(compiled.fallbacks().is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn compiled(&self) -> Option<&CompiledPolicies> {
+        self.fast.as_ref().map(Fast::compiled)
     }
 
     /// The field catalogue.

@@ -141,6 +141,11 @@ impl FieldSet {
         FieldSet(self.0 & !other.0)
     }
 
+    /// The set with these bits.
+    pub(crate) fn from_bits(bits: u64) -> FieldSet {
+        FieldSet(bits)
+    }
+
     /// The set as bits: bit `i` is the field with index `i`.
     pub fn bits(self) -> u64 {
         self.0

@@ -182,6 +182,22 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 engine.policy_ids().count(),
                 engine.catalogue().len()
             );
+            match engine.compiled() {
+                Some(c) => {
+                    println!(
+                        "compiled: {} of {} policies; {} fall back to the reference evaluator",
+                        c.len() - c.fallbacks().len(),
+                        c.len(),
+                        c.fallbacks().len()
+                    );
+                    for f in c.fallbacks() {
+                        println!("  fallback `{}`: {}", f.id, f.reason);
+                    }
+                }
+                None => println!(
+                    "compiled: none (the policy set cannot be compiled); every request takes the reference path"
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Test => test(&cli.policies),

@@ -4,3 +4,5 @@ mod bad_input;
 mod compiled;
 mod conformance;
 mod engine_api;
+mod fast_path;
+mod proptest_compiled;

@@ -13,7 +13,7 @@ pub(crate) fn eval(e: &Expr, q: &Query<'_>) -> EvalResult {
             Var::Principal => Value::Entity(q.principal),
             Var::Action => Value::Entity(q.action),
             Var::Resource => Value::Entity(q.resource),
-            Var::Context => q.context.clone(),
+            Var::Context => q.context_value(),
         }),
         Expr::Not(a) => Ok(Value::Bool(!eval(a, q)?.as_bool()?)),
         Expr::Neg(a) => eval(a, q)?
@@ -49,23 +49,36 @@ pub(crate) fn eval(e: &Expr, q: &Query<'_>) -> EvalResult {
                 eval(f, q)
             }
         }
-        Expr::GetAttr(a, attr) => match eval(a, q)? {
-            Value::Record(r) => record_get(&r, *attr).cloned().ok_or(EvalError),
-            Value::Entity(u) => q
-                .store
-                .entity(u)
-                .and_then(|e| record_get(&e.attrs, *attr))
-                .cloned()
-                .ok_or(EvalError),
-            _ => Err(EvalError),
-        },
+        Expr::GetAttr(a, attr) => {
+            if let Expr::Var(Var::Context) = &**a {
+                return q.context_attr(*attr).ok_or(EvalError);
+            }
+            match eval(a, q)? {
+                Value::Record(r) => record_get(&r, *attr).cloned().ok_or(EvalError),
+                Value::Entity(u) => q
+                    .entity(u)
+                    .and_then(|e| record_get(&e.attrs, *attr))
+                    .cloned()
+                    .ok_or(EvalError),
+                _ => Err(EvalError),
+            }
+        }
         Expr::HasAttr(a, chain) => {
-            let mut cur = eval(a, q)?;
-            for attr in chain.iter() {
+            let mut rest: &[u32] = chain;
+            let mut cur = match (&**a, chain.split_first()) {
+                (Expr::Var(Var::Context), Some((first, tail))) => {
+                    rest = tail;
+                    match q.context_attr(*first) {
+                        Some(v) => v,
+                        None => return Ok(Value::Bool(false)),
+                    }
+                }
+                _ => eval(a, q)?,
+            };
+            for attr in rest {
                 let next = match &cur {
                     Value::Record(r) => record_get(r, *attr).cloned(),
                     Value::Entity(u) => q
-                        .store
                         .entity(*u)
                         .and_then(|e| record_get(&e.attrs, *attr))
                         .cloned(),
@@ -101,13 +114,22 @@ pub(crate) fn eval(e: &Expr, q: &Query<'_>) -> EvalResult {
                 .map(|(k, v)| Ok((*k, eval(v, q)?)))
                 .collect::<EvalResult<Vec<_>>>()?,
         )),
-        Expr::Call(f, args) => {
-            let args = args
-                .iter()
-                .map(|i| eval(i, q))
-                .collect::<EvalResult<Vec<_>>>()?;
-            f.call(&args)
-        }
+        Expr::Call(f, args) => match args.as_slice() {
+            // The usual arities need no allocation.
+            [] => f.call(&[]),
+            [a] => f.call(&[eval(a, q)?]),
+            [a, b] => {
+                let x = eval(a, q)?;
+                f.call(&[x, eval(b, q)?])
+            }
+            _ => {
+                let args = args
+                    .iter()
+                    .map(|i| eval(i, q))
+                    .collect::<EvalResult<Vec<_>>>()?;
+                f.call(&args)
+            }
+        },
     }
 }
 
@@ -122,7 +144,7 @@ fn var_uid(v: Var, q: &Query<'_>) -> Option<u32> {
 
 /// `uid in rhs`: `rhs` an entity or a set of entities (every element must be one).
 fn in_op(uid: u32, rhs: &Value, q: &Query<'_>) -> EvalResult<bool> {
-    let ancestors: &[u32] = q.store.entity(uid).map_or(&[], |e| &e.ancestors);
+    let ancestors: &[u32] = q.entity(uid).map_or(&[], |e| &e.ancestors);
     let within = |p: u32| p == uid || ancestors.binary_search(&p).is_ok();
     match rhs {
         Value::Entity(p) => Ok(within(*p)),
@@ -154,12 +176,12 @@ fn binary(op: BinOp, x: &Value, y: &Value, q: &Query<'_>) -> EvalResult {
         }
         BinOp::GetTag => {
             let (u, tag) = (x.as_entity()?, y.as_str()?);
-            let e = q.store.entity(u).ok_or(EvalError)?;
+            let e = q.entity(u).ok_or(EvalError)?;
             return e.tag(tag).cloned().ok_or(EvalError);
         }
         BinOp::HasTag => {
             let (u, tag) = (x.as_entity()?, y.as_str()?);
-            q.store.entity(u).is_some_and(|e| e.tag(tag).is_some())
+            q.entity(u).is_some_and(|e| e.tag(tag).is_some())
         }
     }))
 }

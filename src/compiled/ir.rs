@@ -76,12 +76,32 @@ pub(crate) struct ScopeKey {
     pub(crate) resource: TypeKey,
 }
 
+/// A principal or resource scope constraint, with its names interned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// No constraint.
+    Any,
+    /// `== E`
+    Eq(u32),
+    /// `in E`
+    In(u32),
+    /// `is T`
+    Is(u32),
+    /// `is T in E`
+    IsIn(u32, u32),
+}
+
 /// A policy's condition: its scope constraints and then its `when`/`unless` bodies, as
 /// one `&&` chain.
 #[derive(Debug, Clone)]
 pub(crate) struct Body {
     pub(crate) conjuncts: Vec<Expr>,
     pub(crate) key: ScopeKey,
+    /// The principal and resource constraints.
+    pub(crate) scopes: (Scope, Scope),
+    /// Which of `conjuncts` come from the scope (one per constrained part, in the order
+    /// principal, action, resource), as (principal, action, resource) flags.
+    pub(crate) scope_parts: (bool, bool, bool),
 }
 
 /// Whether `j` is a policy with template slots.
@@ -99,7 +119,8 @@ pub(crate) fn has_slot(j: &Json) -> bool {
 /// Compiles one policy's EST.
 pub(crate) fn compile_policy(j: &Json, sym: &mut Symbols) -> Result<Body, Unsupported> {
     let mut conjuncts = Vec::new();
-    let principal = scope(j.get("principal"), Var::Principal, sym, &mut conjuncts)?;
+    let (principal, pscope) = scope(j.get("principal"), Var::Principal, sym, &mut conjuncts)?;
+    let has_principal = !conjuncts.is_empty();
     let action = j.get("action").ok_or("no action constraint")?;
     let actions = match op(action)? {
         "All" | "all" => None,
@@ -134,7 +155,10 @@ pub(crate) fn compile_policy(j: &Json, sym: &mut Symbols) -> Result<Body, Unsupp
         }
         other => return Err(format!("action constraint `{other}`")),
     };
-    let resource = scope(j.get("resource"), Var::Resource, sym, &mut conjuncts)?;
+    let has_action = conjuncts.len() > usize::from(has_principal);
+    let before = conjuncts.len();
+    let (resource, rscope) = scope(j.get("resource"), Var::Resource, sym, &mut conjuncts)?;
+    let has_resource = conjuncts.len() > before;
     if let Some(conds) = j.get("conditions") {
         for c in conds.as_array().ok_or("`conditions` is not a list")? {
             let body = expr(c.get("body").ok_or("condition without body")?, sym)?;
@@ -152,6 +176,8 @@ pub(crate) fn compile_policy(j: &Json, sym: &mut Symbols) -> Result<Body, Unsupp
             actions,
             resource,
         },
+        scopes: (pscope, rscope),
+        scope_parts: (has_principal, has_action, has_resource),
     })
 }
 
@@ -175,20 +201,23 @@ fn scope(
     var: Var,
     sym: &mut Symbols,
     out: &mut Vec<Expr>,
-) -> Result<TypeKey, Unsupported> {
+) -> Result<(TypeKey, Scope), Unsupported> {
     let c = c.ok_or("missing scope constraint")?;
     let v = || Expr::Var(var);
     Ok(match op(c)? {
-        "All" | "all" => TypeKey::Any,
+        "All" | "all" => (TypeKey::Any, Scope::Any),
         "==" => {
             let u = entity(c.get("entity"), sym)?;
             out.push(bin(BinOp::Eq, v(), Expr::Lit(Value::Entity(u))));
-            sym.type_of(u).map_or(TypeKey::Any, TypeKey::Type)
+            (
+                sym.type_of(u).map_or(TypeKey::Any, TypeKey::Type),
+                Scope::Eq(u),
+            )
         }
         "in" => {
             let u = entity(c.get("entity"), sym)?;
             out.push(bin(BinOp::In, v(), Expr::Lit(Value::Entity(u))));
-            TypeKey::Any
+            (TypeKey::Any, Scope::In(u))
         }
         "is" => {
             let ty = c
@@ -197,14 +226,19 @@ fn scope(
                 .ok_or("`is` without entity_type")?;
             let t = sym.types.intern(ty);
             let within = match c.get("in") {
-                Some(i) => Some(Box::new(Expr::Lit(Value::Entity(entity(
-                    i.get("entity").or(Some(i)),
-                    sym,
-                )?)))),
+                Some(i) => Some(entity(i.get("entity").or(Some(i)), sym)?),
                 None => None,
             };
-            out.push(Expr::Is(Box::new(v()), t, within));
-            TypeKey::Type(t)
+            out.push(Expr::Is(
+                Box::new(v()),
+                t,
+                within.map(|u| Box::new(Expr::Lit(Value::Entity(u)))),
+            ));
+            let s = match within {
+                Some(u) => Scope::IsIn(t, u),
+                None => Scope::Is(t),
+            };
+            (TypeKey::Type(t), s)
         }
         other => return Err(format!("scope constraint `{other}`")),
     })

@@ -58,12 +58,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use cedar_policy::{Authorizer, Decision, PolicyId, PolicySet};
 
-use ir::{Expr, TypeKey};
+pub(crate) use ir::{BinOp, Expr, Scope, TypeKey, Var};
 use store::Symbols;
 
 pub use decider::{CompiledDecider, COMPILED_NAME};
 pub use store::{Query, Store};
 pub use value::Value;
+
+/// Evaluates a compiled expression for a query.
+pub(crate) fn eval_expr(e: &Expr, q: &Query<'_>) -> value::EvalResult {
+    eval::eval(e, q)
+}
 
 /// A policy set that cannot be compiled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -126,6 +131,30 @@ struct Compiled {
     id: PolicyId,
     forbid: bool,
     kind: Kind,
+    /// The scope of a compiled policy: (principal, resource) constraints, the actions
+    /// (`None`: any), and which leading conjuncts come from the principal, action and
+    /// resource constraints.
+    shape: Option<Shape>,
+}
+
+/// A compiled policy's scope, for indexes that resolve it without evaluating it.
+#[derive(Debug, Clone)]
+pub(crate) struct Shape {
+    pub(crate) principal: Scope,
+    pub(crate) resource: Scope,
+    pub(crate) actions: Option<Vec<u32>>,
+    /// Whether the principal, action and resource constraints each put a conjunct at
+    /// the front of the chain (in that order).
+    pub(crate) parts: (bool, bool, bool),
+}
+
+/// A compiled policy, seen from the crate's engine.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PolicyView<'a> {
+    pub(crate) id: &'a PolicyId,
+    pub(crate) forbid: bool,
+    /// `None` for a policy that falls back to Cedar.
+    pub(crate) native: Option<(&'a [Expr], &'a Shape)>,
 }
 
 /// One indexed policy: its position and the principal and resource types it needs.
@@ -172,8 +201,16 @@ impl CompiledPolicies {
                 }
                 ir::compile_policy(&j, &mut symbols)
             });
-            let (kind, key) = match compiled {
-                Ok(body) => (Kind::Native(body.conjuncts), Some(body.key)),
+            let (kind, key, shape) = match compiled {
+                Ok(body) => {
+                    let shape = Shape {
+                        principal: body.scopes.0,
+                        resource: body.scopes.1,
+                        actions: body.key.actions.clone(),
+                        parts: body.scope_parts,
+                    };
+                    (Kind::Native(body.conjuncts), Some(body.key), Some(shape))
+                }
                 Err(reason) => {
                     fallbacks.push(Fallback {
                         id: p.id().clone(),
@@ -182,13 +219,14 @@ impl CompiledPolicies {
                     let mut alone = PolicySet::new();
                     // A policy of a valid set is valid alone.
                     let _ = alone.add(p.clone());
-                    (Kind::Cedar(Box::new(alone)), None)
+                    (Kind::Cedar(Box::new(alone)), None, None)
                 }
             };
             policies.push(Compiled {
                 id: p.id().clone(),
                 forbid: p.effect() == cedar_policy::Effect::Forbid,
                 kind,
+                shape,
             });
             keys.push(key);
         }
@@ -234,6 +272,8 @@ impl CompiledPolicies {
             context: Value::Record(Vec::new().into()),
             local_types: Vec::new(),
             request: None,
+            field: None,
+            hidden: None,
         };
         for p in &mut self.policies {
             if let Kind::Native(conjuncts) = &mut p.kind {
@@ -259,6 +299,23 @@ impl CompiledPolicies {
     /// exactly, with the reason. Empty for every policy set of the conformance corpus.
     pub fn fallbacks(&self) -> &[Fallback] {
         &self.fallbacks
+    }
+
+    /// The tag that ties stores to this policy set.
+    pub(crate) fn tag(&self) -> u64 {
+        self.tag
+    }
+
+    /// Every policy, in policy set order.
+    pub(crate) fn views(&self) -> impl Iterator<Item = PolicyView<'_>> {
+        self.policies.iter().map(|p| PolicyView {
+            id: &p.id,
+            forbid: p.forbid,
+            native: match (&p.kind, &p.shape) {
+                (Kind::Native(c), Some(s)) => Some((c.as_slice(), s)),
+                _ => None,
+            },
+        })
     }
 
     /// The number of policies.

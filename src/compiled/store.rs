@@ -241,6 +241,22 @@ impl Store {
             }
         }
         self.symbols = trial;
+        self.replace(uid, data);
+        Ok(())
+    }
+
+    /// The number of entities in the store.
+    pub fn len(&self) -> usize {
+        self.entities.iter().filter(|e| e.is_some()).count()
+    }
+
+    /// Whether the store holds no entity.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Puts `data` for `uid`, keeping every entity's ancestors up to date.
+    fn replace(&mut self, uid: u32, data: EntityData) {
         let parents = data.parents.clone();
         let old = self.put(uid, data);
         match old {
@@ -268,17 +284,78 @@ impl Store {
                 }
             }
         }
-        Ok(())
     }
 
-    /// The number of entities in the store.
-    pub fn len(&self) -> usize {
-        self.entities.iter().filter(|e| e.is_some()).count()
+    /// The id of the uid `ty::"id"`, interned if new.
+    pub(crate) fn intern_uid(&mut self, ty: &str, id: &str) -> u32 {
+        self.symbols.uid(ty, id)
     }
 
-    /// Whether the store holds no entity.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// The id of the attribute `name`, interned if new.
+    pub(crate) fn intern_attr(&mut self, name: &str) -> u32 {
+        self.symbols.attrs.intern(name)
+    }
+
+    /// The id of the entity type `name`, if interned.
+    pub(crate) fn type_id(&self, name: &str) -> Option<u32> {
+        self.symbols.types.get(name)
+    }
+
+    /// The type id of uid `uid`.
+    pub(crate) fn type_of_uid(&self, uid: u32) -> Option<u32> {
+        self.symbols.type_of(uid)
+    }
+
+    /// Inserts or replaces one entity given by ids (attributes in any order), keeping
+    /// every entity's ancestors up to date. With `close` false, ancestors are left for
+    /// [`Store::close`] (for building many entities at once).
+    pub(crate) fn set_entity(
+        &mut self,
+        uid: u32,
+        attrs: Vec<(u32, Value)>,
+        mut parents: Vec<u32>,
+        close: bool,
+    ) {
+        parents.sort_unstable();
+        parents.dedup();
+        let attrs = match Value::record(attrs) {
+            Value::Record(r) => r,
+            _ => Arc::from(Vec::new()),
+        };
+        let data = EntityData {
+            attrs,
+            tags: Vec::new(),
+            parents,
+            ancestors: Vec::new(),
+        };
+        if close {
+            self.replace(uid, data);
+        } else {
+            self.put(uid, data);
+        }
+    }
+
+    /// The ancestors of `uid` (none if it is not an entity of the store).
+    pub(crate) fn entity_ancestors(&self, uid: u32) -> &[u32] {
+        self.entity(uid).map_or(&[], |e| &e.ancestors)
+    }
+
+    /// Removes entity `uid` (its descendants keep it as an ancestor, as Cedar does for
+    /// a parent that is not an entity).
+    pub(crate) fn remove_entity(&mut self, uid: u32) {
+        if let Some(slot) = self.entities.get_mut(uid as usize) {
+            *slot = None;
+        }
+    }
+
+    /// The tag of the compiled policy set the store was built for.
+    pub(crate) fn owner_tag(&self) -> u64 {
+        self.owner
+    }
+
+    /// Computes every entity's ancestors.
+    pub(crate) fn close(&mut self) {
+        self.close_all();
     }
 
     fn put(&mut self, uid: u32, data: EntityData) -> Option<EntityData> {
@@ -421,6 +498,11 @@ pub struct Query<'s> {
     /// Types of the uids the store does not know (ids from the store's uid count on).
     pub(crate) local_types: Vec<u32>,
     pub(crate) request: Option<&'s Request>,
+    /// A context attribute given apart from `context` (attribute id, entity uid): the
+    /// crate's engine passes the field asked for this way, one field after another.
+    pub(crate) field: Option<(u32, u32)>,
+    /// An entity of the store the request must not see (as if absent).
+    pub(crate) hidden: Option<u32>,
 }
 
 impl<'s> Query<'s> {
@@ -464,7 +546,66 @@ impl<'s> Query<'s> {
             context,
             local_types: overlay.uid_types,
             request: Some(request),
+            field: None,
+            hidden: None,
         })
+    }
+
+    /// A query built directly from ids (no Cedar request): the crate's engine builds its
+    /// queries this way.
+    pub(crate) fn direct(
+        store: &'s Store,
+        principal: u32,
+        action: u32,
+        resource: u32,
+        context: Value,
+    ) -> Query<'s> {
+        Query {
+            store,
+            principal,
+            action,
+            resource,
+            context,
+            local_types: Vec::new(),
+            request: None,
+            field: None,
+            hidden: None,
+        }
+    }
+
+    /// The data of entity `uid`, unless it is absent or hidden from this request.
+    #[inline]
+    pub(crate) fn entity(&self, uid: u32) -> Option<&'s EntityData> {
+        if self.hidden == Some(uid) {
+            return None;
+        }
+        self.store.entity(uid)
+    }
+
+    /// The context attribute `attr`.
+    #[inline]
+    pub(crate) fn context_attr(&self, attr: u32) -> Option<Value> {
+        if let Some((a, u)) = self.field {
+            if a == attr {
+                return Some(Value::Entity(u));
+            }
+        }
+        match &self.context {
+            Value::Record(r) => super::value::record_get(r, attr).cloned(),
+            _ => None,
+        }
+    }
+
+    /// The whole context record (with the separately given attribute, if any).
+    pub(crate) fn context_value(&self) -> Value {
+        match (self.field, &self.context) {
+            (Some((a, u)), Value::Record(r)) => {
+                let mut pairs: Vec<(u32, Value)> = r.to_vec();
+                pairs.push((a, Value::Entity(u)));
+                Value::record(pairs)
+            }
+            _ => self.context.clone(),
+        }
     }
 
     /// The type id of an entity uid (`UNKNOWN_TYPE` for a type no policy names).
