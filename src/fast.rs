@@ -9,9 +9,6 @@
 //! member either), and atoms that read only the field (`context.field in
 //! FieldClass::"contact"`) are folded into constant masks when the engine is built.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
 use cedar_policy::Entities;
 use jiff::Timestamp;
 
@@ -27,56 +24,9 @@ use crate::model::{
 };
 use crate::request::{Action, Context, Request};
 
-/// A small, fast, non-cryptographic hasher for the store's id maps and the policy index
-/// (ids come from the CRM and the policies, not from an adversary choosing collisions).
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct FxHasher(u64);
-
-const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.add(u64::from_le_bytes(w));
-        }
-        for b in chunks.remainder() {
-            self.add(u64::from(*b));
-        }
-    }
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-    #[inline]
-    fn write_u32(&mut self, i: u32) {
-        self.add(u64::from(i));
-    }
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+/// The store's id maps and the policy index hash with `rustc-hash`'s Fx hasher: ids come
+/// from the CRM and the policies, not from an adversary choosing collisions.
+type FxMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 /// Milliseconds since the epoch, as Cedar reads the engine's `datetime` strings
 /// (truncated to the millisecond, towards the past).
