@@ -6,3 +6,4 @@ mod conformance;
 mod engine_api;
 mod fast_path;
 mod proptest_compiled;
+mod proptest_engine;
