@@ -42,6 +42,7 @@ fn strings<'a>(items: impl IntoIterator<Item = &'a str>) -> Value {
     Value::set(items.into_iter().map(|s| Value::String(s.into())).collect())
 }
 
+/// The kind's position in [`PrincipalKind::ALL`].
 fn kind_index(k: PrincipalKind) -> usize {
     match k {
         PrincipalKind::Staff => 0,
@@ -53,8 +54,18 @@ fn kind_index(k: PrincipalKind) -> usize {
     }
 }
 
+/// The action's position in [`Action::ALL`] (an exhaustive match: no silent default).
 fn action_index(a: Action) -> usize {
-    Action::ALL.iter().position(|x| *x == a).unwrap_or(0)
+    match a {
+        Action::Read => 0,
+        Action::Export => 1,
+        Action::Update => 2,
+        Action::Erase => 3,
+        Action::BulkExport => 4,
+        Action::ContactPhone => 5,
+        Action::ContactEmail => 6,
+        Action::ContactPost => 7,
+    }
 }
 
 /// A boolean condition evaluated over every field at once: `(true, false)` masks; the
@@ -1516,5 +1527,20 @@ impl EntityStore {
             .get(id)
             .copied()
             .ok_or_else(|| RequestError::UnknownMember(id.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_follow_the_all_arrays() {
+        for (i, a) in Action::ALL.into_iter().enumerate() {
+            assert_eq!(action_index(a), i, "{a}");
+        }
+        for (i, k) in PrincipalKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind_index(k), i, "{k:?}");
+        }
     }
 }
