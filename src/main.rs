@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use jiff::Timestamp;
 use membergate::sample::{self, ids};
-use membergate::testing::TestPlan;
+use membergate::testing::{Coverage, TestPlan};
 use membergate::{
     Action, Context, Engine, FieldSet, Membership, PrincipalId, PrincipalKind, Request,
 };
@@ -33,7 +33,12 @@ enum Command {
     /// Validate the policy directory strictly against its schema.
     Check,
     /// Run the policy test suites under `<policies>/tests/`.
-    Test,
+    Test {
+        /// Then list each policy with the number of cases it was determining in; fail if
+        /// any policy is determining in none.
+        #[arg(long)]
+        coverage: bool,
+    },
     /// The fields a principal may see or use on a member, with the deciding policies.
     Fields {
         #[command(flatten)]
@@ -200,7 +205,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Test => test(&cli.policies),
+        Command::Test { coverage } => test(&cli.policies, coverage),
         Command::Fields { ask, json } => fields(&cli.policies, &ask, json),
         Command::Explain { ask, field } => {
             let engine = engine(&cli.policies)?;
@@ -236,12 +241,14 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     }
 }
 
-fn test(dir: &Path) -> Result<ExitCode, String> {
+fn test(dir: &Path, with_coverage: bool) -> Result<ExitCode, String> {
     let engine = engine(dir)?;
     let plan = TestPlan::load(dir).map_err(|e| format!("{e}\n\n{}", e.render()))?;
     let (mut passed, mut failed) = (0, 0);
+    let mut coverage = Coverage::new(&engine);
     for (suite, case) in plan.cases() {
         let report = plan.run(&engine, suite, case);
+        coverage.record(&report);
         match report.failure {
             None => {
                 passed += 1;
@@ -254,11 +261,50 @@ fn test(dir: &Path) -> Result<ExitCode, String> {
         }
     }
     println!("{passed} passed, {failed} failed");
+    if with_coverage && !print_coverage(dir, &engine, &coverage) {
+        let uncovered = coverage.uncovered();
+        eprintln!(
+            "error: incomplete coverage: {} of {} policies determining in no case: {}",
+            uncovered.len(),
+            coverage.len(),
+            uncovered.join(", ")
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Prints the coverage table, the count and the uncovered policies; whether every policy
+/// is covered.
+fn print_coverage(dir: &Path, engine: &Engine, coverage: &Coverage) -> bool {
+    let place = |id: &str| {
+        engine.policy_source(id).map_or_else(String::new, |s| {
+            let file = s.file.strip_prefix(dir).unwrap_or(&s.file);
+            format!("{}:{}", file.display(), s.line)
+        })
+    };
+    let mut table = vec![vec!["policy".to_string(), "file".into(), "cases".into()]];
+    table.extend(
+        coverage
+            .iter()
+            .map(|(id, n)| vec![id.to_string(), place(id), n.to_string()]),
+    );
+    println!();
+    print_table(&table);
+    println!(
+        "coverage: {} of {} policies determining in at least one case",
+        coverage.covered(),
+        coverage.len()
+    );
+    let uncovered = coverage.uncovered();
+    for id in &uncovered {
+        println!("uncovered: {id} ({})", place(id));
+    }
+    uncovered.is_empty()
 }
 
 /// Runs the conformance tests under `root`; prints each mismatch, then the counts.

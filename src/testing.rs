@@ -25,6 +25,9 @@
 //! `error_contains`) for a request that must be refused as malformed. Optional context
 //! keys: `session`, `purpose`, `reason`, `reads_this_hour`.
 //!
+//! [`Coverage`] counts, from the [`CaseReport`]s of a run, the cases each policy was
+//! determining in, and lists the policies no case exercises (`membergate test --coverage`).
+//!
 //! # Example
 //! ```
 //! use membergate::{testing::TestPlan, Engine};
@@ -126,7 +129,8 @@ impl Suite {
 pub struct CaseReport {
     /// Why the case failed, or `None` if it passed.
     pub failure: Option<String>,
-    /// The policies that were determining in any decision the case made.
+    /// The policies that were determining in any decision the case made (for a `fields`
+    /// case, the decision on each field of the catalogue); see [`Coverage`].
     pub determining: BTreeSet<String>,
 }
 
@@ -258,6 +262,94 @@ impl TestPlan {
     }
 }
 
+/// Policy test coverage: for every policy of an [`Engine`], how many test cases made it
+/// *determining* (a permit that allowed, or a forbid that forbade, in a decision the case
+/// made), and so which policies no case exercises.
+///
+/// Built from the [`CaseReport`]s a test run already has, so no case is run twice: start
+/// with [`Coverage::new`] and [`record`](Coverage::record) each report. Every report
+/// counts, passed or failed (a failing case fails the run anyway). A case counts once per
+/// policy however many of its decisions that policy determined. A case expecting `fields`
+/// contributes its decision on every field of the catalogue (the permits of the permitted
+/// fields, the forbids of the forbidden ones); a case expecting an error contributes none.
+///
+/// # Example
+/// ```
+/// use membergate::testing::{Coverage, TestPlan};
+/// use membergate::Engine;
+///
+/// let engine = Engine::from_dir("policies")?;
+/// let plan = TestPlan::load("policies")?;
+/// let mut coverage = Coverage::new(&engine);
+/// for (suite, case) in plan.cases() {
+///     let report = plan.run(&engine, suite, case);
+///     assert_eq!(report.failure, None);
+///     coverage.record(&report);
+/// }
+/// assert_eq!(coverage.covered(), engine.policy_ids().count());
+/// assert!(coverage.uncovered().is_empty());
+/// assert!(coverage.cases("campaign-read-contact").is_some_and(|n| n > 0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coverage {
+    /// Every policy id of the engine, with the number of cases it was determining in.
+    cases: BTreeMap<String, usize>,
+}
+
+impl Coverage {
+    /// Coverage of `engine`'s policies before any case is recorded: every policy at zero.
+    pub fn new(engine: &Engine) -> Coverage {
+        Coverage {
+            cases: engine.policy_ids().map(|id| (id.to_string(), 0)).collect(),
+        }
+    }
+
+    /// Counts one case: each policy determining in any of its decisions gains one case.
+    /// Ids that are not the engine's (a report from another engine) are ignored.
+    pub fn record(&mut self, report: &CaseReport) {
+        for id in &report.determining {
+            if let Some(n) = self.cases.get_mut(id) {
+                *n += 1;
+            }
+        }
+    }
+
+    /// The number of cases in which policy `id` was determining, or `None` if the engine
+    /// has no such policy.
+    pub fn cases(&self, id: &str) -> Option<usize> {
+        self.cases.get(id).copied()
+    }
+
+    /// Every policy id, sorted, with the number of cases it was determining in.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.cases.iter().map(|(id, n)| (id.as_str(), *n))
+    }
+
+    /// The number of policies.
+    pub fn len(&self) -> usize {
+        self.cases.len()
+    }
+
+    /// Whether the engine has no policies.
+    pub fn is_empty(&self) -> bool {
+        self.cases.is_empty()
+    }
+
+    /// The number of policies determining in at least one case.
+    pub fn covered(&self) -> usize {
+        self.cases.values().filter(|n| **n > 0).count()
+    }
+
+    /// The policies no case made determining, sorted.
+    pub fn uncovered(&self) -> Vec<&str> {
+        self.iter()
+            .filter(|(_, n)| *n == 0)
+            .map(|(id, _)| id)
+            .collect()
+    }
+}
+
 fn check(
     engine: &Engine,
     dir: &Membership,
@@ -330,12 +422,14 @@ fn check(
             if !unknown.is_empty() {
                 return Err(format!("the case names unknown fields {unknown:?}"));
             }
-            for field in &got {
+            // Every field's decision, denials included: a forbid that removed a field is
+            // determining in this case too (for [`Coverage`]).
+            for (_, info) in engine.catalogue().iter() {
                 let req = Request::new(
                     case.principal.clone(),
                     case.action,
                     &case.member,
-                    field,
+                    &info.name,
                     case.context.clone(),
                 );
                 if let Ok(d) = engine.authorize(dir, &req) {

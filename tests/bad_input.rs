@@ -70,22 +70,22 @@ struct Place {
 }
 
 /// A copy of the bundled policy directory in a temporary directory.
-struct PolicyCopy {
+pub(crate) struct PolicyCopy {
     dir: TempDir,
 }
 
 impl PolicyCopy {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         copy_dir(&policies_dir(), dir.path());
         PolicyCopy { dir }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    fn file(&self, rel: &str) -> PathBuf {
+    pub(crate) fn file(&self, rel: &str) -> PathBuf {
         self.path().join(rel)
     }
 
@@ -1169,7 +1169,7 @@ fn principal_ids_round_trip_through_display() {
 
 // ------------------------------------------------------------------ the CLI
 
-fn membergate(args: &[&str]) -> Output {
+pub(crate) fn membergate(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_membergate"))
         .args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -1177,11 +1177,11 @@ fn membergate(args: &[&str]) -> Output {
         .expect("run membergate")
 }
 
-fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 

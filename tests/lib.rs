@@ -3,6 +3,7 @@
 mod bad_input;
 mod compiled;
 mod conformance;
+mod coverage;
 mod engine_api;
 mod fast_path;
 mod proptest_compiled;
