@@ -19,6 +19,8 @@ pub enum ProblemKind {
     Catalogue,
     /// A policy test suite or fixture is malformed.
     TestSuite,
+    /// An invariant file is malformed, or an invariant does not parse or validate.
+    Invariant,
 }
 
 impl fmt::Display for ProblemKind {
@@ -29,6 +31,7 @@ impl fmt::Display for ProblemKind {
             ProblemKind::Validation => "validation error",
             ProblemKind::Catalogue => "field catalogue error",
             ProblemKind::TestSuite => "test suite error",
+            ProblemKind::Invariant => "invariant error",
         })
     }
 }

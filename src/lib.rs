@@ -28,6 +28,7 @@
     )
 )]
 
+pub mod assurance;
 mod bundle;
 pub mod compiled;
 pub mod conformance;

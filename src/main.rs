@@ -90,6 +90,24 @@ enum Command {
         #[arg(long)]
         known: Option<PathBuf>,
     },
+    /// Prove the invariants of `<policies>/invariants.toml` for every possible request
+    /// and entity store, with Cedar's symbolic compiler and cvc5. Exit 1 if one is
+    /// refuted, 2 if no solver can be run.
+    Verify {
+        /// Also prove that the policies allow nothing that the policies of this older
+        /// directory denied (for a reviewed change).
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+    },
+    /// What the policies of NEW allow that those of OLD denied, and the reverse, per
+    /// request type, with an example each (symbolic compiler and cvc5). Exit 0 if they
+    /// decide every request alike, 1 if they differ, 2 if no solver can be run.
+    Diff {
+        /// The old policy directory.
+        old: PathBuf,
+        /// The new policy directory.
+        new: PathBuf,
+    },
 }
 
 /// The engines `membergate conformance` can check.
@@ -238,7 +256,156 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             engine,
             known,
         } => conformance(&root, engine, known.as_deref()),
+        Command::Verify { baseline } => verify(&cli.policies, baseline.as_deref()),
+        Command::Diff { old, new } => diff(&old, &new),
     }
+}
+
+/// The exit code when verification cannot run (no solver, or the solver failed).
+const NO_VERDICT: u8 = 2;
+
+/// Proves the invariants; prints each verdict with its counterexample.
+fn verify(dir: &Path, baseline: Option<&Path>) -> Result<ExitCode, String> {
+    use membergate::assurance::{Invariants, Verdict, Verifier};
+    let engine = engine(dir)?;
+    let invariants =
+        Invariants::load(dir, engine.schema()).map_err(|e| format!("{e}\n\n{}", e.render()))?;
+    let old = baseline.map(self::engine).transpose()?;
+    let mut verifier = match Verifier::locate() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(NO_VERDICT));
+        }
+    };
+    println!(
+        "verifying {} invariants of {} with {}",
+        invariants.len(),
+        invariants.file().display(),
+        verifier.solver()
+    );
+    let started = Instant::now();
+    let results = match verifier.verify(engine.schema(), engine.policies(), &invariants) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(NO_VERDICT));
+        }
+    };
+    let mut refuted = 0;
+    for r in &results {
+        let inv = &r.invariant;
+        let rule = inv
+            .rule
+            .as_deref()
+            .map_or(String::new(), |r| format!(" (rule {r})"));
+        match &r.verdict {
+            Verdict::Proved => println!("proved   {}{rule}: {}", inv.id, inv.says),
+            Verdict::Refuted(example) => {
+                refuted += 1;
+                println!("REFUTED  {}{rule}: {}", inv.id, inv.says);
+                println!(
+                    "  {}:{}: {}\n{}",
+                    invariants.file().display(),
+                    inv.line,
+                    inv.claim,
+                    indent(inv.condition.trim(), 4)
+                );
+                println!("  counterexample:\n{}", indent(&example.to_string(), 4));
+            }
+        }
+    }
+    let mut total = results.len();
+    if let Some(old) = &old {
+        total += 1;
+        let what = format!(
+            "allows nothing that {} denied",
+            baseline.map_or(String::new(), |b| b.display().to_string())
+        );
+        match verifier.find_widening(engine.schema(), old.policies(), engine.policies()) {
+            Ok(None) => println!("proved   baseline: {what}"),
+            Ok(Some(example)) => {
+                refuted += 1;
+                println!("REFUTED  baseline: {what}");
+                println!(
+                    "  counterexample (allowed now, denied by the baseline):\n{}",
+                    indent(&example.to_string(), 4)
+                );
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(NO_VERDICT));
+            }
+        }
+    }
+    println!(
+        "{total} invariants: {} proved, {refuted} refuted in {:.1} s",
+        total - refuted,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if refuted == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Compares two policy directories; prints the changed policies and each difference.
+fn diff(old_dir: &Path, new_dir: &Path) -> Result<ExitCode, String> {
+    use membergate::assurance::{Direction, Verifier};
+    let old = engine(old_dir)?;
+    let new = engine(new_dir)?;
+    let result = Verifier::locate().and_then(|mut v| v.diff(&old, &new));
+    let diff = match result {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(NO_VERDICT));
+        }
+    };
+    let list = |ids: &[String]| {
+        if ids.is_empty() {
+            "none".to_string()
+        } else {
+            ids.join(", ")
+        }
+    };
+    println!(
+        "policies changed: {}; added: {}; removed: {}",
+        list(&diff.changed),
+        list(&diff.added),
+        list(&diff.removed)
+    );
+    for direction in [Direction::Widened, Direction::Narrowed] {
+        let found: Vec<_> = diff
+            .differences
+            .iter()
+            .filter(|d| d.direction == direction)
+            .collect();
+        if found.is_empty() {
+            println!("\n{direction}: nothing");
+            continue;
+        }
+        println!("\n{direction}: {} request types", found.len());
+        for d in found {
+            println!("{}", indent(&d.to_string(), 2));
+        }
+    }
+    if diff.equivalent() {
+        println!("\nequivalent: every request is decided alike");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// `text` with every line indented by `n` spaces.
+fn indent(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    text.lines()
+        .map(|l| format!("{pad}{l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn test(dir: &Path, with_coverage: bool) -> Result<ExitCode, String> {

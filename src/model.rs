@@ -29,6 +29,15 @@ pub enum MemberStatus {
 }
 
 impl MemberStatus {
+    /// Every status, in the order the policies list them.
+    pub const ALL: [MemberStatus; 5] = [
+        MemberStatus::Member,
+        MemberStatus::RegisteredSupporter,
+        MemberStatus::AffiliatedSupporter,
+        MemberStatus::Former,
+        MemberStatus::Expelled,
+    ];
+
     /// The status as the policies spell it.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -1,5 +1,6 @@
 //! Integration tests, one binary: `mod` per area.
 
+mod assurance;
 mod bad_input;
 mod compiled;
 mod conformance;

@@ -1,0 +1,379 @@
+//! Proving invariants with Cedar's symbolic compiler (`cedar-policy-symcc`), over every
+//! request and entity store the schema admits, one request type at a time.
+
+use std::fmt;
+
+use cedar_policy::{Authorizer, Decision, Entities, PolicySet, Request, RequestEnv, Schema};
+use cedar_policy_symcc::err::Error as SymccError;
+use cedar_policy_symcc::solver::LocalSolver;
+use cedar_policy_symcc::{CedarSymCompiler, CompiledPolicySet, Env};
+
+use super::invariants::{Claim, Invariant, Invariants};
+use super::solver::{SolverCommand, SolverMissing};
+
+/// The limit on one solver check, in milliseconds.
+pub const CHECK_TIMEOUT_MS: u64 = 60_000;
+
+/// Why verification could not give an answer. None of these is ever reported as "proved".
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// No solver was found.
+    #[error(transparent)]
+    SolverMissing(#[from] SolverMissing),
+    /// The solver could not be started, failed, timed out or answered `unknown`.
+    #[error("the SMT solver ({solver}) failed: {message}")]
+    Solver {
+        /// The solver used.
+        solver: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A policy set could not be compiled for a request type.
+    #[error("cannot compile {what} for {env}: {message}")]
+    Compile {
+        /// Which policies.
+        what: String,
+        /// The request type.
+        env: String,
+        /// The compiler's message.
+        message: String,
+    },
+    /// The solver's counterexample did not get the expected decision from Cedar's own
+    /// authorizer: the result is not trusted.
+    #[error("the counterexample for {what} is not confirmed by Cedar's authorizer:\n{example}")]
+    Unconfirmed {
+        /// What was being checked.
+        what: String,
+        /// The counterexample.
+        example: String,
+    },
+    /// The async runtime the symbolic compiler needs could not start.
+    #[error("cannot start the runtime for the solver: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// A concrete request and entity store, synthesized by the solver, that shows a property
+/// fails; confirmed against Cedar's own authorizer before it is reported.
+#[derive(Debug, Clone)]
+pub struct Counterexample {
+    /// The request.
+    pub request: Request,
+    /// The entities it is decided against.
+    pub entities: Entities,
+    /// Cedar's decision on it for the policy set that was checked.
+    pub decision: Decision,
+    /// The ids of the policies that determined that decision (none for a default deny).
+    pub decided_by: Vec<String>,
+    /// The policies that erred on it (Cedar ignores them), with Cedar's messages.
+    pub errors: Vec<String>,
+    rendered: String,
+}
+
+impl fmt::Display for Counterexample {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}\n{}", self.rendered, self.verdict())
+    }
+}
+
+/// The verdict on one invariant.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    /// The solver proved it for every request type of the schema.
+    Proved,
+    /// It fails: a counterexample.
+    Refuted(Box<Counterexample>),
+}
+
+/// One invariant and its verdict.
+#[derive(Debug, Clone)]
+pub struct InvariantResult {
+    /// The invariant.
+    pub invariant: Invariant,
+    /// Proved, or refuted with a counterexample.
+    pub verdict: Verdict,
+    /// The request type (principal type, action, resource type) of the counterexample,
+    /// or how many request types were proved.
+    pub request_types: usize,
+}
+
+/// A request type of the schema, written `Principal · Action::"a" · Resource`.
+pub(crate) fn env_name(env: &RequestEnv) -> String {
+    format!(
+        "{} · {} · {}",
+        env.principal(),
+        env.action(),
+        env.resource()
+    )
+}
+
+/// Cedar's symbolic compiler driving one solver process.
+pub struct Verifier {
+    runtime: tokio::runtime::Runtime,
+    compiler: CedarSymCompiler<LocalSolver>,
+    solver: SolverCommand,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("solver", &self.solver)
+            .finish()
+    }
+}
+
+impl Verifier {
+    /// Starts the solver found by [`SolverCommand::locate`].
+    ///
+    /// ```no_run
+    /// use membergate::{Engine, assurance::{Invariants, Verifier, Verdict}};
+    /// let engine = Engine::from_dir("policies")?;
+    /// let invariants = Invariants::load("policies", engine.schema())?;
+    /// let mut verifier = Verifier::locate()?;
+    /// for result in verifier.verify(engine.schema(), engine.policies(), &invariants)? {
+    ///     match &result.verdict {
+    ///         Verdict::Proved => println!("proved   {}", result.invariant.id),
+    ///         Verdict::Refuted(example) => println!("REFUTED  {}\n{example}", result.invariant.id),
+    ///     }
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn locate() -> Result<Verifier, VerifyError> {
+        Verifier::new(SolverCommand::locate()?)
+    }
+
+    /// Starts `solver`.
+    pub fn new(solver: SolverCommand) -> Result<Verifier, VerifyError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(VerifyError::Runtime)?;
+        let spawned = {
+            let _in_runtime = runtime.enter();
+            LocalSolver::from_command(&mut solver.command(CHECK_TIMEOUT_MS))
+        };
+        let local = spawned.map_err(|e| VerifyError::Solver {
+            solver: solver.to_string(),
+            message: e.to_string(),
+        })?;
+        let compiler = CedarSymCompiler::new(local).map_err(solver_failed(&solver))?;
+        Ok(Verifier {
+            runtime,
+            compiler,
+            solver,
+        })
+    }
+
+    /// The solver in use.
+    pub fn solver(&self) -> &SolverCommand {
+        &self.solver
+    }
+
+    /// Checks every invariant against `policies`, over every request type of `schema`.
+    pub fn verify(
+        &mut self,
+        schema: &Schema,
+        policies: &PolicySet,
+        invariants: &Invariants,
+    ) -> Result<Vec<InvariantResult>, VerifyError> {
+        let mut results: Vec<InvariantResult> = invariants
+            .iter()
+            .map(|invariant| InvariantResult {
+                invariant: invariant.clone(),
+                verdict: Verdict::Proved,
+                request_types: 0,
+            })
+            .collect();
+        for env in schema.request_envs() {
+            let policies_c = compile(policies, &env, schema, "the policies")?;
+            for result in &mut results {
+                if matches!(result.verdict, Verdict::Refuted(_)) {
+                    continue;
+                }
+                let inv = &result.invariant;
+                let what = format!("invariant `{}`", inv.id);
+                let matcher = compile(&inv.matcher, &env, schema, &what)?;
+                let (found, expect) = match inv.claim {
+                    // a request the condition holds for, that the policies allow
+                    Claim::Never => (self.disjoint(&policies_c, &matcher)?, Decision::Allow),
+                    // a request the condition holds for, that the policies deny
+                    Claim::Always => (self.implies(&matcher, &policies_c)?, Decision::Deny),
+                };
+                match found {
+                    None => result.request_types += 1,
+                    Some(env) => {
+                        let example = confirm(env, policies, expect, &what)?;
+                        result.verdict = Verdict::Refuted(Box::new(example));
+                        result.request_types = 1;
+                    }
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    /// A request that `new` allows and `old` denies, if there is one: `None` proves that
+    /// the new set allows nothing the old set denied. Both sets are read against `schema`.
+    pub fn find_widening(
+        &mut self,
+        schema: &Schema,
+        old: &PolicySet,
+        new: &PolicySet,
+    ) -> Result<Option<Counterexample>, VerifyError> {
+        for env in schema.request_envs() {
+            let old_c = compile(old, &env, schema, "the old policies")?;
+            let new_c = compile(new, &env, schema, "the new policies")?;
+            if let Some(found) = self.implies(&new_c, &old_c)? {
+                let what = "the new policies allow nothing the old denied";
+                return confirm(found, new, Decision::Allow, what).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// A request allowed by `a` and denied by `b`, if any.
+    pub(crate) fn implies(
+        &mut self,
+        a: &CompiledPolicySet,
+        b: &CompiledPolicySet,
+    ) -> Result<Option<Env>, VerifyError> {
+        let found = self
+            .runtime
+            .block_on(self.compiler.check_implies_with_counterexample_opt(a, b));
+        found.map_err(solver_failed(&self.solver))
+    }
+
+    /// Whether every request allowed by `a` is allowed by `b` (no counterexample asked).
+    pub(crate) fn implies_only(
+        &mut self,
+        a: &CompiledPolicySet,
+        b: &CompiledPolicySet,
+    ) -> Result<bool, VerifyError> {
+        let holds = self.runtime.block_on(self.compiler.check_implies_opt(a, b));
+        holds.map_err(solver_failed(&self.solver))
+    }
+
+    /// A request allowed by both `a` and `b`, if any.
+    pub(crate) fn disjoint(
+        &mut self,
+        a: &CompiledPolicySet,
+        b: &CompiledPolicySet,
+    ) -> Result<Option<Env>, VerifyError> {
+        let found = self
+            .runtime
+            .block_on(self.compiler.check_disjoint_with_counterexample_opt(a, b));
+        found.map_err(solver_failed(&self.solver))
+    }
+}
+
+/// Turns the symbolic compiler's error into a [`VerifyError::Solver`].
+fn solver_failed(solver: &SolverCommand) -> impl Fn(SymccError) -> VerifyError + '_ {
+    move |e| VerifyError::Solver {
+        solver: solver.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// Compiles `set` for one request type.
+pub(crate) fn compile(
+    set: &PolicySet,
+    env: &RequestEnv,
+    schema: &Schema,
+    what: &str,
+) -> Result<CompiledPolicySet, VerifyError> {
+    CompiledPolicySet::compile(set, env, schema).map_err(|e| VerifyError::Compile {
+        what: what.to_string(),
+        env: env_name(env),
+        message: e.to_string(),
+    })
+}
+
+/// Re-decides the solver's counterexample with Cedar's own authorizer on `policies`,
+/// and refuses it unless the decision is `expect`.
+pub(crate) fn confirm(
+    env: Env,
+    policies: &PolicySet,
+    expect: Decision,
+    what: &str,
+) -> Result<Counterexample, VerifyError> {
+    let rendered = super::render::render(&env.request, &env.entities);
+    decide(env.request, env.entities, rendered, policies, expect, what)
+}
+
+fn decide(
+    request: Request,
+    entities: Entities,
+    rendered: String,
+    policies: &PolicySet,
+    expect: Decision,
+    what: &str,
+) -> Result<Counterexample, VerifyError> {
+    let response = Authorizer::new().is_authorized(&request, policies, &entities);
+    if response.decision() != expect {
+        return Err(VerifyError::Unconfirmed {
+            what: what.to_string(),
+            example: rendered,
+        });
+    }
+    let mut decided_by: Vec<String> = response
+        .diagnostics()
+        .reason()
+        .map(ToString::to_string)
+        .collect();
+    decided_by.sort();
+    let errors = response
+        .diagnostics()
+        .errors()
+        .map(ToString::to_string)
+        .collect();
+    Ok(Counterexample {
+        request,
+        entities,
+        decision: response.decision(),
+        decided_by,
+        errors,
+        rendered,
+    })
+}
+
+impl Counterexample {
+    /// The same request and entities decided by `policies`, refused unless the decision
+    /// is `expect`.
+    pub(crate) fn decided_on(
+        &self,
+        policies: &PolicySet,
+        expect: Decision,
+        what: &str,
+    ) -> Result<Counterexample, VerifyError> {
+        decide(
+            self.request.clone(),
+            self.entities.clone(),
+            self.rendered.clone(),
+            policies,
+            expect,
+            what,
+        )
+    }
+
+    /// The request, its context and the entities it reaches, one per line.
+    pub fn describe(&self) -> &str {
+        &self.rendered
+    }
+
+    /// The decision and what made it: `allowed by p, q`, `denied by f`, or
+    /// `denied: no policy applies (default deny)`, then any policy errors.
+    pub fn verdict(&self) -> String {
+        let decision = match self.decision {
+            Decision::Allow => "allowed",
+            Decision::Deny => "denied",
+        };
+        let mut out = if self.decided_by.is_empty() {
+            format!("{decision}: no policy applies (default deny)")
+        } else {
+            format!("{decision} by {}", self.decided_by.join(", "))
+        };
+        for e in &self.errors {
+            out.push_str(&format!("; error (policy ignored): {e}"));
+        }
+        out
+    }
+}
