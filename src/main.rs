@@ -338,8 +338,9 @@ fn verify(dir: &Path, baseline: Option<&Path>) -> Result<ExitCode, String> {
             }
         }
     }
+    let request_types = results.iter().map(|r| r.request_types).max().unwrap_or(0);
     println!(
-        "{total} invariants: {} proved, {refuted} refuted in {:.1} s",
+        "{total} invariants: {} proved, {refuted} refuted, over {request_types} request types, in {:.1} s",
         total - refuted,
         started.elapsed().as_secs_f64()
     );
