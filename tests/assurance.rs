@@ -335,6 +335,23 @@ fn cli_verify_proves_the_bundle_and_refutes_a_broken_copy() {
     );
     assert!(text.contains("allowed by campaign-read-contact"), "{text}");
 
+    // The broken copy, reviewed against the bundle as its baseline: it widens.
+    let out = membergate(&["--policies", dir, "verify", "--baseline", "policies"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}\n{}", stderr(&out));
+    assert!(
+        text.contains("REFUTED  baseline: allows nothing that policies denied"),
+        "{text}"
+    );
+    // The bundle against itself: nothing widens.
+    let out = membergate(&["verify", "--baseline", "policies"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("proved   baseline"),
+        "{}",
+        stdout(&out)
+    );
+
     let out = membergate(&["diff", "policies", dir]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{text}\n{}", stderr(&out));
