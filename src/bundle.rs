@@ -44,6 +44,46 @@ pub(crate) struct Bundle {
     pub action_entities: Vec<Entity>,
     /// Where each policy came from, by id.
     pub sources: BTreeMap<String, PolicySource>,
+    /// The content hash of the files that make the policy set.
+    pub version: PolicyVersion,
+}
+
+/// The version of a loaded policy directory: a SHA-256 over the names and contents of the
+/// files that decide (the schema, every `.cedar` file, the field catalogue), so two
+/// directories with the same policies have the same version wherever they are.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyVersion(String);
+
+impl PolicyVersion {
+    fn of<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> PolicyVersion {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        for (name, text) in files {
+            // Lengths first, so no two different lists of files hash the same bytes.
+            hash.update((name.len() as u64).to_le_bytes());
+            hash.update(name.as_bytes());
+            hash.update((text.len() as u64).to_le_bytes());
+            hash.update(text.as_bytes());
+        }
+        let digest = hash.finalize();
+        PolicyVersion(digest.iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// The full hash, 64 hexadecimal digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The first 12 digits, for display.
+    pub fn short(&self) -> &str {
+        self.0.get(..12).unwrap_or(&self.0)
+    }
+}
+
+impl std::fmt::Display for PolicyVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 fn read(path: &Path) -> Result<String, LoadError> {
@@ -150,6 +190,20 @@ pub(crate) fn load(dir: &Path) -> Result<Bundle, LoadError> {
         None => Vec::new(),
     };
 
+    let version = {
+        let mut files: Vec<(String, &str)> = vec![
+            (SCHEMA_FILE.to_string(), schema_text.as_str()),
+            (CATALOGUE_FILE.to_string(), catalogue_text.as_str()),
+        ];
+        for (path, text) in &texts {
+            let name = path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            files.push((name, text.as_str()));
+        }
+        files.sort();
+        PolicyVersion::of(files.iter().map(|(n, t)| (n.as_str(), *t)))
+    };
     match catalogue {
         Some((catalogue, _)) if problems.is_empty() => Ok(Bundle {
             action_entities: match schema.action_entities() {
@@ -172,6 +226,7 @@ pub(crate) fn load(dir: &Path) -> Result<Bundle, LoadError> {
             catalogue,
             field_entities,
             sources,
+            version,
         }),
         _ => Err(LoadError::Invalid { problems }),
     }

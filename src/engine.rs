@@ -6,7 +6,7 @@ use cedar_policy::{
     Authorizer, Entities, EntityUid, PolicySet, Response, RestrictedExpression, Schema,
 };
 
-use crate::bundle::{self, Bundle, PolicySource};
+use crate::bundle::{self, Bundle, PolicySource, PolicyVersion};
 use crate::compiled::CompiledPolicies;
 use crate::entities::Slice;
 use crate::error::{LoadError, RequestError};
@@ -209,6 +209,21 @@ impl Engine {
     /// The field catalogue.
     pub fn catalogue(&self) -> &FieldCatalogue {
         &self.bundle.catalogue
+    }
+
+    /// The policy set's version: a content hash of the schema, the `.cedar` files and
+    /// the field catalogue. Record it with each decision to know which policies decided.
+    ///
+    /// ```
+    /// use membergate::Engine;
+    /// let a = Engine::from_dir("policies")?;
+    /// let b = Engine::from_dir("policies")?;
+    /// assert_eq!(a.version(), b.version());
+    /// assert_eq!(a.version().as_str().len(), 64);
+    /// # Ok::<(), membergate::LoadError>(())
+    /// ```
+    pub fn version(&self) -> &PolicyVersion {
+        &self.bundle.version
     }
 
     /// The Cedar schema.

@@ -43,7 +43,7 @@ mod request;
 pub mod sample;
 pub mod testing;
 
-pub use bundle::{PolicySource, CATALOGUE_FILE, SCHEMA_FILE};
+pub use bundle::{PolicySource, PolicyVersion, CATALOGUE_FILE, SCHEMA_FILE};
 pub use engine::{Decision, Effect, Engine, PolicyError};
 pub use error::{LoadError, Problem, ProblemKind, RequestError};
 pub use explain::{Explanation, Outcome, PolicyTrace};

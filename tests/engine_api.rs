@@ -1071,3 +1071,41 @@ fn the_entities_the_engine_builds_conform_to_the_schema() {
     }
     assert!(checked > 100, "only {checked} principals checked");
 }
+
+#[test]
+fn the_version_is_the_content_of_the_policy_files() {
+    use crate::bad_input::PolicyCopy;
+    let bundled = Engine::from_dir("policies").expect("loads");
+    // The same files elsewhere: the same version.
+    let copy = PolicyCopy::new();
+    let same = Engine::from_dir(copy.path()).expect("loads");
+    assert_eq!(same.version(), bundled.version());
+    // Files that do not decide (tests, invariants) do not change it.
+    std::fs::write(copy.file("tests/extra.toml"), "").expect("write");
+    std::fs::write(copy.file("invariants.toml"), "").expect("write");
+    assert_eq!(
+        Engine::from_dir(copy.path()).expect("loads").version(),
+        bundled.version()
+    );
+    // Any change to a policy, the schema or the catalogue does.
+    let mut seen = vec![bundled.version().clone()];
+    for (file, addition) in [
+        ("staff.cedar", "\n// a comment\n"),
+        ("schema.cedarschema", "\n// a comment\n"),
+        ("fields.toml", "\n# a comment\n"),
+    ] {
+        let path = copy.file(file);
+        let text = std::fs::read_to_string(&path).expect("read");
+        std::fs::write(&path, format!("{text}{addition}")).expect("write");
+        let version = Engine::from_dir(copy.path())
+            .expect("loads")
+            .version()
+            .clone();
+        assert!(
+            !seen.contains(&version),
+            "{file}: the version did not change"
+        );
+        assert_eq!(version.short().len(), 12);
+        seen.push(version);
+    }
+}
