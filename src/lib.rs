@@ -13,6 +13,8 @@
 //! - [`Directory`] and [`Membership`]: the CRM's records, looked up by id; the engine
 //!   converts only the records a request needs.
 //! - [`Decision`], [`FieldSet`] and [`Explanation`]: the answers.
+//! - [`ReloadableEngine`]: a policy directory swapped in atomically while requests are
+//!   served; each request decides on one version ([`Engine::version`]).
 //! - [`testing`]: the declarative policy test suites; [`sample`]: a generated membership.
 //! - [`conformance`]: Cedar's conformance corpus, run against the reference authorizer or
 //!   another engine.
@@ -39,6 +41,7 @@ mod explain;
 mod fast;
 mod fields;
 mod model;
+mod reload;
 mod request;
 pub mod sample;
 pub mod testing;
@@ -50,4 +53,7 @@ pub use explain::{Explanation, Outcome, PolicyTrace};
 pub use fast::EntityStore;
 pub use fields::{FieldCatalogue, FieldId, FieldInfo, FieldSet, MAX_FIELDS};
 pub use model::*;
+pub use reload::{
+    CheckFailure, ReloadCheck, ReloadError, ReloadOutcome, ReloadStartError, ReloadableEngine,
+};
 pub use request::{Action, Context, ParseActionError, Request};

@@ -9,3 +9,4 @@ mod engine_api;
 mod fast_path;
 mod proptest_compiled;
 mod proptest_engine;
+mod reload;
