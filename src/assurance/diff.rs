@@ -201,15 +201,16 @@ impl Verifier {
             .collect();
         let schema = new.schema();
         let refinements = refinements(new);
-        for env in schema.request_envs() {
-            let old_c = compile(old.policies(), &env, schema, "the old policies")?;
-            let new_c = compile(new.policies(), &env, schema, "the new policies")?;
+        let per_env = self.each_env(schema, |v, env| {
+            let old_c = compile(old.policies(), env, schema, "the old policies")?;
+            let new_c = compile(new.policies(), env, schema, "the new policies")?;
             let directions = [
                 (Direction::Widened, new, &new_c, old, &old_c),
                 (Direction::Narrowed, old, &old_c, new, &new_c),
             ];
+            let mut found = Vec::new();
             for (direction, allows, allows_c, denies, denies_c) in directions {
-                let Some(found) = self.implies(allows_c, denies_c)? else {
+                let Some(example) = v.implies(allows_c, denies_c)? else {
                     continue;
                 };
                 let (now, then) = match direction {
@@ -217,17 +218,19 @@ impl Verifier {
                     Direction::Narrowed => (Decision::Deny, Decision::Allow),
                 };
                 let what = format!("a difference ({direction})");
-                let example = confirm(found, new.policies(), now, &what)?;
+                let example = confirm(example, new.policies(), now, &what)?;
                 let before = example.decided_on(old.policies(), then, &what)?;
-                diff.differences.push(Difference {
+                found.push(Difference {
                     direction,
-                    request_type: env_name(&env),
-                    refinements: self.refine(&env, schema, allows, denies, &refinements)?,
+                    request_type: env_name(env),
+                    refinements: v.refine(env, schema, allows, denies, &refinements)?,
                     example,
                     before,
                 });
             }
-        }
+            Ok(found)
+        })?;
+        diff.differences = per_env.into_iter().flatten().collect();
         // Widenings first: they are what a reviewer must not miss.
         diff.differences
             .sort_by_key(|d| d.direction == Direction::Narrowed);

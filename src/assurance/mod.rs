@@ -18,5 +18,5 @@ pub use diff::{Difference, Direction, PolicyDiff};
 pub use invariants::{Claim, Invariant, Invariants, INVARIANTS_FILE};
 pub use solver::{SolverCommand, SolverMissing, PYTHON_WRAPPER};
 pub use verify::{
-    Counterexample, InvariantResult, Verdict, Verifier, VerifyError, CHECK_TIMEOUT_MS,
+    Counterexample, InvariantResult, Verdict, Verifier, VerifyError, CHECK_TIMEOUT_MS, MAX_SOLVERS,
 };

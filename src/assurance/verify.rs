@@ -2,6 +2,7 @@
 //! request and entity store the schema admits, one request type at a time.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cedar_policy::{Authorizer, Decision, Entities, PolicySet, Request, RequestEnv, Schema};
 use cedar_policy_symcc::err::Error as SymccError;
@@ -10,6 +11,9 @@ use cedar_policy_symcc::{CedarSymCompiler, CompiledPolicySet, Env};
 
 use super::invariants::{Claim, Invariant, Invariants};
 use super::solver::{SolverCommand, SolverMissing};
+
+/// The most solver processes one verification runs at once.
+pub const MAX_SOLVERS: usize = 4;
 
 /// The limit on one solver check, in milliseconds.
 pub const CHECK_TIMEOUT_MS: u64 = 60_000;
@@ -175,40 +179,89 @@ impl Verifier {
         policies: &PolicySet,
         invariants: &Invariants,
     ) -> Result<Vec<InvariantResult>, VerifyError> {
-        let mut results: Vec<InvariantResult> = invariants
+        // Per request type, per invariant: a counterexample, if any.
+        let per_env = self.each_env(schema, |v, env| {
+            let policies_c = compile(policies, env, schema, "the policies")?;
+            let mut found = Vec::with_capacity(invariants.len());
+            for inv in invariants.iter() {
+                let what = format!("invariant `{}`", inv.id);
+                let matcher = compile(&inv.matcher, env, schema, &what)?;
+                found.push(match inv.claim {
+                    // a request the condition holds for, that the policies allow
+                    Claim::Never => v
+                        .disjoint(&policies_c, &matcher)?
+                        .map(|e| confirm(e, policies, Decision::Allow, &what))
+                        .transpose()?,
+                    // a request the condition holds for, that the policies deny
+                    Claim::Always => v
+                        .implies(&matcher, &policies_c)?
+                        .map(|e| confirm(e, policies, Decision::Deny, &what))
+                        .transpose()?,
+                });
+            }
+            Ok(found)
+        })?;
+        let envs = per_env.len();
+        let results = invariants
             .iter()
-            .map(|invariant| InvariantResult {
-                invariant: invariant.clone(),
-                verdict: Verdict::Proved,
-                request_types: 0,
+            .enumerate()
+            .map(|(i, invariant)| {
+                // The first request type, in the schema's order, that refutes it.
+                let refuted = per_env
+                    .iter()
+                    .find_map(|found| found.get(i).cloned().flatten());
+                InvariantResult {
+                    invariant: invariant.clone(),
+                    request_types: if refuted.is_some() { 1 } else { envs },
+                    verdict: refuted.map_or(Verdict::Proved, |e| Verdict::Refuted(Box::new(e))),
+                }
             })
             .collect();
-        for env in schema.request_envs() {
-            let policies_c = compile(policies, &env, schema, "the policies")?;
-            for result in &mut results {
-                if matches!(result.verdict, Verdict::Refuted(_)) {
-                    continue;
-                }
-                let inv = &result.invariant;
-                let what = format!("invariant `{}`", inv.id);
-                let matcher = compile(&inv.matcher, &env, schema, &what)?;
-                let (found, expect) = match inv.claim {
-                    // a request the condition holds for, that the policies allow
-                    Claim::Never => (self.disjoint(&policies_c, &matcher)?, Decision::Allow),
-                    // a request the condition holds for, that the policies deny
-                    Claim::Always => (self.implies(&matcher, &policies_c)?, Decision::Deny),
-                };
-                match found {
-                    None => result.request_types += 1,
-                    Some(env) => {
-                        let example = confirm(env, policies, expect, &what)?;
-                        result.verdict = Verdict::Refuted(Box::new(example));
-                        result.request_types = 1;
-                    }
-                }
-            }
-        }
         Ok(results)
+    }
+
+    /// Runs `work` on every request type of `schema`, spread over one solver per core
+    /// (this verifier's, and up to [`MAX_SOLVERS`] − 1 more started for the call); the
+    /// results come in the schema's order of request types.
+    pub(crate) fn each_env<T: Send>(
+        &mut self,
+        schema: &Schema,
+        work: impl Fn(&mut Verifier, &RequestEnv) -> Result<T, VerifyError> + Sync,
+    ) -> Result<Vec<T>, VerifyError> {
+        let envs: Vec<RequestEnv> = schema.request_envs().collect();
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_SOLVERS)
+            .min(envs.len())
+            .max(1);
+        let next = AtomicUsize::new(0);
+        let run = |v: &mut Verifier| -> Result<Vec<(usize, T)>, VerifyError> {
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(env) = envs.get(i) else {
+                    return Ok(out);
+                };
+                out.push((i, work(v, env)?));
+            }
+        };
+        let solver = self.solver.clone();
+        let mut all = std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..workers)
+                .map(|_| scope.spawn(|| run(&mut Verifier::new(solver.clone())?)))
+                .collect();
+            let mut all = run(self)?;
+            for h in helpers {
+                let part = h.join().map_err(|_| VerifyError::Solver {
+                    solver: solver.to_string(),
+                    message: "a verification thread panicked".into(),
+                })?;
+                all.extend(part?);
+            }
+            Ok::<_, VerifyError>(all)
+        })?;
+        all.sort_by_key(|(i, _)| *i);
+        Ok(all.into_iter().map(|(_, t)| t).collect())
     }
 
     /// A request that `new` allows and `old` denies, if there is one: `None` proves that
