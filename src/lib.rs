@@ -15,6 +15,8 @@
 //! - [`Decision`], [`FieldSet`] and [`Explanation`]: the answers.
 //! - [`ReloadableEngine`]: a policy directory swapped in atomically while requests are
 //!   served; each request decides on one version ([`Engine::version`]).
+//! - [`meter`]: the read-volume meter that gives [`Context::reads_this_hour()`] (rule 9),
+//!   in-process ([`meter::LocalMeter`]) or shared through Redis (feature `redis`).
 //! - [`testing`]: the declarative policy test suites; [`sample`]: a generated membership.
 //! - [`conformance`]: Cedar's conformance corpus, run against the reference authorizer or
 //!   another engine.
@@ -40,6 +42,7 @@ mod error;
 mod explain;
 mod fast;
 mod fields;
+pub mod meter;
 mod model;
 mod reload;
 mod request;

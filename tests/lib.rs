@@ -7,6 +7,7 @@ mod conformance;
 mod coverage;
 mod engine_api;
 mod fast_path;
+mod meter;
 mod proptest_compiled;
 mod proptest_engine;
 mod reload;
