@@ -15,6 +15,8 @@
 //! - [`Decision`], [`FieldSet`] and [`Explanation`]: the answers.
 //! - [`ReloadableEngine`]: a policy directory swapped in atomically while requests are
 //!   served; each request decides on one version ([`Engine::version`]).
+//! - [`audit`]: the decision log, a hash-chained JSON-lines file of each answer acted on,
+//!   with `verify` and `query`.
 //! - [`meter`]: the read-volume meter that gives [`Context::reads_this_hour()`] (rule 9),
 //!   in-process ([`meter::LocalMeter`]) or shared through Redis (feature `redis`).
 //! - [`testing`]: the declarative policy test suites; [`sample`]: a generated membership.
@@ -33,6 +35,7 @@
 )]
 
 pub mod assurance;
+pub mod audit;
 mod bundle;
 pub mod compiled;
 pub mod conformance;

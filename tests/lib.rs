@@ -1,6 +1,7 @@
 //! Integration tests, one binary: `mod` per area.
 
 mod assurance;
+mod audit;
 mod bad_input;
 mod compiled;
 mod conformance;

@@ -1,0 +1,907 @@
+//! The decision log: records, the JSON-lines hash chain, tampering and crashes, disk
+//! full, concurrent writers, queries, the tracing sink and the `audit` commands.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use membergate::audit::{
+    self, AuditError, BreakKind, DecisionRecord, DecisionSink, Durability, Filter, JsonlSink,
+    OpenError, ReadError, TracingSink, VerifyReport, GENESIS,
+};
+use membergate::sample::{self, ids};
+use membergate::{Action, Context, Engine, PrincipalId, PrincipalKind, Request};
+use tempfile::TempDir;
+
+use crate::bad_input::{membergate, stderr, stdout};
+
+// ------------------------------------------------------------------ helpers
+
+fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        Engine::from_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+            .expect("bundled policies load")
+    })
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().expect("timestamp")
+}
+
+/// Record `i` of a test log: principals, members, actions and times vary with `i`.
+fn rec(i: u64) -> DecisionRecord {
+    DecisionRecord {
+        at: Timestamp::from_second(1_583_020_800 + 3_600 * i as i64).expect("time"),
+        recorded_at: Timestamp::now(),
+        request_id: format!("req-{i}"),
+        principal: format!("CampaignStaff::\"cs-{}\"", i % 3),
+        action: ["read", "contact_phone"][i as usize % 2].to_string(),
+        member: format!("m-{}", i % 4),
+        granted: vec!["name".into(), "phone".into()],
+        refused: vec!["political_views".into()],
+        policies: vec!["campaign-read-contact".into()],
+        version: engine().version().as_str().to_string(),
+    }
+}
+
+/// A temporary directory and the log path inside it.
+fn log_path() -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let path = dir.path().join("decisions.jsonl");
+    (dir, path)
+}
+
+/// Writes records `0..n` to a new log at `path`.
+fn write_log(path: &Path, n: u64) {
+    let sink = JsonlSink::open(path, Durability::Flush).expect("open log");
+    for i in 0..n {
+        sink.record(&rec(i)).expect("record");
+    }
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .expect("read log")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    fs::write(
+        path,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .expect("write log");
+}
+
+fn json(line: &str) -> serde_json::Map<String, serde_json::Value> {
+    serde_json::from_str(line).expect("JSON line")
+}
+
+fn hash_of(line: &str) -> String {
+    json(line)["hash"].as_str().expect("hash").to_string()
+}
+
+/// A log of `n` records with `edit` applied to its lines: the verify report.
+fn tampered(n: u64, edit: impl FnOnce(&mut Vec<String>)) -> VerifyReport {
+    let (_dir, path) = log_path();
+    write_log(&path, n);
+    let mut l = lines(&path);
+    edit(&mut l);
+    write_lines(&path, &l);
+    audit::verify(&path).expect("verify")
+}
+
+fn assert_broken_at(report: &VerifyReport, line: u64, kind: &BreakKind) {
+    let broken = report.broken.as_ref().expect("the chain is broken");
+    assert_eq!(broken.line, line, "{broken}");
+    assert_eq!(&broken.kind, kind, "{broken}");
+    assert_eq!(
+        report.records,
+        line - 1,
+        "the records before the break verify"
+    );
+}
+
+// ------------------------------------------------------------------ records
+
+#[test]
+fn records_from_the_engine_round_trip_through_the_log() {
+    let engine = engine();
+    let party = sample::bundled();
+    let staffer = PrincipalId::new(PrincipalKind::CampaignStaff, ids::CS_A_STAFF);
+    let ctx = Context::at(ts("2020-03-01T12:00:00.123Z")).election(ids::LEADER_2020);
+    let allowed = Request::new(
+        staffer.clone(),
+        Action::Read,
+        ids::MEMBER_ELIGIBLE,
+        "phone",
+        ctx.clone(),
+    );
+    let denied = Request {
+        field: "political_views".into(),
+        ..allowed.clone()
+    };
+    let fields = engine
+        .permitted_fields(&party, &staffer, Action::Read, ids::MEMBER_ELIGIBLE, &ctx)
+        .expect("fields");
+    let records = [
+        DecisionRecord::for_decision(
+            "r-1",
+            &allowed,
+            &engine.authorize(&party, &allowed).expect("decide"),
+            engine.version(),
+        ),
+        DecisionRecord::for_decision(
+            "r-2",
+            &denied,
+            &engine.authorize(&party, &denied).expect("decide"),
+            engine.version(),
+        ),
+        DecisionRecord::for_fields(
+            "r-3",
+            engine,
+            &staffer,
+            Action::Read,
+            ids::MEMBER_ELIGIBLE,
+            &ctx,
+            fields,
+        ),
+    ];
+    assert_eq!(records[0].granted, ["phone"]);
+    assert!(records[0].refused.is_empty());
+    assert_eq!(records[0].policies, ["campaign-read-contact"]);
+    assert_eq!(records[1].refused, ["political_views"]);
+    assert!(records[1].granted.is_empty());
+    assert_eq!(records[2].granted, engine.catalogue().names(fields));
+    let all: BTreeSet<&str> = records[2]
+        .granted
+        .iter()
+        .chain(&records[2].refused)
+        .map(String::as_str)
+        .collect();
+    assert_eq!(all.len(), engine.catalogue().len());
+    for r in &records {
+        assert_eq!(r.at, ctx.now);
+        assert_eq!(r.principal, r#"CampaignStaff::"cs-a-staff""#);
+        assert_eq!(r.version, engine.version().as_str());
+    }
+
+    let (_dir, path) = log_path();
+    let sink = JsonlSink::open(&path, Durability::Flush).expect("open");
+    for r in &records {
+        sink.record(r).expect("record");
+    }
+    drop(sink);
+    // Every field survives, `recorded_at`'s nanoseconds included, and the hashes recompute.
+    assert_eq!(
+        audit::query(&path, &Filter::default()).expect("query"),
+        records
+    );
+    assert!(audit::verify(&path).expect("verify").is_intact());
+}
+
+// ------------------------------------------------------------------ the chain
+
+#[test]
+fn each_line_links_to_the_one_before_and_verifies() {
+    let (_dir, path) = log_path();
+    let sink = JsonlSink::open(&path, Durability::Fsync).expect("open");
+    assert_eq!(sink.opened().records, 0);
+    assert_eq!(sink.head(), GENESIS);
+    for i in 0..10 {
+        sink.record(&rec(i)).expect("record");
+    }
+    let head = sink.head();
+    drop(sink);
+
+    let l = lines(&path);
+    assert_eq!(l.len(), 10);
+    let mut prev = GENESIS.to_string();
+    for (i, line) in l.iter().enumerate() {
+        let obj = json(line);
+        assert_eq!(obj["prev"], prev.as_str(), "line {}", i + 1);
+        assert_eq!(obj["request_id"], format!("req-{i}").as_str());
+        let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        for key in [
+            "at",
+            "recorded_at",
+            "request_id",
+            "principal",
+            "action",
+            "member",
+            "granted",
+            "refused",
+            "policies",
+            "version",
+            "prev",
+            "hash",
+        ] {
+            assert!(keys.contains(&key), "line {} lacks {key}", i + 1);
+        }
+        prev = hash_of(line);
+        assert_eq!(prev.len(), 64);
+    }
+    assert_eq!(prev, head);
+    let report = audit::verify(&path).expect("verify");
+    assert_eq!(
+        report,
+        VerifyReport {
+            records: 10,
+            head,
+            broken: None,
+            torn: None
+        }
+    );
+}
+
+#[test]
+fn an_edited_field_in_the_middle_is_found_at_its_line() {
+    let report = tampered(10, |l| {
+        l[4] = l[4].replacen(r#""member":"m-0""#, r#""member":"m-9""#, 1);
+    });
+    assert_broken_at(&report, 5, &BreakKind::Edited);
+    // Granting a field after the fact is found too.
+    let report = tampered(10, |l| {
+        l[6] = l[6].replacen(
+            r#""granted":["name","#,
+            r#""granted":["name","address","#,
+            1,
+        );
+    });
+    assert_broken_at(&report, 7, &BreakKind::Edited);
+}
+
+#[test]
+fn a_changed_hash_is_found_at_its_line() {
+    let report = tampered(10, |l| {
+        let hash = hash_of(&l[7]);
+        let mut other = hash.clone().into_bytes();
+        other[0] = if other[0] == b'0' { b'1' } else { b'0' };
+        l[7] = l[7].replace(&hash, std::str::from_utf8(&other).expect("hex"));
+    });
+    assert_broken_at(&report, 8, &BreakKind::Edited);
+}
+
+#[test]
+fn a_deleted_line_is_found_where_it_was() {
+    let report = tampered(10, |l| {
+        l.remove(3);
+    });
+    assert_broken_at(&report, 4, &BreakKind::Missing);
+    let report = tampered(10, |l| {
+        l.remove(0);
+    });
+    assert_broken_at(&report, 1, &BreakKind::Missing);
+}
+
+#[test]
+fn swapped_and_copied_lines_are_found() {
+    let report = tampered(10, |l| l.swap(5, 6));
+    assert_broken_at(&report, 6, &BreakKind::Reordered { predecessor: 7 });
+    let report = tampered(10, |l| {
+        let copy = l[2].clone();
+        l.insert(3, copy);
+    });
+    assert_broken_at(&report, 4, &BreakKind::Reordered { predecessor: 2 });
+}
+
+#[test]
+fn lines_that_are_not_records_are_found() {
+    let report = tampered(5, |l| l[2] = "{not json".into());
+    let broken = report.broken.expect("broken");
+    assert_eq!(broken.line, 3);
+    assert!(matches!(broken.kind, BreakKind::BadJson(_)), "{broken}");
+    let report = tampered(5, |l| l[1] = l[1].replacen('{', r#"{"extra":1,"#, 1));
+    let broken = report.broken.expect("broken");
+    assert_eq!(broken.line, 2);
+    assert!(
+        matches!(&broken.kind, BreakKind::BadRecord(m) if m.contains("extra")),
+        "{broken}"
+    );
+    let report = tampered(5, |l| l.insert(2, String::new()));
+    assert_eq!(report.broken.map(|b| b.line), Some(3));
+}
+
+#[test]
+fn a_broken_log_is_not_extended() {
+    let (_dir, path) = log_path();
+    write_log(&path, 6);
+    let mut l = lines(&path);
+    l[2] = l[2].replacen("req-2", "req-X", 1);
+    write_lines(&path, &l);
+    let before = fs::read(&path).expect("read");
+    match JsonlSink::open(&path, Durability::Flush) {
+        Err(OpenError::Broken { at, .. }) => {
+            assert_eq!((at.line, at.kind), (3, BreakKind::Edited));
+        }
+        other => panic!("expected a broken-chain error, got {other:?}"),
+    }
+    let message = JsonlSink::open(&path, Durability::Flush)
+        .expect_err("broken")
+        .to_string();
+    assert!(message.contains("line 3"), "{message}");
+    assert_eq!(
+        fs::read(&path).expect("read"),
+        before,
+        "the file is untouched"
+    );
+}
+
+#[test]
+fn a_log_is_open_for_one_sink_at_a_time() {
+    let (_dir, path) = log_path();
+    let sink = JsonlSink::open(&path, Durability::Flush).expect("open");
+    assert!(matches!(
+        JsonlSink::open(&path, Durability::Flush),
+        Err(OpenError::Locked { .. })
+    ));
+    drop(sink);
+    JsonlSink::open(&path, Durability::Flush).expect("open again once closed");
+}
+
+// ------------------------------------------------------------------ crashes
+
+/// A captured event: its target, level and fields.
+type Captured = (String, tracing::Level, BTreeMap<String, String>);
+
+/// A tracing layer that keeps every event.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<Captured>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        struct Fields(BTreeMap<String, String>);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                self.0.insert(f.name().to_string(), format!("{v:?}"));
+            }
+            fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+                self.0.insert(f.name().to_string(), v.to_string());
+            }
+        }
+        let mut fields = Fields(BTreeMap::new());
+        event.record(&mut fields);
+        let meta = event.metadata();
+        self.0
+            .lock()
+            .expect("capture")
+            .push((meta.target().to_string(), *meta.level(), fields.0));
+    }
+}
+
+impl Capture {
+    /// Runs `f` with this layer as the thread's subscriber.
+    fn during<T>(&self, f: impl FnOnce() -> T) -> T {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry().with(self.clone());
+        tracing::subscriber::with_default(subscriber, f)
+    }
+
+    fn events(&self) -> Vec<Captured> {
+        self.0.lock().expect("capture").clone()
+    }
+}
+
+#[test]
+fn a_torn_last_line_is_reported_then_cut_off_and_the_chain_continues() {
+    let (_dir, path) = log_path();
+    write_log(&path, 5);
+    let intact = fs::read(&path).expect("read");
+    // A crash in the middle of writing the sixth record.
+    let (_other_dir, other) = log_path();
+    write_log(&other, 6);
+    let sixth = lines(&other).pop().expect("six lines");
+    let partial = &sixth.as_bytes()[..sixth.len() / 2];
+    let mut torn = intact.clone();
+    torn.extend_from_slice(partial);
+    fs::write(&path, &torn).expect("write");
+
+    let report = audit::verify(&path).expect("verify");
+    assert!(report.is_intact(), "a torn last line is not a break");
+    assert_eq!(report.records, 5);
+    let tear = report.torn.expect("torn line reported");
+    assert_eq!((tear.line, tear.bytes), (6, partial.len() as u64));
+    // Queries skip it.
+    assert_eq!(
+        audit::query(&path, &Filter::default())
+            .expect("query")
+            .len(),
+        5
+    );
+
+    let capture = Capture::default();
+    let sink = capture.during(|| JsonlSink::open(&path, Durability::Flush).expect("reopen"));
+    assert_eq!(sink.opened().repaired, Some(tear));
+    assert_eq!(sink.opened().records, 5);
+    assert_eq!(sink.opened().head, report.head);
+    assert_eq!(
+        fs::read(&path).expect("read"),
+        intact,
+        "only the torn bytes go"
+    );
+    let warned = capture.events();
+    assert!(
+        warned
+            .iter()
+            .any(|(target, level, fields)| target == "membergate::audit"
+                && *level == tracing::Level::WARN
+                && fields.get("line").map(String::as_str) == Some("6")),
+        "{warned:?}"
+    );
+
+    for i in 5..8 {
+        sink.record(&rec(i)).expect("record");
+    }
+    drop(sink);
+    let report = audit::verify(&path).expect("verify");
+    assert_eq!(
+        (report.records, report.torn, report.broken),
+        (8, None, None)
+    );
+    assert!(fs::read(&path).expect("read").starts_with(&intact));
+}
+
+/// The number of newline-terminated lines of the file at `path` (0 if it is missing).
+fn complete_lines(path: &Path) -> usize {
+    fs::read(path)
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn killing_a_writer_mid_stream_leaves_every_complete_record_intact() {
+    let (_dir, path) = log_path();
+    let mut total = 0;
+    for round in 0..4u64 {
+        let mut args = vec![
+            "audit".to_string(),
+            "write-sample".into(),
+            path.display().to_string(),
+            "--count".into(),
+            "1000000".into(),
+        ];
+        if round == 2 {
+            args.push("--fsync".into());
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_membergate"))
+            .args(&args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the writer");
+        // Kill it once it has written some records (more in each round).
+        let want = total + 50 * (round as usize + 1);
+        let started = Instant::now();
+        while complete_lines(&path) < want {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "the writer wrote too little"
+            );
+            if let Some(status) = child.try_wait().expect("poll the writer") {
+                panic!("the writer stopped by itself: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(round * 7));
+        child.kill().expect("kill the writer");
+        let status = child.wait().expect("wait for the writer");
+        assert!(!status.success(), "killed mid-stream, not finished");
+
+        let report = audit::verify(&path).expect("verify");
+        assert!(report.is_intact(), "round {round}: {:?}", report.broken);
+        assert!(report.records as usize >= want);
+        assert_eq!(report.records as usize, complete_lines(&path));
+        if let Some(torn) = report.torn {
+            assert_eq!(torn.line, report.records + 1, "only the last line is torn");
+        }
+
+        // Reopened, the chain goes on from the last complete record.
+        let sink = JsonlSink::open(&path, Durability::Flush).expect("reopen");
+        assert_eq!(sink.opened().records, report.records);
+        assert_eq!(sink.opened().repaired, report.torn);
+        assert_eq!(sink.opened().head, report.head);
+        for i in 0..3 {
+            sink.record(&rec(i)).expect("record");
+        }
+        drop(sink);
+        let after = audit::verify(&path).expect("verify");
+        assert_eq!(
+            (after.records, after.torn, after.broken),
+            (report.records + 3, None, None)
+        );
+        total = after.records as usize;
+    }
+}
+
+// ------------------------------------------------------------------ failed writes
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_is_an_error_and_the_chain_does_not_advance() {
+    let sink = JsonlSink::open("/dev/full", Durability::Flush).expect("open /dev/full");
+    for attempt in 0..3 {
+        match sink.record(&rec(attempt)) {
+            Err(AuditError::Write { path, source }) => {
+                assert_eq!(path, Path::new("/dev/full"));
+                assert_eq!(source.raw_os_error(), Some(28), "ENOSPC: {source}");
+            }
+            other => panic!("expected a write error, got {other:?}"),
+        }
+        assert_eq!((sink.records(), sink.head()), (0, GENESIS.to_string()));
+    }
+    let message = sink.record(&rec(9)).expect_err("disk full").to_string();
+    assert!(
+        message.contains("/dev/full") && message.contains("No space left on device"),
+        "{message}"
+    );
+}
+
+/// `membergate audit write-sample` under a file-size limit, so a write fails part-way
+/// through a line: the partial line is cut off again and the log stays a valid chain.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_write_that_fails_part_way_leaves_no_partial_line() {
+    let (_dir, path) = log_path();
+    write_log(&path, 3);
+    let limit_kib = 32;
+    let out = Command::new("bash")
+        .arg("-c")
+        // Ignore SIGXFSZ so that writes past the limit fail with EFBIG instead.
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f {limit_kib}; exec \"$0\" audit write-sample \"$1\" --count 100000"
+        ))
+        .arg(env!("CARGO_BIN_EXE_membergate"))
+        .arg(&path)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run the writer under a file-size limit");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot append a decision record") && err.contains("File too large"),
+        "{err}"
+    );
+    let len = fs::metadata(&path).expect("log").len();
+    assert!(len <= limit_kib * 1024);
+    let report = audit::verify(&path).expect("verify");
+    assert_eq!(report.torn, None, "the partial line was cut off");
+    assert!(report.is_intact());
+    assert!(report.records > 3, "records were written before the limit");
+    assert_eq!(report.records as usize, complete_lines(&path));
+    // Written up to the limit: the next line did not fit, and its part that did was cut.
+    let longest = lines(&path).iter().map(|l| l.len() as u64 + 1).max();
+    assert!(Some(limit_kib * 1024 - len) < longest);
+
+    let sink = JsonlSink::open(&path, Durability::Flush).expect("reopen");
+    assert_eq!(sink.opened().repaired, None);
+    sink.record(&rec(0)).expect("record");
+    drop(sink);
+    assert_eq!(
+        audit::verify(&path).expect("verify").records,
+        report.records + 1
+    );
+}
+
+// ------------------------------------------------------------------ threads
+
+#[test]
+fn concurrent_writers_make_one_valid_chain_with_every_record() {
+    let (_dir, path) = log_path();
+    let sink = Arc::new(JsonlSink::open(&path, Durability::Flush).expect("open"));
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let sink = Arc::clone(&sink);
+            std::thread::spawn(move || {
+                for i in 0..250 {
+                    let mut r = rec(i);
+                    r.request_id = format!("t{t}-{i}");
+                    sink.record(&r).expect("record");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("writer thread");
+    }
+    assert_eq!(sink.records(), 2000);
+    drop(sink);
+    let report = audit::verify(&path).expect("verify");
+    assert_eq!((report.records, report.broken), (2000, None));
+    let ids: BTreeSet<String> = audit::query(&path, &Filter::default())
+        .expect("query")
+        .into_iter()
+        .map(|r| r.request_id)
+        .collect();
+    assert_eq!(ids.len(), 2000);
+    assert!(ids.contains("t0-0") && ids.contains("t7-249"));
+}
+
+// ------------------------------------------------------------------ queries
+
+/// A log of a March 2020 campaign: who read which fields of whom, and when.
+fn campaign_log(path: &Path) -> Vec<DecisionRecord> {
+    let r = |id: &str, at: &str, who: &str, action: &str, member: &str, granted: &[&str]| {
+        DecisionRecord {
+            at: ts(at),
+            recorded_at: ts(at),
+            request_id: id.into(),
+            principal: who.into(),
+            action: action.into(),
+            member: member.into(),
+            granted: granted.iter().map(|s| s.to_string()).collect(),
+            refused: vec![],
+            policies: vec![],
+            version: "v".repeat(64),
+        }
+    };
+    let a = r#"CampaignStaff::"cs-a-staff""#;
+    let b = r#"CampaignStaff::"cs-b-staff""#;
+    let records = vec![
+        r(
+            "1",
+            "2020-02-28T09:00:00Z",
+            a,
+            "read",
+            "m-1",
+            &["name", "phone"],
+        ),
+        r(
+            "2",
+            "2020-03-01T09:00:00Z",
+            a,
+            "read",
+            "m-1",
+            &["name", "phone"],
+        ),
+        r("3", "2020-03-05T09:00:00Z", b, "read", "m-1", &["name"]),
+        r(
+            "4",
+            "2020-03-10T09:00:00Z",
+            b,
+            "contact_phone",
+            "m-1",
+            &["phone"],
+        ),
+        r(
+            "5",
+            "2020-03-20T09:00:00Z",
+            a,
+            "read",
+            "m-2",
+            &["name", "phone"],
+        ),
+        r("6", "2020-04-01T00:00:00Z", b, "read", "m-1", &["phone"]),
+    ];
+    let sink = JsonlSink::open(path, Durability::Flush).expect("open");
+    for rec in &records {
+        sink.record(rec).expect("record");
+    }
+    records
+}
+
+fn ids_of(path: &Path, filter: &Filter) -> Vec<String> {
+    audit::query(path, filter)
+        .expect("query")
+        .into_iter()
+        .map(|r| r.request_id)
+        .collect()
+}
+
+#[test]
+fn queries_filter_by_principal_member_field_action_and_time() {
+    let (_dir, path) = log_path();
+    let records = campaign_log(&path);
+    let all = Filter::default();
+    assert_eq!(audit::query(&path, &all).expect("query"), records);
+    let q = |f: Filter| ids_of(&path, &f);
+    // Who saw m-1's phone number in March 2020? (`until` is exclusive.)
+    assert_eq!(
+        q(Filter {
+            member: Some("m-1".into()),
+            field: Some("phone".into()),
+            since: Some(ts("2020-03-01T00:00:00Z")),
+            until: Some(ts("2020-04-01T00:00:00Z")),
+            ..all.clone()
+        }),
+        ["2", "4"]
+    );
+    let b = PrincipalId::new(PrincipalKind::CampaignStaff, "cs-b-staff");
+    assert_eq!(
+        q(Filter {
+            principal: Some(b.clone()),
+            ..all.clone()
+        }),
+        ["3", "4", "6"]
+    );
+    assert_eq!(
+        q(Filter {
+            principal: Some(b),
+            action: Some(Action::Read),
+            ..all.clone()
+        }),
+        ["3", "6"]
+    );
+    assert_eq!(
+        q(Filter {
+            member: Some("m-2".into()),
+            ..all.clone()
+        }),
+        ["5"]
+    );
+    assert_eq!(
+        q(Filter {
+            since: Some(ts("2020-03-20T09:00:00Z")),
+            ..all.clone()
+        }),
+        ["5", "6"]
+    );
+    assert_eq!(
+        q(Filter {
+            field: Some("address".into()),
+            ..all.clone()
+        }),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn a_query_names_a_line_that_is_not_a_record() {
+    let (_dir, path) = log_path();
+    campaign_log(&path);
+    let mut l = lines(&path);
+    l[3] = "garbage".into();
+    write_lines(&path, &l);
+    match audit::query(&path, &Filter::default()) {
+        Err(ReadError::BadLine { line, .. }) => assert_eq!(line, 4),
+        other => panic!("expected a bad line, got {other:?}"),
+    }
+    let missing = audit::query(path.with_extension("nope"), &Filter::default());
+    assert!(matches!(missing, Err(ReadError::Io { .. })));
+}
+
+// ------------------------------------------------------------------ tracing
+
+#[test]
+fn the_tracing_sink_emits_each_field() {
+    let capture = Capture::default();
+    let record = rec(5);
+    capture
+        .during(|| TracingSink.record(&record))
+        .expect("record");
+    let events = capture.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let (target, level, fields) = &events[0];
+    assert_eq!(target, "membergate::decision");
+    assert_eq!(*level, tracing::Level::INFO);
+    let expect = [
+        ("at", record.at.to_string()),
+        ("recorded_at", record.recorded_at.to_string()),
+        ("request_id", "req-5".to_string()),
+        ("principal", r#"CampaignStaff::"cs-2""#.to_string()),
+        ("action", "contact_phone".to_string()),
+        ("member", "m-1".to_string()),
+        ("granted", "name,phone".to_string()),
+        ("refused", "political_views".to_string()),
+        ("policies", "campaign-read-contact".to_string()),
+        ("version", engine().version().to_string()),
+    ];
+    for (key, value) in expect {
+        assert_eq!(fields.get(key), Some(&value), "field {key}: {fields:?}");
+    }
+}
+
+// ------------------------------------------------------------------ the command line
+
+#[test]
+fn audit_verify_exits_0_when_intact_1_naming_the_broken_line_2_when_unreadable() {
+    let (_dir, path) = log_path();
+    write_log(&path, 7);
+    let file = path.to_str().expect("utf-8 path");
+    let out = membergate(&["audit", "verify", file]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let head = audit::verify(&path).expect("verify").head;
+    assert_eq!(
+        stdout(&out),
+        format!("7 records, chain intact\nlast hash {head}\n")
+    );
+
+    let mut l = lines(&path);
+    l.swap(2, 3);
+    write_lines(&path, &l);
+    let out = membergate(&["audit", "verify", file]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("chain broken at line 3:"), "{text}");
+    assert!(text.contains("2 records before it intact"), "{text}");
+
+    let out = membergate(&["audit", "verify", "no/such/log.jsonl"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no/such/log.jsonl"));
+}
+
+#[test]
+fn audit_verify_reports_a_torn_line_without_failing() {
+    let (_dir, path) = log_path();
+    write_log(&path, 2);
+    let mut bytes = fs::read(&path).expect("read");
+    bytes.extend_from_slice(br#"{"at":"2020-"#);
+    fs::write(&path, bytes).expect("write");
+    let out = membergate(&["audit", "verify", path.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    assert!(text.starts_with("2 records, chain intact\n"), "{text}");
+    assert!(text.contains("line 3 is torn (12 bytes"), "{text}");
+}
+
+#[test]
+fn audit_query_prints_one_line_per_matching_record() {
+    let (_dir, path) = log_path();
+    campaign_log(&path);
+    let file = path.to_str().expect("utf-8");
+    let out = membergate(&[
+        "audit",
+        "query",
+        file,
+        "--member",
+        "m-1",
+        "--field",
+        "phone",
+        "--since",
+        "2020-03-01T00:00:00Z",
+        "--until",
+        "2020-04-01T00:00:00Z",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(
+        rows[0].starts_with(
+            r#"2020-03-01T09:00:00Z CampaignStaff::"cs-a-staff" read m-1 granted name,phone"#
+        ),
+        "{text}"
+    );
+    assert!(rows[1].contains("contact_phone") && rows[1].contains("request 4"));
+
+    let out = membergate(&[
+        "audit",
+        "query",
+        file,
+        "--principal",
+        r#"CampaignStaff::"cs-b-staff""#,
+        "--action",
+        "read",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let found: Vec<DecisionRecord> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a record per line"))
+        .collect();
+    let ids: Vec<&str> = found.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(ids, ["3", "6"]);
+
+    let out = membergate(&["audit", "query", file, "--since", "last tuesday"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--since"));
+}
+
+#[test]
+fn the_sample_writer_is_hidden_from_help() {
+    let out = membergate(&["audit", "--help"]);
+    let help = stdout(&out);
+    assert!(help.contains("verify") && help.contains("query"), "{help}");
+    assert!(!help.contains("write-sample"), "{help}");
+}
