@@ -66,8 +66,14 @@ def commands(stream):
 
 
 # Commands that print nothing (without `:print-success`): they are batched and parsed
-# together with the next command that answers, which saves a parser per command.
+# together with the next command that answers, which saves a parser per command. A text
+# (one line may hold several commands) is silent only if it holds no answering command.
 SILENT = ("(declare-", "(define-", "(assert", "(set-", "(push", "(pop")
+ANSWERING = ("(check-sat", "(get-", "(reset", "(exit", "(echo")
+
+
+def silent(text):
+    return text.startswith(SILENT) and not any(a in text for a in ANSWERING)
 
 
 def main(argv):
@@ -108,7 +114,7 @@ def main(argv):
             return True
 
     for text in commands(sys.stdin):
-        if text.startswith(SILENT):
+        if silent(text):
             pending.append(text)
             continue
         if "".join(text.split()) == "(reset)":
