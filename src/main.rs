@@ -276,7 +276,9 @@ fn verify(dir: &Path, baseline: Option<&Path>) -> Result<ExitCode, String> {
     let engine = engine(dir)?;
     let invariants =
         Invariants::load(dir, engine.schema()).map_err(|e| format!("{e}\n\n{}", e.render()))?;
-    let old = baseline.map(self::engine).transpose()?;
+    let old = baseline
+        .map(|dir| self::engine(dir).map(|e| (dir, e)))
+        .transpose()?;
     let mut verifier = match Verifier::locate() {
         Ok(v) => v,
         Err(e) => {
@@ -322,12 +324,9 @@ fn verify(dir: &Path, baseline: Option<&Path>) -> Result<ExitCode, String> {
         }
     }
     let mut total = results.len();
-    if let Some(old) = &old {
+    if let Some((old_dir, old)) = &old {
         total += 1;
-        let what = format!(
-            "allows nothing that {} denied",
-            baseline.map_or(String::new(), |b| b.display().to_string())
-        );
+        let what = format!("allows nothing that {} denied", old_dir.display());
         match verifier.find_widening(engine.schema(), old.policies(), engine.policies()) {
             Ok(None) => println!("proved   baseline: {what}"),
             Ok(Some(example)) => {

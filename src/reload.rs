@@ -114,7 +114,7 @@ impl ReloadableEngine {
     /// Loads `dir` (see [`Engine::from_dir`]); later reloads read it again.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<ReloadableEngine, LoadError> {
         let dir = dir.as_ref().to_path_buf();
-        let engine = load(&dir)?;
+        let engine = Engine::from_dir(&dir)?;
         Ok(ReloadableEngine::serving(
             dir,
             ReloadCheck::Validate,
@@ -138,7 +138,7 @@ impl ReloadableEngine {
         check: ReloadCheck,
     ) -> Result<ReloadableEngine, ReloadStartError> {
         let dir = dir.as_ref().to_path_buf();
-        let engine = load(&dir)?;
+        let engine = Engine::from_dir(&dir)?;
         if check == ReloadCheck::Invariants {
             verify(&dir, &engine).map_err(ReloadStartError::Check)?;
         }
@@ -182,7 +182,7 @@ impl ReloadableEngine {
                 source,
             })
         })?;
-        let engine = load(&resolved).map_err(refused)?;
+        let engine = Engine::from_dir(&resolved).map_err(refused)?;
         if engine.version() == &serving {
             return Ok(ReloadOutcome::Unchanged(serving));
         }
@@ -241,10 +241,6 @@ impl CheckFailure {
             CheckFailure::Unverified(source) => ReloadError::Unverified { serving, source },
         }
     }
-}
-
-fn load(dir: &Path) -> Result<Engine, LoadError> {
-    Engine::from_dir(dir)
 }
 
 /// Proves the invariants of `dir` for `engine`; the first refuted one fails.

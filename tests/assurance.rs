@@ -22,17 +22,6 @@ fn bundled() -> Engine {
     Engine::from_dir("policies").expect("bundled policies load")
 }
 
-/// Replaces `find` (which must occur) with `replace` in file `rel` of `copy`.
-fn edit(copy: &PolicyCopy, rel: &str, find: &str, replace: &str) {
-    let path = copy.file(rel);
-    let text = fs::read_to_string(&path).expect("read");
-    assert!(
-        text.contains(find),
-        "`{find}` is not in {rel}: the fixture changed"
-    );
-    fs::write(&path, text.replacen(find, replace, 1)).expect("write");
-}
-
 /// The decision of Cedar's own authorizer on a counterexample.
 fn cedar_decides(example: &Counterexample, policies: &PolicySet) -> Decision {
     Authorizer::new()
@@ -163,7 +152,7 @@ fn broken_copies_are_refuted_and_diffed() {
     let mut verifier = verifier();
     for b in BREAKS {
         let copy = PolicyCopy::new();
-        edit(&copy, b.file, b.find, b.replace);
+        copy.edit(b.file, b.find, b.replace);
         let broken = Engine::from_dir(copy.path()).unwrap_or_else(|e| {
             panic!(
                 "{}: the broken copy must still load: {}",
@@ -284,7 +273,7 @@ fn baseline_catches_a_widening_and_accepts_a_narrowing() {
         .iter()
         .find(|b| b.direction == Direction::Narrowed)
         .expect("a narrowing");
-    edit(&narrowed, b.file, b.find, b.replace);
+    narrowed.edit(b.file, b.find, b.replace);
     let narrowed = Engine::from_dir(narrowed.path()).expect("loads");
     let found = verifier
         .find_widening(narrowed.schema(), original.policies(), narrowed.policies())
@@ -292,7 +281,7 @@ fn baseline_catches_a_widening_and_accepts_a_narrowing() {
     assert!(found.is_none(), "{found:?}");
     // The fee condition dropped: a request allowed now that was denied.
     let widened = PolicyCopy::new();
-    edit(&widened, BREAKS[0].file, BREAKS[0].find, BREAKS[0].replace);
+    widened.edit(BREAKS[0].file, BREAKS[0].find, BREAKS[0].replace);
     let widened = Engine::from_dir(widened.path()).expect("loads");
     let example = verifier
         .find_widening(widened.schema(), original.policies(), widened.policies())
@@ -320,7 +309,7 @@ fn cli_verify_proves_the_bundle_and_refutes_a_broken_copy() {
     );
 
     let copy = PolicyCopy::new();
-    edit(&copy, BREAKS[0].file, BREAKS[0].find, BREAKS[0].replace);
+    copy.edit(BREAKS[0].file, BREAKS[0].find, BREAKS[0].replace);
     let dir = copy.path().to_str().expect("utf-8 path");
     let out = membergate(&["--policies", dir, "verify"]);
     let text = stdout(&out);

@@ -23,7 +23,7 @@ fn policies_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).expect("create directory");
     for entry in fs::read_dir(from).expect("read directory") {
         let entry = entry.expect("directory entry");
@@ -95,7 +95,7 @@ impl PolicyCopy {
 
     /// Replaces the first `find` with `replace` in `rel`; returns the new text and the
     /// byte offset where `replace` starts.
-    fn edit(&self, rel: &str, find: &str, replace: &str) -> (String, usize) {
+    pub(crate) fn edit(&self, rel: &str, find: &str, replace: &str) -> (String, usize) {
         let text = self.read(rel);
         let at = text
             .find(find)

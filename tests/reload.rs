@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 
+use crate::bad_input::copy_dir;
 use membergate::sample::{self, ids};
 use membergate::{
     Action, Context, Effect, Engine, Membership, PolicyVersion, PrincipalId, PrincipalKind,
@@ -54,19 +55,6 @@ impl Deployment {
         let _ = fs::remove_file(&tmp);
         std::os::unix::fs::symlink(self.dir(name), &tmp).expect("symlink");
         fs::rename(&tmp, self.current()).expect("rename");
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("mkdir");
-    for entry in fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.path().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).expect("copy");
-        }
     }
 }
 

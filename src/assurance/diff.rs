@@ -95,7 +95,7 @@ fn refinements(new: &Engine) -> Vec<Refinement> {
             classes.push(info.class.clone());
         }
     }
-    let class_values: Vec<(String, String)> = classes
+    let mut class_values: Vec<(String, String)> = classes
         .iter()
         .map(|c| {
             let mut cond = format!("context.field in FieldClass::{c:?}");
@@ -105,7 +105,6 @@ fn refinements(new: &Engine) -> Vec<Refinement> {
             (c.clone(), cond)
         })
         .collect();
-    let mut class_values = class_values;
     let exactly_one: Vec<String> = class_values.iter().map(|(_, c)| format!("({c})")).collect();
     class_values.push((
         "fields in several classes or none (none such in fields.toml)".into(),
