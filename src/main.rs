@@ -1046,8 +1046,13 @@ fn audit(dir: &Path, command: AuditCommand) -> Result<ExitCode, String> {
                             l.join(",")
                         }
                     };
+                    let rejected = r
+                        .rejected
+                        .as_ref()
+                        .map(|why| format!(" rejected: {why}"))
+                        .unwrap_or_default();
                     println!(
-                        "{} {} {} {} granted {} refused {} policies {} request {} version {}",
+                        "{} {} {} {} granted {} refused {} policies {} request {} version {}{rejected}",
                         r.at,
                         r.principal,
                         r.action,

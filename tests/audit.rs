@@ -46,6 +46,7 @@ fn rec(i: u64) -> DecisionRecord {
         refused: vec!["political_views".into()],
         policies: vec!["campaign-read-contact".into()],
         version: engine().version().as_str().to_string(),
+        rejected: None,
     }
 }
 
@@ -256,6 +257,43 @@ fn an_edited_field_in_the_middle_is_found_at_its_line() {
         );
     });
     assert_broken_at(&report, 7, &BreakKind::Edited);
+}
+
+#[test]
+fn a_rejection_is_chained_and_its_reason_cannot_be_edited_or_dropped() {
+    let (_dir, path) = log_path();
+    let sink = JsonlSink::open(&path, Durability::Flush).expect("open log");
+    sink.record(&rec(0)).expect("record");
+    let rejected = DecisionRecord::rejection(
+        "req-r",
+        ts("2020-03-01T12:00:00Z"),
+        r#"Staff::"nobody""#,
+        "read",
+        "m-00001",
+        "unknown principal",
+        engine().version(),
+    );
+    sink.record(&rejected).expect("record");
+    sink.record(&rec(2)).expect("record");
+    drop(sink);
+    assert!(audit::verify(&path).expect("verify").is_intact());
+    let read = audit::query(&path, &Filter::default()).expect("query");
+    assert_eq!(read[1].rejected.as_deref(), Some("unknown principal"));
+    // A decision has no `rejected` key at all: logs from before the field read the same.
+    assert!(!lines(&path)[0].contains("rejected"));
+
+    let original = lines(&path);
+    for (edit, from, to) in [
+        ("reason edited", r#""rejected":"unknown principal""#, r#""rejected":"other""#),
+        ("reason dropped", r#","rejected":"unknown principal""#, ""),
+    ] {
+        let mut l = original.clone();
+        assert!(l[1].contains(from), "{edit}: {}", l[1]);
+        l[1] = l[1].replacen(from, to, 1);
+        write_lines(&path, &l);
+        let report = audit::verify(&path).expect("verify");
+        assert_broken_at(&report, 2, &BreakKind::Edited);
+    }
 }
 
 #[test]
@@ -644,6 +682,7 @@ fn campaign_log(path: &Path) -> Vec<DecisionRecord> {
             refused: vec![],
             policies: vec![],
             version: "v".repeat(64),
+            rejected: None,
         }
     };
     let a = r#"CampaignStaff::"cs-a-staff""#;

@@ -33,6 +33,12 @@ pub(crate) fn hash_record(r: &DecisionRecord) -> Sha256 {
         }
     }
     text(&mut h, &r.version);
+    if let Some(why) = &r.rejected {
+        // A tag byte no length prefix of `prev` (64) starts with: records without a
+        // rejection hash exactly as before the field existed.
+        h.update([1u8]);
+        text(&mut h, why);
+    }
     h
 }
 

@@ -77,6 +77,11 @@ pub struct DecisionRecord {
     pub policies: Vec<String>,
     /// The policy set's version ([`Engine::version`]), 64 hexadecimal digits.
     pub version: String,
+    /// Why the request was rejected before any policy decided (a missing or unknown
+    /// principal, an unknown member, a malformed request); `None` for a decision.
+    /// Written only when present, so logs without rejections read as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
 }
 
 impl DecisionRecord {
@@ -124,6 +129,7 @@ impl DecisionRecord {
             refused,
             policies: decision.policies().to_vec(),
             version: version.as_str().to_string(),
+            rejected: None,
         }
     }
 
@@ -180,6 +186,47 @@ impl DecisionRecord {
             refused: names(catalogue.all().difference(granted)),
             policies: Vec::new(),
             version: engine.version().as_str().to_string(),
+            rejected: None,
+        }
+    }
+
+    /// The record of a request rejected before any policy decided: nothing granted or
+    /// refused, no policies, and `why` in [`DecisionRecord::rejected`]. `principal`,
+    /// `action` and `member` are what the request gave, as text (they may name nothing).
+    ///
+    /// # Example
+    /// ```
+    /// use membergate::audit::DecisionRecord;
+    /// use membergate::Engine;
+    ///
+    /// let engine = Engine::from_dir("policies")?;
+    /// let record = DecisionRecord::rejection("req-10", "2020-03-01T12:00:00Z".parse()?,
+    ///     r#"Staff::"nobody""#, "read", "m-00001", "unknown principal", engine.version());
+    /// assert_eq!(record.rejected.as_deref(), Some("unknown principal"));
+    /// assert!(record.granted.is_empty() && record.refused.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn rejection(
+        request_id: impl Into<String>,
+        at: Timestamp,
+        principal: impl Into<String>,
+        action: impl Into<String>,
+        member: impl Into<String>,
+        why: impl Into<String>,
+        version: &PolicyVersion,
+    ) -> DecisionRecord {
+        DecisionRecord {
+            at,
+            recorded_at: Timestamp::now(),
+            request_id: request_id.into(),
+            principal: principal.into(),
+            action: action.into(),
+            member: member.into(),
+            granted: Vec::new(),
+            refused: Vec::new(),
+            policies: Vec::new(),
+            version: version.as_str().to_string(),
+            rejected: Some(why.into()),
         }
     }
 
