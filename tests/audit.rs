@@ -284,7 +284,11 @@ fn a_rejection_is_chained_and_its_reason_cannot_be_edited_or_dropped() {
 
     let original = lines(&path);
     for (edit, from, to) in [
-        ("reason edited", r#""rejected":"unknown principal""#, r#""rejected":"other""#),
+        (
+            "reason edited",
+            r#""rejected":"unknown principal""#,
+            r#""rejected":"other""#,
+        ),
         ("reason dropped", r#","rejected":"unknown principal""#, ""),
     ] {
         let mut l = original.clone();
