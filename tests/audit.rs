@@ -948,3 +948,28 @@ fn the_sample_writer_is_hidden_from_help() {
     assert!(help.contains("verify") && help.contains("query"), "{help}");
     assert!(!help.contains("write-sample"), "{help}");
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_the_query_quietly() {
+    let (_dir, path) = log_path();
+    let log = path.display().to_string();
+    let wrote = membergate(&["audit", "write-sample", &log, "--count", "5000"]);
+    assert!(wrote.status.success(), "{}", stderr(&wrote));
+    // 5,000 lines are far more than a pipe holds: the reader closes it after one.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_membergate"))
+        .args(["audit", "query", &log])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run membergate");
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut first,
+    )
+    .expect("a line");
+    assert!(first.contains("request"), "{first}");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(141), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
