@@ -6,7 +6,10 @@
 //! under 20, 200 and 2,000 generated policies, per campaign and per region). In each, `membergate` is the
 //! crate's reference path (the CRM records converted to Cedar entities included),
 //! `compiled` the crate's compiled path on an `EntityStore` built beforehand, and
-//! `cedar_authorizer` is Cedar's authorizer alone, its inputs built beforehand.
+//! `cedar_authorizer` is Cedar's authorizer alone, its inputs built beforehand. In the two
+//! `permitted_fields` groups, `compiled_field_decisions` is the compiled path's
+//! `field_decisions_in` / `field_decisions_page_in`: the same sets with the policies that
+//! decided each field.
 
 use std::hint::black_box;
 
@@ -139,6 +142,17 @@ fn permitted_fields_one_member(c: &mut Criterion) {
             )
         })
     });
+    g.bench_function("compiled_field_decisions", |b| {
+        b.iter(|| {
+            s.engine.field_decisions_in(
+                black_box(&s.store),
+                &s.staffer,
+                Action::Read,
+                ids::MEMBER_ELIGIBLE,
+                &s.context,
+            )
+        })
+    });
     g.bench_function("cedar_authorizer", |b| {
         b.iter(|| allowed(&authorizer, s.engine.policies(), &inputs))
     });
@@ -166,6 +180,17 @@ fn permitted_fields_page_100(c: &mut Criterion) {
     g.bench_function("compiled", |b| {
         b.iter(|| {
             s.engine.permitted_fields_page_in(
+                black_box(&s.store),
+                &s.staffer,
+                Action::Read,
+                &page,
+                &s.context,
+            )
+        })
+    });
+    g.bench_function("compiled_field_decisions", |b| {
+        b.iter(|| {
+            s.engine.field_decisions_page_in(
                 black_box(&s.store),
                 &s.staffer,
                 Action::Read,

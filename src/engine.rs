@@ -327,20 +327,55 @@ impl Engine {
         members: &[&str],
         ctx: &Context,
     ) -> Result<Vec<FieldSet>, RequestError> {
+        let mut out = vec![FieldSet::EMPTY; members.len()];
+        self.page_responses(
+            dir,
+            principal,
+            action,
+            members,
+            ctx,
+            |n, field, response| {
+                if response.decision() == cedar_policy::Decision::Allow {
+                    if let Some(set) = out.get_mut(n) {
+                        *set = set.with(field);
+                    }
+                }
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// Cedar's response on every catalogue field of each member of the page, in order:
+    /// `each(member's position, field, response)`. The page's records are converted
+    /// once; the errors are those of [`Engine::permitted_fields_page`].
+    pub(crate) fn page_responses<D: Directory + ?Sized>(
+        &self,
+        dir: &D,
+        principal: &PrincipalId,
+        action: Action,
+        members: &[&str],
+        ctx: &Context,
+        mut each: impl FnMut(usize, FieldId, &Response),
+    ) -> Result<(), RequestError> {
         let prepared = self.prepare(dir, principal, members, ctx)?;
-        let mut out = Vec::with_capacity(members.len());
-        for member in members {
+        for (n, member) in members.iter().enumerate() {
             let uid = member_uid(member)?;
-            let mut set = FieldSet::EMPTY;
             for (field, _) in self.catalogue().iter() {
                 let response = self.decide(&prepared, action, &uid, field)?;
-                if response.decision() == cedar_policy::Decision::Allow {
-                    set = set.with(field);
-                }
+                each(n, field, &response);
             }
-            out.push(set);
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// The policy's id as [`Decision::policies`] gives it, borrowed from the engine.
+    pub(crate) fn policy_id(&self, id: &cedar_policy::PolicyId) -> Option<&str> {
+        let key = id.to_string();
+        self.singles
+            .binary_search_by(|s| s.id.as_str().cmp(key.as_str()))
+            .ok()
+            .and_then(|i| self.singles.get(i))
+            .map(|s| s.id.as_str())
     }
 
     /// Decides `req` and gives a readable account of it: the policies that decided, the

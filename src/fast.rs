@@ -18,7 +18,7 @@ use crate::compiled::{
 use crate::engine::{Decision, Effect, Engine};
 use crate::entities::Slice;
 use crate::error::RequestError;
-use crate::fields::{FieldCatalogue, FieldSet};
+use crate::fields::{FieldCatalogue, FieldId, FieldSet};
 use crate::model::{
     Directory, Election, Member, Membership, PrincipalId, PrincipalKind, PrincipalRecord,
 };
@@ -582,6 +582,30 @@ impl Fast {
     fn rule(&self, i: u32) -> Option<&Rule> {
         self.rules.get(i as usize).and_then(Option::as_ref)
     }
+
+    /// The decisions given the policies that held: `(policy, forbid, fields on which it
+    /// held)`. On each field the forbids that held there decide if any did, else the
+    /// permits, as in Cedar.
+    fn decisions(&self, held: &[(u32, bool, u64)]) -> FieldDecisions<'_> {
+        let (mut permitted, mut forbidden) = (0u64, 0u64);
+        for (_, forbid, fields) in held {
+            if *forbid {
+                forbidden |= fields;
+            } else {
+                permitted |= fields;
+            }
+        }
+        let granted = permitted & !forbidden;
+        let deciding = held
+            .iter()
+            .filter_map(|(i, forbid, fields)| {
+                let decided = if *forbid { *fields } else { fields & granted };
+                let meta = self.meta.get(*i as usize)?;
+                (decided != 0).then_some((meta.id.as_str(), decided))
+            })
+            .collect();
+        FieldDecisions::new(FieldSet::from_bits(granted), deciding)
+    }
 }
 
 /// A member's or principal's place in the store.
@@ -1016,6 +1040,124 @@ struct Prepared<'s> {
     kind: PrincipalKind,
 }
 
+/// The decisions on every catalogue field of one member, with the policies that decided
+/// each: [`Engine::field_decisions_in`] and [`Engine::field_decisions_page_in`]. The
+/// policy ids are borrowed from the engine.
+///
+/// # Example
+/// ```
+/// use membergate::{sample, Action, Context, Engine, PrincipalId, PrincipalKind, Request};
+///
+/// let engine = Engine::from_dir("policies")?;
+/// let party = sample::bundled();
+/// let store = engine.store(&party)?;
+/// let dpo = PrincipalId::new(PrincipalKind::Staff, sample::ids::S_DPO);
+/// let ctx = Context::at("2024-05-01T09:00:00Z".parse()?).reason("a subject access complaint");
+/// let member = sample::ids::MEMBER_ELIGIBLE;
+/// let decisions = engine.field_decisions_in(&store, &dpo, Action::Read, member, &ctx)?;
+///
+/// // Each field as `authorize` decides it alone.
+/// for (field, info) in engine.catalogue().iter() {
+///     let req = Request::new(dpo.clone(), Action::Read, member, &info.name, ctx.clone());
+///     let decision = engine.authorize(&party, &req)?;
+///     assert_eq!(decisions.granted().contains(field), decision.is_allowed());
+///     assert_eq!(decisions.policies(field), decision.policies());
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldDecisions<'e> {
+    granted: FieldSet,
+    /// Each determining policy once, sorted by id, with the fields it decided.
+    deciding: Vec<(&'e str, u64)>,
+}
+
+impl<'e> FieldDecisions<'e> {
+    /// Sorts `deciding` by policy id and merges the fields of each policy.
+    fn new(granted: FieldSet, mut deciding: Vec<(&'e str, u64)>) -> FieldDecisions<'e> {
+        deciding.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        deciding.dedup_by(|next, kept| {
+            let same = next.0 == kept.0;
+            if same {
+                kept.1 |= next.1;
+            }
+            same
+        });
+        FieldDecisions { granted, deciding }
+    }
+
+    /// The fields allowed: [`Engine::permitted_fields_in`].
+    ///
+    /// # Example
+    /// ```
+    /// use membergate::{sample, Action, Context, Engine, PrincipalId, PrincipalKind};
+    ///
+    /// let engine = Engine::from_dir("policies")?;
+    /// let store = engine.store(&sample::bundled())?;
+    /// let team = PrincipalId::new(PrincipalKind::Staff, sample::ids::S_MEMBERSHIP);
+    /// let ctx = Context::at("2024-05-01T09:00:00Z".parse()?);
+    /// let member = sample::ids::MEMBER_LEFT_2009;
+    /// let decisions = engine.field_decisions_in(&store, &team, Action::Read, member, &ctx)?;
+    /// assert_eq!(decisions.granted(), engine.permitted_fields_in(&store, &team, Action::Read, member, &ctx)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn granted(&self) -> FieldSet {
+        self.granted
+    }
+
+    /// The ids of the policies that decided `field`, sorted, as
+    /// [`Decision::policies`] gives them for the field alone: the forbids that held if
+    /// any did, else the permits that held (none when nothing permitted). Empty for a
+    /// field not in the engine's catalogue.
+    ///
+    /// # Example
+    /// ```
+    /// use membergate::{sample, Action, Context, Engine, PrincipalId, PrincipalKind};
+    ///
+    /// let engine = Engine::from_dir("policies")?;
+    /// let store = engine.store(&sample::bundled())?;
+    /// let resigned = PrincipalId::new(PrincipalKind::Representative, sample::ids::MP_RESIGNED);
+    /// let ctx = Context::at("2019-02-19T09:00:00Z".parse()?);
+    /// let decisions = engine.field_decisions_in(&store, &resigned, Action::Read, sample::ids::MEMBER_OTHER_CLP, &ctx)?;
+    /// let phone = engine.catalogue().id("phone").ok_or("no phone field")?;
+    /// assert!(!decisions.granted().contains(phone));
+    /// assert_eq!(decisions.policies(phone), ["role-ended"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn policies(&self, field: FieldId) -> Vec<&'e str> {
+        let bit = FieldSet::EMPTY.with(field).bits();
+        self.deciding
+            .iter()
+            .filter(|(_, fields)| fields & bit != 0)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The ids of the policies that decided any field, sorted and deduplicated: the
+    /// union of [`FieldDecisions::policies`] over the catalogue, for a decision record
+    /// ([`crate::audit::DecisionRecord::for_field_decisions`]).
+    ///
+    /// # Example
+    /// ```
+    /// use membergate::{sample, Action, Context, Engine, PrincipalId, PrincipalKind};
+    ///
+    /// let engine = Engine::from_dir("policies")?;
+    /// let store = engine.store(&sample::bundled())?;
+    /// let staffer = PrincipalId::new(PrincipalKind::CampaignStaff, sample::ids::CS_A_STAFF);
+    /// let ctx = Context::at("2020-03-01T12:00:00Z".parse()?).election(sample::ids::LEADER_2020);
+    /// let decisions = engine.field_decisions_in(&store, &staffer, Action::Read, sample::ids::MEMBER_ELIGIBLE, &ctx)?;
+    /// let all = decisions.all_policies();
+    /// for (field, _) in engine.catalogue().iter() {
+    ///     assert!(decisions.policies(field).iter().all(|id| all.contains(id)));
+    /// }
+    /// assert!(all.windows(2).all(|w| w[0] < w[1]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn all_policies(&self) -> Vec<&'e str> {
+        self.deciding.iter().map(|(id, _)| *id).collect()
+    }
+}
+
 impl Engine {
     /// Converts every record of `membership` once into an [`EntityStore`] for the
     /// compiled-path requests ([`Engine::authorize_in`] and the like).
@@ -1253,6 +1395,81 @@ impl Engine {
         Ok(out)
     }
 
+    /// [`Engine::permitted_fields_in`] with the policies that decided each field: for
+    /// every catalogue field, the effect and [`Decision::policies`] that
+    /// [`Engine::authorize`] gives for that field alone, in one pass over the member
+    /// (for a decision log that names the policies).
+    ///
+    /// # Errors
+    /// As [`Engine::permitted_fields_in`].
+    ///
+    /// # Example
+    /// ```
+    /// use membergate::{sample, Action, Context, Engine, PrincipalId, PrincipalKind, Request};
+    ///
+    /// let engine = Engine::from_dir("policies")?;
+    /// let party = sample::bundled();
+    /// let store = engine.store(&party)?;
+    /// let staffer = PrincipalId::new(PrincipalKind::CampaignStaff, sample::ids::CS_A_STAFF);
+    /// let ctx = Context::at("2020-03-01T12:00:00Z".parse()?).election(sample::ids::LEADER_2020);
+    /// let member = sample::ids::MEMBER_ELIGIBLE;
+    /// let decisions = engine.field_decisions_in(&store, &staffer, Action::Read, member, &ctx)?;
+    /// assert_eq!(decisions.granted(), engine.permitted_fields_in(&store, &staffer, Action::Read, member, &ctx)?);
+    /// let phone = engine.catalogue().id("phone").ok_or("no phone field")?;
+    /// let req = Request::new(staffer.clone(), Action::Read, member, "phone", ctx.clone());
+    /// assert_eq!(decisions.policies(phone), engine.authorize(&party, &req)?.policies());
+    /// assert!(engine.field_decisions_in(&store, &staffer, Action::Read, "m-nobody", &ctx).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn field_decisions_in<'e>(
+        &'e self,
+        store: &EntityStore,
+        principal: &PrincipalId,
+        action: Action,
+        member: &str,
+        ctx: &Context,
+    ) -> Result<FieldDecisions<'e>, RequestError> {
+        let mut out = FieldDecisions::default();
+        self.decisions_pass(store, principal, action, &[member], ctx, |d| out = d)?;
+        Ok(out)
+    }
+
+    /// [`Engine::field_decisions_in`] for a page of members, in the order given: the
+    /// principal and the context are resolved, and what does not read the member
+    /// evaluated, once for the page.
+    ///
+    /// # Errors
+    /// As [`Engine::permitted_fields_page_in`]: an unknown member fails the whole page.
+    ///
+    /// # Example
+    /// ```
+    /// use membergate::{sample, Action, Context, Engine, PrincipalId, PrincipalKind};
+    ///
+    /// let engine = Engine::from_dir("policies")?;
+    /// let party = sample::bundled();
+    /// let store = engine.store(&party)?;
+    /// let team = PrincipalId::new(PrincipalKind::Staff, sample::ids::S_MEMBERSHIP);
+    /// let page: Vec<&str> = party.members.keys().take(100).map(String::as_str).collect();
+    /// let ctx = Context::at("2024-05-01T09:00:00Z".parse()?);
+    /// let decisions = engine.field_decisions_page_in(&store, &team, Action::Read, &page, &ctx)?;
+    /// let sets = engine.permitted_fields_page_in(&store, &team, Action::Read, &page, &ctx)?;
+    /// assert!(decisions.iter().map(|d| d.granted()).eq(sets));
+    /// assert_eq!(decisions[7], engine.field_decisions_in(&store, &team, Action::Read, page[7], &ctx)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn field_decisions_page_in<'e>(
+        &'e self,
+        store: &EntityStore,
+        principal: &PrincipalId,
+        action: Action,
+        members: &[&str],
+        ctx: &Context,
+    ) -> Result<Vec<FieldDecisions<'e>>, RequestError> {
+        let mut out = Vec::with_capacity(members.len());
+        self.decisions_pass(store, principal, action, members, ctx, |d| out.push(d))?;
+        Ok(out)
+    }
+
     /// The compiled index, if the store is this engine's; `Ok(None)` when the policies
     /// need the reference path (some fall back to Cedar).
     fn usable<'a>(&'a self, store: &EntityStore) -> Result<Option<&'a Fast>, RequestError> {
@@ -1321,6 +1538,31 @@ impl Engine {
         Ok(Prepared { query, kind })
     }
 
+    /// The principal's uid and the request prepared for a page on the compiled path (its
+    /// resource not yet set), with the reference's errors: an unknown principal, then an
+    /// unknown member, then an unknown election or session.
+    fn page_query<'s>(
+        &self,
+        fast: &Fast,
+        store: &'s EntityStore,
+        principal: &PrincipalId,
+        action: Action,
+        members: &[&str],
+        ctx: &Context,
+    ) -> Result<(u32, Prepared<'s>), RequestError> {
+        let (puid, kind) = store.principal(principal)?;
+        match self.prepare_in(fast, store, puid, kind, action, ctx) {
+            Ok(p) => Ok((puid, p)),
+            Err(e) => {
+                // The reference reports an unknown member before the context.
+                for m in members {
+                    store.member(m)?;
+                }
+                Err(e)
+            }
+        }
+    }
+
     fn fields_pass(
         &self,
         store: &EntityStore,
@@ -1338,125 +1580,202 @@ impl Engine {
             }
             return Ok(());
         };
-        let (puid, kind) = store.principal(principal)?;
-        let prepared = self.prepare_in(fast, store, puid, kind, action, ctx);
-        let mut p = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                // The reference reports an unknown member before the context.
-                for m in members {
-                    store.member(m)?;
-                }
-                return Err(e);
-            }
-        };
+        let (puid, mut p) = self.page_query(fast, store, principal, action, members, ctx)?;
         let all = fast.all;
-        let Some(bucket) = fast.bucket(action, kind) else {
+        let Some(bucket) = fast.bucket(action, p.kind) else {
             return Ok(());
         };
         // Page level: what does not read the member.
         let (mut p0, mut f0) = (0u64, 0u64);
-        PAGE.with(|cell| -> Result<(), RequestError> {
-            let mut list = cell.take();
-            list.clear();
+        with_page_list(|list| {
             let q = &mut p.query;
-            let mut page = |i: u32, q: &mut Query<'_>| {
-                let Some(rule) = fast.rule(i) else { return };
-                let mut m = all;
-                let mut per_member = false;
-                for c in &rule.conjuncts {
-                    if c.resource {
-                        per_member = true;
-                        continue;
-                    }
-                    m &= fast.holds(c, q);
-                    if m == 0 {
-                        return;
-                    }
-                }
-                if !per_member {
-                    if rule.forbid {
+            page_pass(
+                fast,
+                store,
+                bucket,
+                puid,
+                q,
+                |_, forbid, m| {
+                    if forbid {
                         f0 |= m;
                     } else {
                         p0 |= m;
                     }
-                } else {
-                    list.push((i, m));
-                }
-            };
-            for i in &bucket.open {
-                page(*i, q);
-            }
-            let anc = store.store.entity_ancestors(puid);
-            if let Some(l) = bucket.principal_eq.get(&puid) {
-                for i in l {
-                    page(*i, q);
-                }
-            }
-            for e in std::iter::once(&puid).chain(anc.iter()) {
-                if let Some(l) = bucket.principal_in.get(e) {
-                    for i in l {
-                        page(*i, q);
-                    }
-                }
-            }
+                },
+                |i, m| list.push((i, m)),
+            );
             let scoped = !bucket.resource_eq.is_empty() || !bucket.resource_in.is_empty();
-            let result = (|| {
-                for (n, m) in members.iter().enumerate() {
-                    let muid = store.member(m)?;
-                    q.resource = muid;
-                    let (mut p, mut f) = (p0, f0);
-                    for (i, mask) in list.iter() {
-                        let Some(rule) = fast.rule(*i) else { continue };
-                        if rule.forbid {
-                            continue;
-                        }
-                        let want = mask & !p;
-                        if want != 0 {
-                            p |= member_pass(fast, rule, q, want, true);
-                        }
+            for (n, m) in members.iter().enumerate() {
+                let muid = store.member(m)?;
+                q.resource = muid;
+                let (mut p, mut f) = (p0, f0);
+                for (i, mask) in list.iter() {
+                    let Some(rule) = fast.rule(*i) else { continue };
+                    if rule.forbid {
+                        continue;
                     }
-                    if scoped {
-                        for_each_resource(store, bucket, muid, |i| {
-                            if let Some(rule) = fast.rule(i) {
-                                if !rule.forbid && all & !p != 0 {
-                                    p |= member_pass(fast, rule, q, all & !p, false);
-                                }
-                            }
-                        });
+                    let want = mask & !p;
+                    if want != 0 {
+                        p |= member_pass(fast, rule, q, want, true);
                     }
-                    for (i, mask) in list.iter() {
-                        let Some(rule) = fast.rule(*i) else { continue };
-                        if !rule.forbid {
-                            continue;
-                        }
-                        let want = mask & p & !f;
-                        if want != 0 {
-                            f |= member_pass(fast, rule, q, want, true);
-                        }
-                    }
-                    if scoped {
-                        for_each_resource(store, bucket, muid, |i| {
-                            if let Some(rule) = fast.rule(i) {
-                                if rule.forbid && p & !f != 0 {
-                                    f |= member_pass(fast, rule, q, p & !f, false);
-                                }
-                            }
-                        });
-                    }
-                    emit(n, FieldSet::from_bits(p & !f));
                 }
-                Ok(())
-            })();
-            cell.set(list);
-            result
+                if scoped {
+                    for_each_resource(store, bucket, muid, |i| {
+                        if let Some(rule) = fast.rule(i) {
+                            if !rule.forbid && all & !p != 0 {
+                                p |= member_pass(fast, rule, q, all & !p, false);
+                            }
+                        }
+                    });
+                }
+                for (i, mask) in list.iter() {
+                    let Some(rule) = fast.rule(*i) else { continue };
+                    if !rule.forbid {
+                        continue;
+                    }
+                    let want = mask & p & !f;
+                    if want != 0 {
+                        f |= member_pass(fast, rule, q, want, true);
+                    }
+                }
+                if scoped {
+                    for_each_resource(store, bucket, muid, |i| {
+                        if let Some(rule) = fast.rule(i) {
+                            if rule.forbid && p & !f != 0 {
+                                f |= member_pass(fast, rule, q, p & !f, false);
+                            }
+                        }
+                    });
+                }
+                emit(n, FieldSet::from_bits(p & !f));
+            }
+            Ok(())
         })
+    }
+}
+
+impl Engine {
+    /// [`Engine::fields_pass`] for [`FieldDecisions`]: every policy that can apply is
+    /// evaluated on every field (no field is settled early), and the ones that held kept
+    /// with their fields. A policy whose evaluation fails holds on no field, as Cedar
+    /// skips it.
+    fn decisions_pass<'e>(
+        &'e self,
+        store: &EntityStore,
+        principal: &PrincipalId,
+        action: Action,
+        members: &[&str],
+        ctx: &Context,
+        mut emit: impl FnMut(FieldDecisions<'e>),
+    ) -> Result<(), RequestError> {
+        let compiled = match self.usable(store)? {
+            Some(fast) => {
+                let (puid, p) = self.page_query(fast, store, principal, action, members, ctx)?;
+                fast.bucket(action, p.kind).map(|b| (fast, b, puid, p))
+            }
+            None => None,
+        };
+        let Some((fast, bucket, puid, mut p)) = compiled else {
+            return self.decisions_reference(&store.records, principal, action, members, ctx, emit);
+        };
+        let q = &mut p.query;
+        // `(policy, forbid, fields on which it held)`: first the policies settled for the
+        // whole page, then the member's.
+        let mut held: Vec<(u32, bool, u64)> = Vec::new();
+        with_page_list(|list| {
+            page_pass(
+                fast,
+                store,
+                bucket,
+                puid,
+                q,
+                |i, forbid, m| held.push((i, forbid, m)),
+                |i, m| list.push((i, m)),
+            );
+            let whole = held.len();
+            for m in members {
+                let muid = store.member(m)?;
+                q.resource = muid;
+                held.truncate(whole);
+                for (i, mask) in list.iter() {
+                    if let Some(rule) = fast.rule(*i) {
+                        let m = member_pass(fast, rule, q, *mask, true);
+                        if m != 0 {
+                            held.push((*i, rule.forbid, m));
+                        }
+                    }
+                }
+                for_each_resource(store, bucket, muid, |i| {
+                    if let Some(rule) = fast.rule(i) {
+                        let m = member_pass(fast, rule, q, fast.all, false);
+                        if m != 0 {
+                            held.push((i, rule.forbid, m));
+                        }
+                    }
+                });
+                emit(fast.decisions(&held));
+            }
+            Ok(())
+        })
+    }
+
+    /// [`Engine::decisions_pass`] on the reference path: one Cedar decision per field.
+    fn decisions_reference<'e>(
+        &'e self,
+        dir: &Membership,
+        principal: &PrincipalId,
+        action: Action,
+        members: &[&str],
+        ctx: &Context,
+        mut emit: impl FnMut(FieldDecisions<'e>),
+    ) -> Result<(), RequestError> {
+        let mut page: Vec<(FieldSet, Vec<(&'e str, u64)>)> =
+            vec![(FieldSet::EMPTY, Vec::new()); members.len()];
+        self.page_responses(
+            dir,
+            principal,
+            action,
+            members,
+            ctx,
+            |n, field, response| {
+                let Some((granted, deciding)) = page.get_mut(n) else {
+                    return;
+                };
+                if response.decision() == cedar_policy::Decision::Allow {
+                    *granted = granted.with(field);
+                }
+                let bit = FieldSet::EMPTY.with(field).bits();
+                deciding.extend(
+                    response
+                        .diagnostics()
+                        .reason()
+                        .filter_map(|id| self.policy_id(id))
+                        .map(|id| (id, bit)),
+                );
+            },
+        )?;
+        for (granted, deciding) in page {
+            emit(FieldDecisions::new(granted, deciding));
+        }
+        Ok(())
     }
 }
 
 thread_local! {
     /// The per-page list of policies that read the member, reused between pages.
     static PAGE: std::cell::Cell<Vec<(u32, u64)>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's page list, emptied: the list's memory is kept for the next
+/// page.
+fn with_page_list<T>(f: impl FnOnce(&mut Vec<(u32, u64)>) -> T) -> T {
+    PAGE.with(|cell| {
+        let mut list = cell.take();
+        list.clear();
+        let out = f(&mut list);
+        cell.set(list);
+        out
+    })
 }
 
 /// The fields among `want` on which every conjunct of `rule` holds (only those that read
@@ -1476,12 +1795,62 @@ fn member_pass(fast: &Fast, rule: &Rule, q: &mut Query<'_>, want: u64, member_on
     alive
 }
 
+/// Evaluates once for a page, on every field, the conjuncts that do not read the member
+/// of the bucket's policies that apply whatever the member (open, or scoped on the
+/// principal). A policy that holds on no field is left out; `whole(i, forbid, fields)`
+/// gets one none of whose conjuncts reads the member, with the fields on which it holds;
+/// `partial(i, fields)` the others, with the fields on which the conjuncts that do not
+/// read the member hold (see [`member_pass`] for the rest).
+fn page_pass(
+    fast: &Fast,
+    store: &EntityStore,
+    bucket: &Bucket,
+    principal: u32,
+    q: &mut Query<'_>,
+    mut whole: impl FnMut(u32, bool, u64),
+    mut partial: impl FnMut(u32, u64),
+) {
+    let mut page = |i: u32| {
+        let Some(rule) = fast.rule(i) else { return };
+        let mut m = fast.all;
+        let mut per_member = false;
+        for c in &rule.conjuncts {
+            if c.resource {
+                per_member = true;
+                continue;
+            }
+            m &= fast.holds(c, q);
+            if m == 0 {
+                return;
+            }
+        }
+        if per_member {
+            partial(i, m);
+        } else {
+            whole(i, rule.forbid, m);
+        }
+    };
+    bucket.open.iter().for_each(|i| page(*i));
+    for_each_principal(store, bucket, principal, page);
+}
+
 /// Calls `f` on each policy indexed under the principal's or the member's scope entities.
 fn for_each_scoped(
     store: &EntityStore,
     bucket: &Bucket,
     principal: u32,
     member: u32,
+    mut f: impl FnMut(u32),
+) {
+    for_each_principal(store, bucket, principal, &mut f);
+    for_each_resource(store, bucket, member, f);
+}
+
+/// Calls `f` on each policy indexed under the principal's scope entities.
+fn for_each_principal(
+    store: &EntityStore,
+    bucket: &Bucket,
+    principal: u32,
     mut f: impl FnMut(u32),
 ) {
     if let Some(l) = bucket.principal_eq.get(&principal) {
@@ -1495,7 +1864,6 @@ fn for_each_scoped(
             }
         }
     }
-    for_each_resource(store, bucket, member, f);
 }
 
 fn for_each_resource(store: &EntityStore, bucket: &Bucket, member: u32, mut f: impl FnMut(u32)) {
@@ -1533,6 +1901,85 @@ impl EntityStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reference fallback of `field_decisions_*` (taken when some policies fall back
+    /// to Cedar, which the bundled ones never do) answers as the compiled pass.
+    #[test]
+    fn decisions_reference_matches_the_compiled_pass() {
+        use crate::sample::{self, ids};
+        let engine = Engine::from_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")).unwrap();
+        let party = sample::bundled();
+        let store = engine.store(&party).unwrap();
+        let mut page: Vec<&str> = party
+            .members
+            .keys()
+            .step_by(1_499)
+            .map(String::as_str)
+            .collect();
+        page.extend([
+            ids::MEMBER_ELIGIBLE,
+            ids::MEMBER_OTHER_CLP,
+            ids::MEMBER_LEFT_2023,
+        ]);
+        let at = |t: &str| Context::at(t.parse().unwrap());
+        let contexts = [
+            at("2019-02-19T09:00:00Z"),
+            at("2020-03-01T12:00:00Z").election(ids::LEADER_2020),
+            at("2020-02-20T18:00:00Z").session(ids::SESSION_A),
+            at("2024-05-01T09:00:00Z").reason("a subject access complaint"),
+        ];
+        let people = [
+            PrincipalId::new(PrincipalKind::CampaignStaff, ids::CS_A_STAFF),
+            PrincipalId::new(PrincipalKind::Staff, ids::S_DPO),
+            PrincipalId::new(PrincipalKind::Staff, ids::S_MEMBERSHIP),
+            PrincipalId::new(PrincipalKind::Volunteer, ids::V_PHONEBANK),
+            PrincipalId::new(PrincipalKind::Officer, ids::O_SECRETARY_001),
+            PrincipalId::new(PrincipalKind::Representative, ids::MP_RESIGNED),
+            PrincipalId::new(PrincipalKind::Processor, ids::P_MAILING),
+        ];
+        let (mut permits, mut forbids) = (0, 0);
+        for p in &people {
+            for action in Action::ALL {
+                for ctx in &contexts {
+                    let compiled = engine.field_decisions_page_in(&store, p, action, &page, ctx);
+                    let mut reference = Vec::new();
+                    let done = engine
+                        .decisions_reference(&party, p, action, &page, ctx, |d| reference.push(d));
+                    assert_eq!(compiled, done.map(|()| reference), "{p} {action} {ctx:?}");
+                    for d in compiled.unwrap() {
+                        for (field, _) in engine.catalogue().iter() {
+                            match (d.granted().contains(field), d.policies(field).is_empty()) {
+                                (true, false) => permits += 1,
+                                (false, false) => forbids += 1,
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            permits > 1_000 && forbids > 1_000,
+            "{permits} permitted, {forbids} forbidden"
+        );
+        // The errors too.
+        let p = &people[0];
+        let bad_page = [ids::MEMBER_ELIGIBLE, "m-nobody"];
+        for ctx in [
+            contexts[0].clone(),
+            contexts[0].clone().election("election-nobody"),
+        ] {
+            let mut reference = Vec::new();
+            let done = engine.decisions_reference(&party, p, Action::Read, &bad_page, &ctx, |d| {
+                reference.push(d)
+            });
+            assert!(done.is_err());
+            assert_eq!(
+                engine.field_decisions_page_in(&store, p, Action::Read, &bad_page, &ctx),
+                done.map(|()| reference)
+            );
+        }
+    }
 
     #[test]
     fn indexes_follow_the_all_arrays() {

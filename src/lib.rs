@@ -7,12 +7,13 @@
 //!   and [`Engine::explain`] (the reference path, on Cedar's authorizer).
 //! - [`EntityStore`]: the membership converted once for the compiled path
 //!   ([`Engine::store`], [`Engine::authorize_in`], [`Engine::permitted_fields_in`],
-//!   [`Engine::permitted_fields_page_in`]): the reference path's answers, much faster.
+//!   [`Engine::permitted_fields_page_in`], [`Engine::field_decisions_in`]): the
+//!   reference path's answers, much faster.
 //! - [`Request`] and [`Context`]: who asks to do which [`Action`] on which field of which
 //!   member, and when (the caller passes the time).
 //! - [`Directory`] and [`Membership`]: the CRM's records, looked up by id; the engine
 //!   converts only the records a request needs.
-//! - [`Decision`], [`FieldSet`] and [`Explanation`]: the answers.
+//! - [`Decision`], [`FieldSet`], [`FieldDecisions`] and [`Explanation`]: the answers.
 //! - [`ReloadableEngine`]: a policy directory swapped in atomically while requests are
 //!   served; each request decides on one version ([`Engine::version`]).
 //! - [`audit`]: the decision log, a hash-chained JSON-lines file of each answer acted on,
@@ -56,7 +57,7 @@ pub use bundle::{PolicySource, PolicyVersion, CATALOGUE_FILE, SCHEMA_FILE};
 pub use engine::{Decision, Effect, Engine, PolicyError};
 pub use error::{LoadError, Problem, ProblemKind, RequestError};
 pub use explain::{Explanation, Outcome, PolicyTrace};
-pub use fast::EntityStore;
+pub use fast::{EntityStore, FieldDecisions};
 pub use fields::{FieldCatalogue, FieldId, FieldInfo, FieldSet, MAX_FIELDS};
 pub use model::*;
 pub use reload::{

@@ -1,6 +1,7 @@
 //! The engine's compiled path (`Engine::store`, `authorize_in`, `permitted_fields_in`,
-//! `permitted_fields_page_in`) against its reference path on the same records: the same
-//! decisions (effect, policies, errors, flags), the same field sets, the same errors, and
+//! `permitted_fields_page_in`, `field_decisions_in`, `field_decisions_page_in`) against its
+//! reference path on the same records: the same decisions (effect, policies, errors,
+//! flags), the same field sets and deciding policies per field, the same errors, and
 //! updates through the store seen by the next decision.
 
 use std::path::Path;
@@ -8,8 +9,8 @@ use std::path::Path;
 use jiff::{SignedDuration, Timestamp};
 use membergate::sample::{self, ids};
 use membergate::{
-    Action, Context, Engine, EntityStore, MemberStatus, Membership, PrincipalId, PrincipalKind,
-    PrincipalRecord, Request,
+    Action, Context, Engine, EntityStore, FieldDecisions, FieldSet, MemberStatus, Membership,
+    PrincipalId, PrincipalKind, PrincipalRecord, Request, RequestError,
 };
 
 fn engine() -> Engine {
@@ -176,7 +177,34 @@ fn compare_all(
                                 );
                                 let one =
                                     engine.permitted_fields_in(store, p, action, page[0], ctx);
-                                assert_eq!(one, reference.map(|r| r[0]));
+                                assert_eq!(one, reference.clone().map(|r| r[0]));
+                                let decisions =
+                                    engine.field_decisions_page_in(store, p, action, page, ctx);
+                                assert_eq!(
+                                    granted(&decisions),
+                                    reference,
+                                    "field decisions of {p} {action} in {ctx:?}"
+                                );
+                                // Every field of every member as `authorize_in` decides it,
+                                // and every field of one member, in rotation, as the
+                                // reference decides it.
+                                let by_reference = (pi + ci + ai) % page.len();
+                                if let Ok(ds) = &decisions {
+                                    for (mi, (m, d)) in page.iter().zip(ds).enumerate() {
+                                        n += same_decisions(
+                                            engine,
+                                            (party, store),
+                                            (p, action, m, ctx),
+                                            d,
+                                            mi == by_reference,
+                                        );
+                                    }
+                                } else {
+                                    let alone = engine
+                                        .field_decisions_in(store, p, action, page[0], ctx)
+                                        .map(|d| d.granted());
+                                    assert_eq!(alone, one);
+                                }
                                 // Full decisions on a rotating pair of fields per member.
                                 for (mi, m) in page.iter().enumerate() {
                                     for k in 0..2 {
@@ -184,11 +212,20 @@ fn compare_all(
                                             [(ci * 7 + ai * 3 + mi * 5 + k * 11) % fields.len()];
                                         let req =
                                             Request::new(p.clone(), action, *m, f, ctx.clone());
+                                        let want = engine.authorize(party, &req);
                                         assert_eq!(
                                             engine.authorize_in(store, &req),
-                                            engine.authorize(party, &req),
+                                            want,
                                             "{req:?}"
                                         );
+                                        if let (Ok(ds), Ok(want)) = (&decisions, &want) {
+                                            let field = engine.catalogue().id(f).unwrap();
+                                            assert_eq!(
+                                                ds[mi].policies(field),
+                                                want.policies(),
+                                                "{req:?}"
+                                            );
+                                        }
                                         n += 1;
                                     }
                                 }
@@ -202,6 +239,48 @@ fn compare_all(
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).sum()
     })
+}
+
+/// The granted sets of field decisions.
+fn granted(
+    decisions: &Result<Vec<FieldDecisions<'_>>, RequestError>,
+) -> Result<Vec<FieldSet>, RequestError> {
+    decisions
+        .as_ref()
+        .map(|ds| ds.iter().map(FieldDecisions::granted).collect())
+        .map_err(Clone::clone)
+}
+
+/// Checks a member's field decisions `d` from a page: the same as `field_decisions_in`
+/// on the member alone, and on every field the effect and determining policies of
+/// `authorize_in`, and of `authorize` too if `by_reference`. Returns the number of field
+/// decisions compared.
+fn same_decisions(
+    engine: &Engine,
+    (party, store): (&Membership, &EntityStore),
+    (p, action, member, ctx): (&PrincipalId, Action, &str, &Context),
+    d: &FieldDecisions<'_>,
+    by_reference: bool,
+) -> usize {
+    let alone = engine.field_decisions_in(store, p, action, member, ctx);
+    assert_eq!(alone.as_ref(), Ok(d), "{p} {action} {member} in {ctx:?}");
+    let mut all = Vec::new();
+    for (field, info) in engine.catalogue().iter() {
+        let req = Request::new(p.clone(), action, member, &info.name, ctx.clone());
+        let mut paths = vec![engine.authorize_in(store, &req).unwrap()];
+        if by_reference {
+            paths.push(engine.authorize(party, &req).unwrap());
+        }
+        for want in paths {
+            assert_eq!(d.granted().contains(field), want.is_allowed(), "{req:?}");
+            assert_eq!(d.policies(field), want.policies(), "{req:?}");
+        }
+        all.extend(d.policies(field));
+    }
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(d.all_policies(), all, "{p} {action} {member} in {ctx:?}");
+    engine.catalogue().len() * (1 + usize::from(by_reference))
 }
 
 #[test]
@@ -281,11 +360,27 @@ fn same_everywhere(engine: &Engine, party: &Membership, store: &EntityStore) {
     let page: Vec<&str> = members.iter().map(String::as_str).collect();
     for p in principals(party).iter().map(|(p, _)| p) {
         let ctx = Context::at(ts("2020-03-01T12:00:00Z")).election(ids::LEADER_2020);
+        let reference = engine.permitted_fields_page(party, p, Action::Read, &page, &ctx);
         assert_eq!(
             engine.permitted_fields_page_in(store, p, Action::Read, &page, &ctx),
-            engine.permitted_fields_page(party, p, Action::Read, &page, &ctx),
+            reference,
             "{p}"
         );
+        let decisions = engine.field_decisions_page_in(store, p, Action::Read, &page, &ctx);
+        assert_eq!(granted(&decisions), reference, "{p}");
+        let eligible = page
+            .iter()
+            .position(|m| *m == ids::MEMBER_ELIGIBLE)
+            .unwrap();
+        if let Ok(ds) = &decisions {
+            same_decisions(
+                engine,
+                (party, store),
+                (p, Action::Read, ids::MEMBER_ELIGIBLE, &ctx),
+                &ds[eligible],
+                false,
+            );
+        }
     }
 }
 
@@ -536,10 +631,31 @@ fn unknown_ids_are_the_same_errors() {
             engine.permitted_fields_page(&party, &req.principal, req.action, &page, &req.context),
             "{req:?}"
         );
+        let (p, action, ctx) = (&req.principal, req.action, &req.context);
+        assert_eq!(
+            engine
+                .field_decisions_in(&store, p, action, &req.member, ctx)
+                .map(|d| d.granted()),
+            engine.permitted_fields(&party, p, action, &req.member, ctx),
+            "{req:?}"
+        );
+        assert_eq!(
+            granted(&engine.field_decisions_page_in(&store, p, action, &page, ctx)),
+            engine.permitted_fields_page(&party, p, action, &page, ctx),
+            "{req:?}"
+        );
     }
     // A store of another engine is refused.
     let other = self::engine();
     assert!(other.authorize_in(&store, &base).is_err());
+    let refused = other.field_decisions_in(&store, &team, Action::Read, ids::MEMBER_ELIGIBLE, &ctx);
+    assert_eq!(
+        refused.map(|d| d.granted()),
+        other.permitted_fields_in(&store, &team, Action::Read, ids::MEMBER_ELIGIBLE, &ctx)
+    );
+    assert!(other
+        .field_decisions_page_in(&store, &team, Action::Read, &[ids::MEMBER_ELIGIBLE], &ctx)
+        .is_err());
 }
 
 /// Policies scoped on entities (`principal in`, `principal ==`, `resource in`,

@@ -287,6 +287,26 @@ proptest! {
         prop_assert_eq!(&compiled, &reference, "request {:?}\nedit {:?}", req, edit);
         let fields_ref = engine().permitted_fields(&party, &req.principal, req.action, &req.member, &req.context);
         let fields_in = engine().permitted_fields_in(&store, &req.principal, req.action, &req.member, &req.context);
-        prop_assert_eq!(fields_in, fields_ref, "request {:?}\nedit {:?}", req, edit);
+        prop_assert_eq!(fields_in, fields_ref.clone(), "request {:?}\nedit {:?}", req, edit);
+
+        // The field decisions: the reference's field set, and on every field the policies
+        // of the reference's decision on that field alone.
+        let (p, action, ctx) = (&req.principal, req.action, &req.context);
+        let decisions = engine().field_decisions_in(&store, p, action, &req.member, ctx);
+        prop_assert_eq!(decisions.as_ref().map(|d| d.granted()).map_err(Clone::clone), fields_ref,
+            "request {:?}\nedit {:?}", req, edit);
+        if let Ok(d) = &decisions {
+            for (field, info) in engine().catalogue().iter() {
+                let one = Request { field: info.name.clone(), ..req.clone() };
+                let want = engine().authorize(&party, &one).map(|w| w.policies().to_vec());
+                let got: Vec<String> = d.policies(field).into_iter().map(str::to_string).collect();
+                prop_assert_eq!(want, Ok(got), "request {:?}\nedit {:?}", one, edit);
+            }
+            // In a page, the same.
+            let other = fixture().members.keys().next().expect("a member");
+            let page = engine().field_decisions_page_in(&store, p, action, &[other, &req.member], ctx);
+            prop_assert_eq!(page.as_ref().ok().and_then(|ds| ds.get(1)), Some(d),
+                "request {:?}\nedit {:?}", req, edit);
+        }
     }
 }

@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::PolicyVersion;
 use crate::engine::{Decision, Engine};
+use crate::fast::FieldDecisions;
 use crate::fields::FieldSet;
 use crate::model::PrincipalId;
 use crate::request::{Action, Context, Request};
@@ -188,6 +189,43 @@ impl DecisionRecord {
             version: engine.version().as_str().to_string(),
             rejected: None,
         }
+    }
+
+    /// The record of a field-set answer with the policies that decided it
+    /// ([`Engine::field_decisions_in`] and the like): as [`DecisionRecord::for_fields`]
+    /// on [`FieldDecisions::granted`], with `policies` the ones that decided any field
+    /// ([`FieldDecisions::all_policies`]).
+    ///
+    /// # Example
+    /// ```
+    /// use membergate::audit::DecisionRecord;
+    /// use membergate::{sample, Action, Context, Engine, PrincipalId, PrincipalKind};
+    ///
+    /// let engine = Engine::from_dir("policies")?;
+    /// let store = engine.store(&sample::bundled())?;
+    /// let staffer = PrincipalId::new(PrincipalKind::CampaignStaff, sample::ids::CS_A_STAFF);
+    /// let ctx = Context::at("2020-03-01T12:00:00Z".parse()?).election(sample::ids::LEADER_2020);
+    /// let member = sample::ids::MEMBER_ELIGIBLE;
+    /// let decisions = engine.field_decisions_in(&store, &staffer, Action::Read, member, &ctx)?;
+    ///
+    /// let record = DecisionRecord::for_field_decisions("req-10", &engine, &staffer, Action::Read, member, &ctx, &decisions);
+    /// assert_eq!(record.granted, engine.catalogue().names(decisions.granted()));
+    /// assert_eq!(record.policies, decisions.all_policies());
+    /// assert!(record.policies.iter().any(|p| p == "campaign-read-contact"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn for_field_decisions(
+        request_id: impl Into<String>,
+        engine: &Engine,
+        principal: &PrincipalId,
+        action: Action,
+        member: &str,
+        ctx: &Context,
+        decisions: &FieldDecisions<'_>,
+    ) -> DecisionRecord {
+        let granted = decisions.granted();
+        DecisionRecord::for_fields(request_id, engine, principal, action, member, ctx, granted)
+            .with_policies(decisions.all_policies())
     }
 
     /// The record of a request rejected before any policy decided: nothing granted or
