@@ -6,6 +6,7 @@ mod bad_input;
 mod compiled;
 mod conformance;
 mod coverage;
+mod crm;
 mod engine_api;
 mod fast_path;
 mod meter;

@@ -1,0 +1,658 @@
+//! An example membership CRM backend on membergate: HTTP (axum) over SQLite (rusqlite).
+//!
+//! ```text
+//! cargo run --release --example crm -- --listen 127.0.0.1:8080 --db crm.sqlite --audit-log decisions.jsonl
+//! curl -H 'X-Principal: Staff::"s-membership"' http://127.0.0.1:8080/members/m-00001
+//! curl -H 'X-Principal: CampaignStaff::"cs-a-staff"' \
+//!   'http://127.0.0.1:8080/members?clp=clp-001&election=leader-2020&limit=20'
+//! ```
+//!
+//! - `GET /members/{id}`: the member's permitted fields and nothing else.
+//! - `GET /members?clp=ID[&after=ID][&limit=N]`: a page of a CLP's members in id order, each
+//!   with its permitted fields (members with none are left out); `next` continues it.
+//! - Both take `action` (default `read`), `election`, `session`, `purpose` and `reason`,
+//!   which become the request's context; any other parameter is refused.
+//! - `GET /policy`: the policy version served and the last reload's error, if any.
+//!
+//! The principal is the `X-Principal` header, a Cedar entity uid (`Staff::"s-membership"`):
+//! this example trusts it. A real deployment takes the principal from its own
+//! authentication (a session or a verified token), never from a header the client sets.
+//!
+//! Each request: the principal must be one the CRM knows (else 401, no member data); the
+//! volume meter counts the records about to be read and puts the count in the context
+//! (rule 9); the compiled path decides every field of every member with the policies that
+//! decided; each decision, and each request rejected before a decision, is appended to the
+//! hash-chained decision log *before* any data is read from the database. If the log cannot
+//! take the record (disk full), the answer is 503 and no member data. The policy directory
+//! is re-read every `--reload-ms`; a version that does not load is refused and the old one
+//! kept serving (see `GET /policy`).
+
+mod db;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use clap::Parser;
+use jiff::Timestamp;
+use membergate::audit::{DecisionRecord, DecisionSink, Durability, JsonlSink};
+use membergate::meter::{LocalMeter, VolumeMeter};
+use membergate::{
+    sample, Action, Context, Directory, Engine, EntityStore, FieldDecisions, Membership,
+    PrincipalId, ReloadCheck, ReloadableEngine,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// An example CRM backend: members' fields over HTTP, decided by membergate.
+#[derive(Parser, Debug)]
+#[command(name = "crm")]
+struct Args {
+    /// The address to listen on (port 0: any free port; the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The SQLite database; created and seeded with the bundled sample when absent.
+    #[arg(long, default_value = "crm.sqlite")]
+    db: PathBuf,
+    /// The decision log (hash-chained JSON lines), created when absent.
+    #[arg(long, default_value = "decisions.jsonl")]
+    audit_log: PathBuf,
+    /// The policy directory.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/policies"))]
+    policies: PathBuf,
+    /// Decide every request at this time instead of the clock's (the sample's elections
+    /// are in 2016-2020): for demonstrations and tests.
+    #[arg(long)]
+    now: Option<Timestamp>,
+    /// How often to re-read the policy directory, in milliseconds (0: never).
+    #[arg(long, default_value_t = 2000)]
+    reload_ms: u64,
+    /// Also prove the invariants of `invariants.toml` before serving a new version (needs
+    /// the SMT solver, see `membergate verify`).
+    #[arg(long)]
+    verify_reloads: bool,
+    /// The largest page a request may ask for.
+    #[arg(long, default_value_t = 200)]
+    max_page: usize,
+    /// `fsync` each decision record instead of flushing it to the operating system.
+    #[arg(long)]
+    fsync: bool,
+}
+
+/// What serves requests: one policy version and the records converted for it.
+struct Serving {
+    engine: Arc<Engine>,
+    store: EntityStore,
+}
+
+/// The last reload's outcome, for `GET /policy`.
+#[derive(Default)]
+struct ReloadStatus {
+    reloads: u64,
+    error: Option<String>,
+}
+
+struct App {
+    serving: ArcSwap<Serving>,
+    policies: ReloadableEngine,
+    /// The records the engine decides on, kept to rebuild the store after a reload.
+    membership: Membership,
+    pool: db::Pool,
+    log: JsonlSink,
+    meter: LocalMeter,
+    clock: Option<Timestamp>,
+    max_page: usize,
+    started: String,
+    next_request: AtomicU64,
+    reload: Mutex<ReloadStatus>,
+}
+
+/// The query parameters either route accepts; any other is refused (a misspelt
+/// `electon=` must not silently decide without the election).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    action: Option<String>,
+    election: Option<String>,
+    session: Option<String>,
+    purpose: Option<String>,
+    reason: Option<String>,
+    clp: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// An answer, and the request id it is logged under.
+struct Reply {
+    status: StatusCode,
+    body: Value,
+    request_id: String,
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Ok(v) = HeaderValue::from_str(&self.request_id) {
+            response.headers_mut().insert("x-request-id", v);
+        }
+        response
+    }
+}
+
+/// The longest principal or member id copied into the log from a rejected request.
+const MAX_ECHO: usize = 200;
+
+fn clipped(s: &str) -> String {
+    s.chars().take(MAX_ECHO).collect()
+}
+
+/// One request being answered: its id, time, and what it asked, for the log.
+struct Asked {
+    request_id: String,
+    now: Timestamp,
+    principal: String,
+    action: String,
+    member: String,
+}
+
+impl App {
+    fn now(&self) -> Timestamp {
+        self.clock.unwrap_or_else(Timestamp::now)
+    }
+
+    fn asked(&self, headers: &HeaderMap, action: &str, member: &str) -> Asked {
+        let n = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let principal = headers
+            .get("x-principal")
+            .map(|v| clipped(&String::from_utf8_lossy(v.as_bytes())))
+            .unwrap_or_default();
+        Asked {
+            request_id: format!("{}-{n}", self.started),
+            now: self.now(),
+            principal,
+            action: clipped(action),
+            member: clipped(member),
+        }
+    }
+
+    /// Logs a request rejected before any decision and answers `status` (or 503 if the
+    /// log cannot take the record).
+    fn reject(&self, asked: &Asked, serving: &Serving, status: StatusCode, why: &str) -> Reply {
+        let record = DecisionRecord::rejection(
+            &asked.request_id,
+            asked.now,
+            &asked.principal,
+            &asked.action,
+            &asked.member,
+            why,
+            serving.engine.version(),
+        );
+        if let Err(reply) = self.record(asked, &record) {
+            return reply;
+        }
+        Reply {
+            status,
+            body: json!({ "error": why, "request_id": asked.request_id }),
+            request_id: asked.request_id.clone(),
+        }
+    }
+
+    /// Appends `record` to the decision log; the 503 to answer if it cannot.
+    fn record(&self, asked: &Asked, record: &DecisionRecord) -> Result<(), Reply> {
+        self.log.record(record).map_err(|e| {
+            eprintln!("crm: request {}: refused, decision log: {e}", asked.request_id);
+            Reply {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                body: json!({
+                    "error": "the decision log cannot record this request: nothing is served until it can",
+                    "request_id": asked.request_id,
+                }),
+                request_id: asked.request_id.clone(),
+            }
+        })
+    }
+
+    /// The principal of `X-Principal`, known to the CRM; the rejection otherwise.
+    fn principal(&self, headers: &HeaderMap, serving: &Serving) -> Result<PrincipalId, String> {
+        let value = headers
+            .get("x-principal")
+            .ok_or("no X-Principal header: every request must name its principal")?;
+        if value.len() > MAX_ECHO {
+            return Err(format!("X-Principal is longer than {MAX_ECHO} bytes"));
+        }
+        let text = value
+            .to_str()
+            .map_err(|_| "X-Principal is not visible ASCII".to_string())?;
+        let principal: PrincipalId = text.parse().map_err(|e| format!("X-Principal: {e}"))?;
+        if serving.store.membership().principal(&principal).is_none() {
+            return Err(format!("unknown principal {principal}"));
+        }
+        Ok(principal)
+    }
+
+    fn get_member(&self, headers: &HeaderMap, id: &str, params: Params) -> Reply {
+        let serving = self.serving.load_full();
+        let action = params.action.as_deref().unwrap_or("read");
+        let asked = self.asked(headers, action, id);
+        let principal = match self.principal(headers, &serving) {
+            Ok(p) => p,
+            Err(why) => return self.reject(&asked, &serving, StatusCode::UNAUTHORIZED, &why),
+        };
+        if params.clp.is_some() || params.after.is_some() || params.limit.is_some() {
+            let why = "clp, after and limit are for pages: GET /members?clp=...";
+            return self.reject(&asked, &serving, StatusCode::BAD_REQUEST, why);
+        }
+        let (action, ctx) = match self.context(&asked, &params) {
+            Ok(x) => x,
+            Err(why) => return self.reject(&asked, &serving, StatusCode::BAD_REQUEST, &why),
+        };
+        if serving.store.membership().member(id).is_none() {
+            return self.reject(&asked, &serving, StatusCode::NOT_FOUND, "no such member");
+        }
+        let ctx = self.metered(&principal, ctx, 1);
+        let decided =
+            match serving
+                .engine
+                .field_decisions_in(&serving.store, &principal, action, id, &ctx)
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    return self.reject(&asked, &serving, StatusCode::BAD_REQUEST, &e.to_string())
+                }
+            };
+        let record = DecisionRecord::for_field_decisions(
+            &asked.request_id,
+            &serving.engine,
+            &principal,
+            action,
+            id,
+            &ctx,
+            &decided,
+        );
+        if let Err(reply) = self.record(&asked, &record) {
+            return reply;
+        }
+        if decided.granted().is_empty() {
+            return Reply {
+                status: StatusCode::FORBIDDEN,
+                body: json!({
+                    "error": "no field of this member is permitted to this principal now",
+                    "policy_version": serving.engine.version().as_str(),
+                    "request_id": asked.request_id,
+                }),
+                request_id: asked.request_id,
+            };
+        }
+        match self.fields(&serving, id, &decided) {
+            Ok(fields) => Reply {
+                status: StatusCode::OK,
+                body: json!({
+                    "id": id,
+                    "fields": fields,
+                    "withheld": record.refused,
+                    "policy_version": serving.engine.version().as_str(),
+                    "request_id": asked.request_id,
+                }),
+                request_id: asked.request_id,
+            },
+            Err(e) => self.failed(&asked, &e),
+        }
+    }
+
+    fn get_page(&self, headers: &HeaderMap, params: Params) -> Reply {
+        let serving = self.serving.load_full();
+        let action = params.action.as_deref().unwrap_or("read");
+        let clp = params.clp.clone().unwrap_or_default();
+        let asked = self.asked(headers, action, &format!("clp:{clp}"));
+        let principal = match self.principal(headers, &serving) {
+            Ok(p) => p,
+            Err(why) => return self.reject(&asked, &serving, StatusCode::UNAUTHORIZED, &why),
+        };
+        let bad = |why: &str| self.reject(&asked, &serving, StatusCode::BAD_REQUEST, why);
+        if clp.is_empty() {
+            return bad("a page needs clp=ID (GET /members?clp=...)");
+        }
+        let limit = match params.limit.as_deref().map(str::parse::<usize>) {
+            None => 50.min(self.max_page),
+            Some(Ok(n)) if (1..=self.max_page).contains(&n) => n,
+            Some(_) => {
+                return bad(&format!(
+                    "limit must be a whole number from 1 to {}",
+                    self.max_page
+                ))
+            }
+        };
+        let (action, ctx) = match self.context(&asked, &params) {
+            Ok(x) => x,
+            Err(why) => return bad(&why),
+        };
+        if serving.store.membership().clp(&clp).is_none() {
+            return self.reject(&asked, &serving, StatusCode::NOT_FOUND, "no such CLP");
+        }
+        let after = params.after.as_deref().unwrap_or("");
+        let ids = match db::page(&self.pool.get(), &clp, after, limit) {
+            Ok(ids) => ids,
+            Err(e) => return self.failed(&asked, &e),
+        };
+        let ctx = self.metered(&principal, ctx, ids.len());
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let decided = match serving.engine.field_decisions_page_in(
+            &serving.store,
+            &principal,
+            action,
+            &refs,
+            &ctx,
+        ) {
+            Ok(d) => d,
+            Err(e) => return bad(&e.to_string()),
+        };
+        for (id, d) in refs.iter().zip(&decided) {
+            let record = DecisionRecord::for_field_decisions(
+                &asked.request_id,
+                &serving.engine,
+                &principal,
+                action,
+                id,
+                &ctx,
+                d,
+            );
+            if let Err(reply) = self.record(&asked, &record) {
+                return reply;
+            }
+        }
+        let mut members = Vec::new();
+        for (id, d) in refs.iter().zip(&decided) {
+            if d.granted().is_empty() {
+                continue;
+            }
+            match self.fields(&serving, id, d) {
+                Ok(fields) => members.push(json!({ "id": id, "fields": fields })),
+                Err(e) => return self.failed(&asked, &e),
+            }
+        }
+        let next = (ids.len() == limit).then(|| ids.last().cloned()).flatten();
+        Reply {
+            status: StatusCode::OK,
+            body: json!({
+                "clp": clp,
+                "members": members,
+                "next": next,
+                "policy_version": serving.engine.version().as_str(),
+                "request_id": asked.request_id,
+            }),
+            request_id: asked.request_id,
+        }
+    }
+
+    /// The action and context the parameters state (reads not yet counted).
+    fn context(&self, asked: &Asked, params: &Params) -> Result<(Action, Context), String> {
+        let action: Action = asked.action.parse().map_err(|e| format!("action: {e}"))?;
+        let mut ctx = Context::at(asked.now);
+        ctx.election = params.election.clone();
+        ctx.session = params.session.clone();
+        ctx.purpose = params.purpose.clone();
+        ctx.reason = params.reason.clone();
+        Ok((action, ctx))
+    }
+
+    /// `ctx` with the principal's reads in the past hour, counting `reads` more; a meter
+    /// that cannot count refuses every read (fail closed).
+    fn metered(&self, principal: &PrincipalId, ctx: Context, reads: usize) -> Context {
+        let reads = u64::try_from(reads).unwrap_or(u64::MAX);
+        let metered = self.meter.observe_fail_closed(principal, ctx.now, reads);
+        if let Some(e) = &metered.error {
+            eprintln!("crm: volume meter: {e}: reads by {principal} refused");
+        }
+        ctx.reads_this_hour(metered.reads_this_hour)
+    }
+
+    /// The granted fields' values, read from the database only now.
+    fn fields(
+        &self,
+        serving: &Serving,
+        id: &str,
+        decided: &FieldDecisions<'_>,
+    ) -> Result<Value, db::DbError> {
+        let names = serving.engine.catalogue().names(decided.granted());
+        let values = db::values(&self.pool.get(), id, &names)?;
+        Ok(json!(values))
+    }
+
+    fn failed(&self, asked: &Asked, e: &str) -> Reply {
+        eprintln!("crm: request {}: {e}", asked.request_id);
+        Reply {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            body: json!({ "error": "the database failed", "request_id": asked.request_id }),
+            request_id: asked.request_id.clone(),
+        }
+    }
+
+    /// Re-reads the policy directory; a new version is served once the records are
+    /// converted for it. Errors keep the old version and show in `GET /policy`.
+    fn reload(&self) {
+        let outcome = self.policies.reload();
+        let current = self.policies.current();
+        let serving = self.serving.load();
+        let mut error = outcome.err().map(|e| e.to_string());
+        if current.version() != serving.engine.version() {
+            match current.store(&self.membership) {
+                Ok(store) => {
+                    println!(
+                        "crm: now serving policies {} (was {})",
+                        current.version().short(),
+                        serving.engine.version().short()
+                    );
+                    self.serving.store(Arc::new(Serving {
+                        engine: current,
+                        store,
+                    }));
+                }
+                Err(e) => {
+                    error = Some(format!(
+                        "policies {} cannot decide on the records ({e}); still serving {}",
+                        current.version().short(),
+                        serving.engine.version().short()
+                    ))
+                }
+            }
+        }
+        if let Some(e) = &error {
+            eprintln!("crm: reload refused: {e}");
+        }
+        let mut status = match self.reload.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        status.reloads += 1;
+        status.error = error;
+    }
+}
+
+async fn member(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    params: Result<Query<Params>, QueryRejection>,
+) -> Reply {
+    match (id, params) {
+        (Ok(Path(id)), Ok(Query(params))) => app.get_member(&headers, &id, params),
+        (id, params) => {
+            let serving = app.serving.load_full();
+            let asked = app.asked(&headers, "", "");
+            let why = match (id, params) {
+                (Err(e), _) => e.body_text(),
+                (_, Err(e)) => e.body_text(),
+                _ => String::new(),
+            };
+            app.reject(&asked, &serving, StatusCode::BAD_REQUEST, &why)
+        }
+    }
+}
+
+async fn page(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    params: Result<Query<Params>, QueryRejection>,
+) -> Reply {
+    match params {
+        Ok(Query(params)) => app.get_page(&headers, params),
+        Err(e) => {
+            let serving = app.serving.load_full();
+            let asked = app.asked(&headers, "", "");
+            app.reject(&asked, &serving, StatusCode::BAD_REQUEST, &e.body_text())
+        }
+    }
+}
+
+async fn policy(State(app): State<Arc<App>>) -> Json<Value> {
+    let serving = app.serving.load();
+    let (reloads, error) = match app.reload.lock() {
+        Ok(s) => (s.reloads, s.error.clone()),
+        Err(poisoned) => (poisoned.get_ref().reloads, poisoned.get_ref().error.clone()),
+    };
+    Json(json!({
+        "version": serving.engine.version().as_str(),
+        "directory": app.policies.dir().display().to_string(),
+        "reloads": reloads,
+        "reload_error": error,
+    }))
+}
+
+/// Any other route: logged like every response, then 404.
+async fn fallback(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Reply {
+    let serving = app.serving.load_full();
+    let asked = app.asked(&headers, "", "");
+    let why = format!("no such route: {method} {}", clipped(uri.path()));
+    app.reject(&asked, &serving, StatusCode::NOT_FOUND, &why)
+}
+
+fn start(args: &Args) -> Result<App, String> {
+    if !args.db.exists() {
+        let membership = sample::bundled();
+        db::create(&args.db, &membership)?;
+        println!(
+            "crm: created {} with the bundled sample ({} members)",
+            args.db.display(),
+            membership.members.len()
+        );
+    }
+    let pool = db::Pool::open(&args.db, 4)?;
+    let membership = db::load(&pool.get())?;
+    let check = if args.verify_reloads {
+        ReloadCheck::Invariants
+    } else {
+        ReloadCheck::Validate
+    };
+    let policies =
+        ReloadableEngine::with_check(&args.policies, check).map_err(|e| e.to_string())?;
+    let engine = policies.current();
+    let store = engine
+        .store(&membership)
+        .map_err(|e| format!("the records do not fit the policies: {e}"))?;
+    let durability = if args.fsync {
+        Durability::Fsync
+    } else {
+        Durability::Flush
+    };
+    let log = JsonlSink::open(&args.audit_log, durability).map_err(|e| e.to_string())?;
+    if let Some(torn) = &log.opened().repaired {
+        eprintln!("crm: decision log: {torn}");
+    }
+    println!(
+        "crm: {} members, policies {} from {}, decision log {} ({} records)",
+        membership.members.len(),
+        engine.version().short(),
+        policies.dir().display(),
+        args.audit_log.display(),
+        log.records()
+    );
+    let started = Timestamp::now().as_millisecond();
+    Ok(App {
+        serving: ArcSwap::from_pointee(Serving { engine, store }),
+        policies,
+        membership,
+        pool,
+        log,
+        meter: LocalMeter::new(),
+        clock: args.now,
+        max_page: args.max_page.max(1),
+        started: format!("{started:x}"),
+        next_request: AtomicU64::new(1),
+        reload: Mutex::new(ReloadStatus::default()),
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let app = match start(&args) {
+        Ok(app) => Arc::new(app),
+        Err(e) => {
+            eprintln!("crm: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.reload_ms > 0 {
+        let app = Arc::clone(&app);
+        let every = Duration::from_millis(args.reload_ms);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let app = Arc::clone(&app);
+                if tokio::task::spawn_blocking(move || app.reload())
+                    .await
+                    .is_err()
+                {
+                    eprintln!("crm: a reload panicked; the old policies are still served");
+                }
+            }
+        });
+    }
+    let router = Router::new()
+        .route("/members/{id}", get(member))
+        .route("/members", get(page))
+        .route("/policy", get(policy))
+        .fallback(fallback)
+        .with_state(app);
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("crm: cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    match listener.local_addr() {
+        Ok(addr) => println!("crm: listening on http://{addr}"),
+        Err(e) => eprintln!("crm: listening, address unknown: {e}"),
+    }
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crm: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
