@@ -4,6 +4,11 @@
 //! encoding, hashing, the lock and the `write` call, no file), `jsonl_flush`
 //! (`Durability::Flush`) and `jsonl_fsync` (`Durability::Fsync`: plus an `fsync` each),
 //! both on a file under `target/` (the project's disk, not a RAM-backed `/tmp`).
+//!
+//! Group `decision_with_log`, what the log adds to one member's decision on the compiled
+//! path (`Engine::field_decisions_in`, as the example CRM makes it): `decide` (the
+//! decision alone), `decide_record` (plus building its `DecisionRecord`) and
+//! `decide_record_flush` (plus appending it with `Durability::Flush`).
 
 use std::hint::black_box;
 
@@ -63,5 +68,46 @@ fn decision_log(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decision_log);
+fn decision_with_log(c: &mut Criterion) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
+    let engine = Engine::from_dir(dir).unwrap_or_else(|e| panic!("{}", e.render()));
+    let store = engine
+        .store(&sample::bundled())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let staffer = PrincipalId::new(PrincipalKind::CampaignStaff, ids::CS_A_STAFF);
+    let at = "2020-03-01T12:00:00Z"
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ctx = Context::at(at).election(ids::LEADER_2020);
+    let member = ids::MEMBER_ELIGIBLE;
+    let decide = || {
+        engine
+            .field_decisions_in(&store, &staffer, Action::Read, member, &ctx)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let record = || {
+        let d = decide();
+        DecisionRecord::for_field_decisions(
+            "req-0001",
+            &engine,
+            &staffer,
+            Action::Read,
+            member,
+            &ctx,
+            &d,
+        )
+    };
+    let logs = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap_or_else(|e| panic!("{e}"));
+    let sink = JsonlSink::open(logs.path().join("decisions.jsonl"), Durability::Flush)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut group = c.benchmark_group("decision_with_log");
+    group.bench_function("decide", |b| b.iter(|| black_box(decide())));
+    group.bench_function("decide_record", |b| b.iter(|| black_box(record())));
+    group.bench_function("decide_record_flush", |b| {
+        b.iter(|| sink.record(&record()).unwrap_or_else(|e| panic!("{e}")))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decision_log, decision_with_log);
 criterion_main!(benches);
