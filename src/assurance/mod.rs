@@ -1,6 +1,6 @@
 //! Policy assurance: invariants of the whole policy set proved with Cedar's symbolic
 //! compiler ([`Verifier`]), and what a policy change allows or denies that the old set did
-//! not ([`diff`]).
+//! not ([`PolicyDiff`]).
 //!
 //! The symbolic compiler (`cedar-policy-symcc`) turns policies into SMT formulas and asks
 //! an SMT solver, cvc5 1.3 or newer, whether a property holds for *every* request and

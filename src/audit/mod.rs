@@ -138,7 +138,9 @@ impl DecisionRecord {
     /// `granted` by name, every other catalogue field refused, and the engine's version.
     ///
     /// A field set does not name the policies that decided it, so `policies` is empty;
-    /// add them with [`DecisionRecord::with_policies`] if the caller knows them.
+    /// add them with [`DecisionRecord::with_policies`] if the caller knows them, or decide
+    /// with [`Engine::field_decisions_in`] and record with
+    /// [`DecisionRecord::for_field_decisions`], which names them.
     ///
     /// # Example
     /// ```
