@@ -41,6 +41,24 @@ fn binary() -> PathBuf {
         "{} is missing: `cargo test` builds it; alone, run `cargo build --example crm` in the same profile",
         bin.display()
     );
+    // `cargo test --test lib` alone does not rebuild examples: refuse a stale binary
+    // rather than test yesterday's code.
+    let built = fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .expect("binary's time");
+    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/crm");
+    for entry in fs::read_dir(&sources).expect("examples/crm") {
+        let path = entry.expect("a source").path();
+        let changed = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .expect("source's time");
+        assert!(
+            changed <= built,
+            "{} is older than {}: run `cargo build --release --example crm` (or the whole `cargo test`)",
+            bin.display(),
+            path.display()
+        );
+    }
     bin
 }
 
@@ -481,9 +499,7 @@ fn a_page_gives_each_member_the_engine_permits_and_logs_every_member_decided() {
         let reply = client.get(&path, &[("X-Principal", header.as_bytes())]);
         assert_eq!(reply.status, 200, "{reply:?}");
         let page: Vec<&String> = all.iter().skip(seen).take(40).copied().collect();
-        let ctx = Context::at(ts(BALLOT))
-            .election(ids::LEADER_2020)
-            .reads_this_hour(reads);
+        let ctx = Context::at(ts(BALLOT)).election(ids::LEADER_2020);
         let returned: BTreeMap<String, BTreeMap<String, String>> = reply.body["members"]
             .as_array()
             .expect("members")
@@ -499,9 +515,14 @@ fn a_page_gives_each_member_the_engine_permits_and_logs_every_member_decided() {
                 (id, fields)
             })
             .collect();
+        // The i-th member of the page is decided with the reads before it.
         let want: BTreeMap<String, BTreeMap<String, String>> = page
             .iter()
-            .map(|id| (id.to_string(), expected(&staffer, Action::Read, id, &ctx)))
+            .zip(reads..)
+            .map(|(id, before)| {
+                let ctx = ctx.clone().reads_this_hour(before);
+                (id.to_string(), expected(&staffer, Action::Read, id, &ctx))
+            })
             .filter(|(_, f)| !f.is_empty())
             .collect();
         assert_eq!(returned, want, "page after `{after}`");
@@ -630,9 +651,11 @@ fn a_scraper_is_cut_off_at_the_hourly_limit_and_others_are_not() {
     let limit = party().campaign_staff[ids::CS_A_STAFF].hourly_read_limit as u64;
     let mut client = crm.client();
     let clps: Vec<&String> = party().clps.keys().collect();
-    let mut read = 0u64;
+    // Pages of 200 until past the limit: the page that crosses it is served up to the
+    // limit and refused after it, member by member, in the order the log holds them.
+    let mut decided = Vec::new();
     for clp in clps.iter().cycle() {
-        if read >= limit {
+        if decided.len() as u64 > limit {
             break;
         }
         let reply = client.get(
@@ -640,7 +663,24 @@ fn a_scraper_is_cut_off_at_the_hourly_limit_and_others_are_not() {
             &[("X-Principal", scraper.as_bytes())],
         );
         assert_eq!(reply.status, 200, "{reply:?}");
-        read += crm.logged(&reply.request_id).len() as u64;
+        decided.extend(crm.logged(&reply.request_id));
+    }
+    assert!(
+        limit % 200 != 0,
+        "the limit must fall inside a page for this test"
+    );
+    let limited = |r: &DecisionRecord| r.policies.iter().any(|p| p == "read-volume-limit");
+    let (within, past) = decided.split_at(limit as usize);
+    assert!(
+        within.iter().all(|r| !limited(r)),
+        "refused within the limit"
+    );
+    assert!(
+        within.iter().any(|r| !r.granted.is_empty()),
+        "the scraper reads within the limit"
+    );
+    for r in past {
+        assert!(limited(r) && r.granted.is_empty(), "past the limit: {r:?}");
     }
     let reply = client.get(
         &format!(

@@ -20,7 +20,8 @@
 //!
 //! Each request: the principal must be one the CRM knows (else 401, no member data); the
 //! volume meter counts the records about to be read and puts the count in the context
-//! (rule 9); the compiled path decides every field of every member with the policies that
+//! (rule 9; in a page, each member is decided with the reads before it, so a page that
+//! crosses the hourly limit is served up to the limit and no further); the compiled path decides every field of every member with the policies that
 //! decided; each decision, and each request rejected before a decision, is appended to the
 //! hash-chained decision log *before* any data is read from the database. If the log cannot
 //! take the record (disk full), the answer is 503 and no member data. The policy directory
@@ -345,18 +346,25 @@ impl App {
             Err(e) => return self.failed(&asked, &e),
         };
         let ctx = self.metered(&principal, ctx, ids.len());
-        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let decided = match serving.engine.field_decisions_page_in(
-            &serving.store,
-            &principal,
-            action,
-            &refs,
-            &ctx,
-        ) {
-            Ok(d) => d,
-            Err(e) => return bad(&e.to_string()),
-        };
-        for (id, d) in refs.iter().zip(&decided) {
+        // Each member of the page is one more read: the i-th is decided with the reads
+        // before it, so a page that crosses the hourly limit is served up to the limit and
+        // refused past it (one count for the whole page would let it overshoot).
+        let mut decided = Vec::with_capacity(ids.len());
+        for (i, id) in ids.iter().enumerate() {
+            let before = u64::try_from(i).unwrap_or(u64::MAX);
+            let ctx = ctx
+                .clone()
+                .reads_this_hour(ctx.reads_this_hour.saturating_add(before));
+            let d = match serving.engine.field_decisions_in(
+                &serving.store,
+                &principal,
+                action,
+                id,
+                &ctx,
+            ) {
+                Ok(d) => d,
+                Err(e) => return bad(&e.to_string()),
+            };
             let record = DecisionRecord::for_field_decisions(
                 &asked.request_id,
                 &serving.engine,
@@ -364,14 +372,15 @@ impl App {
                 action,
                 id,
                 &ctx,
-                d,
+                &d,
             );
             if let Err(reply) = self.record(&asked, &record) {
                 return reply;
             }
+            decided.push(d);
         }
         let mut members = Vec::new();
-        for (id, d) in refs.iter().zip(&decided) {
+        for (id, d) in ids.iter().zip(&decided) {
             if d.granted().is_empty() {
                 continue;
             }
