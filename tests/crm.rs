@@ -666,7 +666,7 @@ fn a_scraper_is_cut_off_at_the_hourly_limit_and_others_are_not() {
         decided.extend(crm.logged(&reply.request_id));
     }
     assert!(
-        limit % 200 != 0,
+        !limit.is_multiple_of(200),
         "the limit must fall inside a page for this test"
     );
     let limited = |r: &DecisionRecord| r.policies.iter().any(|p| p == "read-volume-limit");
