@@ -1220,3 +1220,112 @@ fn load_on_loopback() {
         );
     }
 }
+
+// ------------------------------------------------------------------ several instances
+
+/// The Redis named by `MEMBERGATE_REDIS_URL` (default loopback), as `.ci/run` starts it.
+#[cfg(feature = "redis")]
+fn redis_url() -> String {
+    std::env::var("MEMBERGATE_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
+
+/// Two instances behind a load balancer, one count in Redis: a scraper who spreads pages
+/// over both is cut off at the hourly limit, at the same record as on one instance.
+#[cfg(feature = "redis")]
+#[test]
+fn two_instances_share_the_scrapers_count_through_redis() {
+    let prefix = format!(
+        "membergate-test:crm:{}:{}:",
+        std::process::id(),
+        jiff::Timestamp::now().as_nanosecond()
+    );
+    let shared = || {
+        Crm::start(Opts {
+            now: Some(BALLOT),
+            extra: vec![
+                "--redis".into(),
+                redis_url(),
+                "--redis-prefix".into(),
+                prefix.clone(),
+            ],
+            ..Opts::default()
+        })
+    };
+    let instances = [shared(), shared()];
+    for crm in &instances {
+        assert!(
+            crm.stdout_lines()
+                .iter()
+                .any(|l| l.contains("volume meter")),
+            "the meter in use is reported: {:?} {:?}",
+            crm.stdout_lines(),
+            crm.stderr_lines()
+        );
+    }
+    let scraper = uid(PrincipalKind::CampaignStaff, ids::CS_A_STAFF);
+    let limit = party().campaign_staff[ids::CS_A_STAFF].hourly_read_limit as usize;
+    let clps: Vec<&String> = party().clps.keys().collect();
+    let mut decided = Vec::new();
+    for (turn, clp) in clps.iter().cycle().enumerate() {
+        if decided.len() > limit {
+            break;
+        }
+        let crm = &instances[turn % 2];
+        let reply = crm.get(
+            &format!("/members?clp={clp}&election={}&limit=150", ids::LEADER_2020),
+            Some(&scraper),
+        );
+        assert_eq!(reply.status, 200, "{reply:?}");
+        decided.extend(crm.logged(&reply.request_id));
+    }
+    let limited = |r: &DecisionRecord| r.policies.iter().any(|p| p == "read-volume-limit");
+    let (within, past) = decided.split_at(limit);
+    assert!(
+        within.iter().all(|r| !limited(r)),
+        "refused within the limit"
+    );
+    for r in past {
+        assert!(limited(r) && r.granted.is_empty(), "past the limit: {r:?}");
+    }
+    // Either instance now refuses the scraper's next read.
+    for crm in &instances {
+        let reply = crm.get(
+            &format!(
+                "/members/{}?election={}",
+                ids::MEMBER_ELIGIBLE,
+                ids::LEADER_2020
+            ),
+            Some(&scraper),
+        );
+        assert_eq!(reply.status, 403, "{reply:?}");
+    }
+}
+
+/// An instance whose Redis does not answer refuses every read (fail closed), says why, and
+/// serves no member data.
+#[cfg(feature = "redis")]
+#[test]
+fn an_instance_whose_redis_is_down_refuses_every_read() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = closed.local_addr().expect("port").port();
+    drop(closed);
+    let crm = Crm::start(Opts {
+        now: Some(BALLOT),
+        extra: vec!["--redis".into(), format!("redis://127.0.0.1:{port}/")],
+        ..Opts::default()
+    });
+    let staff = uid(PrincipalKind::Staff, ids::S_MEMBERSHIP);
+    let reply = crm.get(&format!("/members/{}", ids::MEMBER_ELIGIBLE), Some(&staff));
+    assert_eq!(reply.status, 403, "{reply:?}");
+    assert!(!leaks(&reply.body), "{reply:?}");
+    let log = crm.logged(&reply.request_id);
+    assert!(
+        log[0].policies.iter().any(|p| p == "read-volume-limit"),
+        "{log:?}"
+    );
+    let said = crm.stderr_lines().join("\n");
+    assert!(
+        said.contains("volume meter") && said.contains(&port.to_string()),
+        "{said}"
+    );
+}

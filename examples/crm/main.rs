@@ -21,12 +21,16 @@
 //! Each request: the principal must be one the CRM knows (else 401, no member data); the
 //! volume meter counts the records about to be read and puts the count in the context
 //! (rule 9; in a page, each member is decided with the reads before it, so a page that
-//! crosses the hourly limit is served up to the limit and no further); the compiled path decides every field of every member with the policies that
-//! decided; each decision, and each request rejected before a decision, is appended to the
-//! hash-chained decision log *before* any data is read from the database. If the log cannot
-//! take the record (disk full), the answer is 503 and no member data. The policy directory
-//! is re-read every `--reload-ms`; a version that does not load is refused and the old one
-//! kept serving (see `GET /policy`).
+//! crosses the hourly limit is served up to the limit and no further); the compiled path
+//! decides every field of every member with the policies that decided; each decision, and
+//! each request rejected before a decision, is appended to the hash-chained decision log
+//! *before* any data is read from the database. If the log cannot take the record (disk
+//! full), the answer is 503 and no member data. The policy directory is re-read every
+//! `--reload-ms`; a version that does not load is refused and the old one kept serving
+//! (see `GET /policy`).
+//!
+//! The meter is in this process; built with `--features redis`, `--redis URL` makes every
+//! instance started with it share one count (a scraper cannot spread reads over instances).
 
 mod db;
 
@@ -88,6 +92,15 @@ struct Args {
     /// `fsync` each decision record instead of flushing it to the operating system.
     #[arg(long)]
     fsync: bool,
+    /// Count each principal's reads in the Redis at this URL, one count across every
+    /// instance started with it, instead of in this process (built with `--features redis`).
+    #[cfg(feature = "redis")]
+    #[arg(long)]
+    redis: Option<String>,
+    /// The prefix of the Redis meter's keys.
+    #[cfg(feature = "redis")]
+    #[arg(long, default_value = "membergate:meter:")]
+    redis_prefix: String,
 }
 
 /// What serves requests: one policy version and the records converted for it.
@@ -110,7 +123,7 @@ struct App {
     membership: Membership,
     pool: db::Pool,
     log: JsonlSink,
-    meter: LocalMeter,
+    meter: Box<dyn VolumeMeter>,
     clock: Option<Timestamp>,
     max_page: usize,
     started: String,
@@ -597,13 +610,34 @@ fn start(args: &Args) -> Result<App, String> {
         membership,
         pool,
         log,
-        meter: LocalMeter::new(),
+        meter: meter(args)?,
         clock: args.now,
         max_page: args.max_page.max(1),
         started: format!("{started:x}"),
         next_request: AtomicU64::new(1),
         reload: Mutex::new(ReloadStatus::default()),
     })
+}
+
+/// The volume meter: in this process, or (`--redis`) shared by every instance through Redis.
+fn meter(args: &Args) -> Result<Box<dyn VolumeMeter>, String> {
+    #[cfg(feature = "redis")]
+    if let Some(url) = &args.redis {
+        use membergate::meter::{RedisMeter, RedisMeterOptions};
+        let options = RedisMeterOptions {
+            key_prefix: args.redis_prefix.clone(),
+            ..RedisMeterOptions::default()
+        };
+        let meter = RedisMeter::with_options(url, options).map_err(|e| e.to_string())?;
+        // Serve even when Redis is down: reads are then refused (fail closed) until it answers.
+        match meter.ping() {
+            Ok(()) => println!("crm: volume meter {meter:?}"),
+            Err(e) => eprintln!("crm: volume meter: {e}: every read is refused until it answers"),
+        }
+        return Ok(Box::new(meter));
+    }
+    let _ = args;
+    Ok(Box::new(LocalMeter::new()))
 }
 
 #[tokio::main]
