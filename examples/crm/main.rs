@@ -27,7 +27,8 @@
 //! *before* any data is read from the database. If the log cannot take the record (disk
 //! full), the answer is 503 and no member data. The policy directory is re-read every
 //! `--reload-ms`; a version that does not load is refused and the old one kept serving
-//! (see `GET /policy`).
+//! (see `GET /policy`). This work blocks (the log's write, SQLite), so each request runs it
+//! on tokio's blocking pool, never on the threads that serve connections.
 //!
 //! The meter is in this process; built with `--features redis`, `--redis URL` makes every
 //! instance started with it share one count (a scraper cannot spread reads over instances).
@@ -500,13 +501,30 @@ impl App {
     }
 }
 
+/// Runs `answer` on tokio's blocking pool: deciding, appending to the log (a write, maybe
+/// an `fsync`) and reading SQLite all block, and must not stall the threads that serve
+/// connections.
+async fn blocking(app: Arc<App>, answer: impl FnOnce(&App) -> Reply + Send + 'static) -> Reply {
+    match tokio::task::spawn_blocking(move || answer(&app)).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            eprintln!("crm: a request failed: {e}");
+            Reply {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                body: json!({ "error": "the request failed" }),
+                request_id: String::new(),
+            }
+        }
+    }
+}
+
 async fn member(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     params: Result<Query<Params>, QueryRejection>,
 ) -> Reply {
-    match (id, params) {
+    blocking(app, move |app| match (id, params) {
         (Ok(Path(id)), Ok(Query(params))) => app.get_member(&headers, &id, params),
         (id, params) => {
             let serving = app.serving.load_full();
@@ -518,7 +536,8 @@ async fn member(
             };
             app.reject(&asked, &serving, StatusCode::BAD_REQUEST, &why)
         }
-    }
+    })
+    .await
 }
 
 async fn page(
@@ -526,14 +545,15 @@ async fn page(
     headers: HeaderMap,
     params: Result<Query<Params>, QueryRejection>,
 ) -> Reply {
-    match params {
+    blocking(app, move |app| match params {
         Ok(Query(params)) => app.get_page(&headers, params),
         Err(e) => {
             let serving = app.serving.load_full();
             let asked = app.asked(&headers, "", "");
             app.reject(&asked, &serving, StatusCode::BAD_REQUEST, &e.body_text())
         }
-    }
+    })
+    .await
 }
 
 async fn policy(State(app): State<Arc<App>>) -> Json<Value> {
@@ -557,10 +577,13 @@ async fn fallback(
     uri: Uri,
     headers: HeaderMap,
 ) -> Reply {
-    let serving = app.serving.load_full();
-    let asked = app.asked(&headers, "", "");
-    let why = format!("no such route: {method} {}", clipped(uri.path()));
-    app.reject(&asked, &serving, StatusCode::NOT_FOUND, &why)
+    blocking(app, move |app| {
+        let serving = app.serving.load_full();
+        let asked = app.asked(&headers, "", "");
+        let why = format!("no such route: {method} {}", clipped(uri.path()));
+        app.reject(&asked, &serving, StatusCode::NOT_FOUND, &why)
+    })
+    .await
 }
 
 fn start(args: &Args) -> Result<App, String> {
