@@ -237,6 +237,34 @@ impl App {
         })
     }
 
+    /// Decides every field of member `id` and logs the decision; the reply to give instead
+    /// if the engine refuses the request (400) or the log cannot take it (503).
+    fn decide<'s>(
+        &self,
+        asked: &Asked,
+        serving: &'s Serving,
+        principal: &PrincipalId,
+        action: Action,
+        id: &str,
+        ctx: &Context,
+    ) -> Result<(FieldDecisions<'s>, DecisionRecord), Reply> {
+        let decided = serving
+            .engine
+            .field_decisions_in(&serving.store, principal, action, id, ctx)
+            .map_err(|e| self.reject(asked, serving, StatusCode::BAD_REQUEST, &e.to_string()))?;
+        let record = DecisionRecord::for_field_decisions(
+            &asked.request_id,
+            &serving.engine,
+            principal,
+            action,
+            id,
+            ctx,
+            &decided,
+        );
+        self.record(asked, &record)?;
+        Ok((decided, record))
+    }
+
     /// The principal of `X-Principal`, known to the CRM; the rejection otherwise.
     fn principal(&self, headers: &HeaderMap, serving: &Serving) -> Result<PrincipalId, String> {
         let value = headers
@@ -275,28 +303,10 @@ impl App {
             return self.reject(&asked, &serving, StatusCode::NOT_FOUND, "no such member");
         }
         let ctx = self.metered(&principal, ctx, 1);
-        let decided =
-            match serving
-                .engine
-                .field_decisions_in(&serving.store, &principal, action, id, &ctx)
-            {
-                Ok(d) => d,
-                Err(e) => {
-                    return self.reject(&asked, &serving, StatusCode::BAD_REQUEST, &e.to_string())
-                }
-            };
-        let record = DecisionRecord::for_field_decisions(
-            &asked.request_id,
-            &serving.engine,
-            &principal,
-            action,
-            id,
-            &ctx,
-            &decided,
-        );
-        if let Err(reply) = self.record(&asked, &record) {
-            return reply;
-        }
+        let (decided, record) = match self.decide(&asked, &serving, &principal, action, id, &ctx) {
+            Ok(x) => x,
+            Err(reply) => return reply,
+        };
         if decided.granted().is_empty() {
             return Reply {
                 status: StatusCode::FORBIDDEN,
@@ -369,29 +379,10 @@ impl App {
             let ctx = ctx
                 .clone()
                 .reads_this_hour(ctx.reads_this_hour.saturating_add(before));
-            let d = match serving.engine.field_decisions_in(
-                &serving.store,
-                &principal,
-                action,
-                id,
-                &ctx,
-            ) {
-                Ok(d) => d,
-                Err(e) => return bad(&e.to_string()),
-            };
-            let record = DecisionRecord::for_field_decisions(
-                &asked.request_id,
-                &serving.engine,
-                &principal,
-                action,
-                id,
-                &ctx,
-                &d,
-            );
-            if let Err(reply) = self.record(&asked, &record) {
-                return reply;
+            match self.decide(&asked, &serving, &principal, action, id, &ctx) {
+                Ok((d, _)) => decided.push(d),
+                Err(reply) => return reply,
             }
-            decided.push(d);
         }
         let mut members = Vec::new();
         for (id, d) in ids.iter().zip(&decided) {
