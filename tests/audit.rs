@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -14,20 +14,12 @@ use membergate::audit::{
     OpenError, ReadError, TracingSink, VerifyReport, GENESIS,
 };
 use membergate::sample::{self, ids};
-use membergate::{Action, Context, Engine, PrincipalId, PrincipalKind, Request};
+use membergate::{Action, Context, PrincipalId, PrincipalKind, Request};
 use tempfile::TempDir;
 
-use crate::bad_input::{membergate, stderr, stdout};
+use crate::bad_input::{engine, membergate, stderr, stdout};
 
 // ------------------------------------------------------------------ helpers
-
-fn engine() -> &'static Engine {
-    static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        Engine::from_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
-            .expect("bundled policies load")
-    })
-}
 
 fn ts(s: &str) -> Timestamp {
     s.parse().expect("timestamp")

@@ -19,8 +19,23 @@ use tempfile::TempDir;
 
 // ------------------------------------------------------------------ helpers
 
-fn policies_dir() -> PathBuf {
+/// The bundled policy directory.
+pub(crate) fn policies_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+/// The engine on the bundled policies, loaded once for every test module.
+pub(crate) fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        Engine::from_dir(policies_dir()).unwrap_or_else(|e| panic!("{}", e.render()))
+    })
+}
+
+/// The bundled sample membership (12,000 members), built once for every test module.
+pub(crate) fn bundled() -> &'static Membership {
+    static BUNDLED: OnceLock<Membership> = OnceLock::new();
+    BUNDLED.get_or_init(membergate::sample::bundled)
 }
 
 pub(crate) fn copy_dir(from: &Path, to: &Path) {
@@ -776,18 +791,14 @@ fn suites_of_the_bundled_policies_load() {
 
 // ------------------------------------------------------------------ requests
 
-fn fixture() -> &'static Membership {
+/// The policy suites' fixture, `policies/tests/fixtures/party.toml`.
+pub(crate) fn fixture() -> &'static Membership {
     static PARTY: OnceLock<Membership> = OnceLock::new();
     PARTY.get_or_init(|| {
         let path = policies_dir().join("tests/fixtures/party.toml");
         let text = fs::read_to_string(path).expect("read fixture");
         toml::from_str(&text).expect("fixture parses")
     })
-}
-
-fn engine() -> &'static Engine {
-    static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| Engine::from_dir(policies_dir()).expect("bundled policies load"))
 }
 
 fn t(s: &str) -> Timestamp {

@@ -17,12 +17,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use membergate::audit::{self, DecisionRecord, Filter};
-use membergate::sample::{self, ids};
-use membergate::{Action, Context, Engine, Membership, PrincipalId, PrincipalKind};
+use membergate::sample::ids;
+use membergate::{Action, Context, PrincipalId, PrincipalKind};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::bad_input::PolicyCopy;
+use crate::bad_input::{bundled, engine, policies_dir, PolicyCopy};
 
 // ------------------------------------------------------------------ the server
 
@@ -60,20 +60,6 @@ fn binary() -> PathBuf {
         );
     }
     bin
-}
-
-fn policies_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
-}
-
-fn engine() -> &'static Engine {
-    static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| Engine::from_dir(policies_dir()).expect("bundled policies"))
-}
-
-fn party() -> &'static Membership {
-    static PARTY: OnceLock<Membership> = OnceLock::new();
-    PARTY.get_or_init(sample::bundled)
 }
 
 /// A database seeded by the example itself (its first start), shared read-only by the
@@ -360,7 +346,7 @@ fn permitted(
     ctx: &Context,
 ) -> BTreeSet<String> {
     let set = engine()
-        .permitted_fields(party(), principal, action, member, ctx)
+        .permitted_fields(bundled(), principal, action, member, ctx)
         .expect("a decision");
     engine()
         .catalogue()
@@ -378,7 +364,7 @@ fn expected(
     member: &str,
     ctx: &Context,
 ) -> BTreeMap<String, String> {
-    let values = &party().members[member].values;
+    let values = &bundled().members[member].values;
     permitted(principal, action, member, ctx)
         .into_iter()
         .filter_map(|f| values.get(&f).map(|v| (f, v.clone())))
@@ -396,7 +382,7 @@ fn leaks(body: &Value) -> bool {
     [ids::MEMBER_ELIGIBLE, ids::MEMBER_OTHER_CLP]
         .iter()
         .flat_map(|m| {
-            let values = &party().members[*m].values;
+            let values = &bundled().members[*m].values;
             ["name", "phone", "email", "address", "membership_number"]
                 .into_iter()
                 .filter_map(move |f| values.get(f))
@@ -454,7 +440,7 @@ fn every_principal_sees_exactly_what_the_engine_permits() {
 
 /// Every principal of the sample.
 fn party_principals() -> Vec<PrincipalId> {
-    let p = party();
+    let p = bundled();
     let ids = |kind: PrincipalKind, keys: Vec<&String>| {
         keys.into_iter()
             .map(move |id| PrincipalId::new(kind, id.clone()))
@@ -482,7 +468,7 @@ fn a_page_gives_each_member_the_engine_permits_and_logs_every_member_decided() {
     let crm = Crm::at(BALLOT);
     let staffer = PrincipalId::new(PrincipalKind::CampaignStaff, ids::CS_A_STAFF);
     let header = staffer.to_string();
-    let all: Vec<&String> = party()
+    let all: Vec<&String> = bundled()
         .members
         .iter()
         .filter(|(_, m)| m.clp == ids::CLP_LONDON)
@@ -644,33 +630,36 @@ fn the_breach_scenarios_are_refused_over_http_and_the_log_says_why() {
     );
 }
 
-#[test]
-fn a_scraper_is_cut_off_at_the_hourly_limit_and_others_are_not() {
-    let crm = Crm::at(BALLOT);
+/// The scraper (`cs-a-staff`) asks for pages of `page` members, CLP after CLP, from
+/// `instances` in turn (as a load balancer spreads them) until past its hourly limit, and
+/// is cut off at exactly the limit: the page that crosses it is served up to the limit and
+/// refused past it, member by member, in the order the logs hold them. Returns the limit.
+fn scrape_until_cut_off(instances: &[&Crm], page: usize) -> usize {
     let scraper = uid(PrincipalKind::CampaignStaff, ids::CS_A_STAFF);
-    let limit = party().campaign_staff[ids::CS_A_STAFF].hourly_read_limit as u64;
-    let mut client = crm.client();
-    let clps: Vec<&String> = party().clps.keys().collect();
-    // Pages of 200 until past the limit: the page that crosses it is served up to the
-    // limit and refused after it, member by member, in the order the log holds them.
+    let limit = bundled().campaign_staff[ids::CS_A_STAFF].hourly_read_limit as usize;
+    assert!(
+        !limit.is_multiple_of(page),
+        "the limit must fall inside a page for this test"
+    );
+    let clps: Vec<&String> = bundled().clps.keys().collect();
     let mut decided = Vec::new();
-    for clp in clps.iter().cycle() {
-        if decided.len() as u64 > limit {
+    for (turn, clp) in clps.iter().cycle().enumerate() {
+        if decided.len() > limit {
             break;
         }
-        let reply = client.get(
-            &format!("/members?clp={clp}&election={}&limit=200", ids::LEADER_2020),
-            &[("X-Principal", scraper.as_bytes())],
+        let crm = instances[turn % instances.len()];
+        let reply = crm.get(
+            &format!(
+                "/members?clp={clp}&election={}&limit={page}",
+                ids::LEADER_2020
+            ),
+            Some(&scraper),
         );
         assert_eq!(reply.status, 200, "{reply:?}");
         decided.extend(crm.logged(&reply.request_id));
     }
-    assert!(
-        !limit.is_multiple_of(200),
-        "the limit must fall inside a page for this test"
-    );
     let limited = |r: &DecisionRecord| r.policies.iter().any(|p| p == "read-volume-limit");
-    let (within, past) = decided.split_at(limit as usize);
+    let (within, past) = decided.split_at(limit);
     assert!(
         within.iter().all(|r| !limited(r)),
         "refused within the limit"
@@ -682,6 +671,15 @@ fn a_scraper_is_cut_off_at_the_hourly_limit_and_others_are_not() {
     for r in past {
         assert!(limited(r) && r.granted.is_empty(), "past the limit: {r:?}");
     }
+    limit
+}
+
+#[test]
+fn a_scraper_is_cut_off_at_the_hourly_limit_and_others_are_not() {
+    let crm = Crm::at(BALLOT);
+    let scraper = uid(PrincipalKind::CampaignStaff, ids::CS_A_STAFF);
+    let limit = scrape_until_cut_off(&[&crm], 200);
+    let mut client = crm.client();
     let reply = client.get(
         &format!(
             "/members/{}?election={}",
@@ -1151,7 +1149,7 @@ fn load_on_loopback() {
         ..Opts::default()
     });
     let principals = party_principals();
-    let members: Vec<&String> = party().members.keys().collect();
+    let members: Vec<&String> = bundled().members.keys().collect();
     let started = Instant::now();
     let latencies: Vec<Duration> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..connections)
@@ -1262,31 +1260,8 @@ fn two_instances_share_the_scrapers_count_through_redis() {
             crm.stderr_lines()
         );
     }
+    scrape_until_cut_off(&[&instances[0], &instances[1]], 150);
     let scraper = uid(PrincipalKind::CampaignStaff, ids::CS_A_STAFF);
-    let limit = party().campaign_staff[ids::CS_A_STAFF].hourly_read_limit as usize;
-    let clps: Vec<&String> = party().clps.keys().collect();
-    let mut decided = Vec::new();
-    for (turn, clp) in clps.iter().cycle().enumerate() {
-        if decided.len() > limit {
-            break;
-        }
-        let crm = &instances[turn % 2];
-        let reply = crm.get(
-            &format!("/members?clp={clp}&election={}&limit=150", ids::LEADER_2020),
-            Some(&scraper),
-        );
-        assert_eq!(reply.status, 200, "{reply:?}");
-        decided.extend(crm.logged(&reply.request_id));
-    }
-    let limited = |r: &DecisionRecord| r.policies.iter().any(|p| p == "read-volume-limit");
-    let (within, past) = decided.split_at(limit);
-    assert!(
-        within.iter().all(|r| !limited(r)),
-        "refused within the limit"
-    );
-    for r in past {
-        assert!(limited(r) && r.granted.is_empty(), "past the limit: {r:?}");
-    }
     // Either instance now refuses the scraper's next read.
     for crm in &instances {
         let reply = crm.get(

@@ -2,44 +2,20 @@
 //! single decisions, faithfulness to plain Cedar, explanations, flags, time and FieldSet.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
-use membergate::sample::{self, ids};
+use membergate::sample::ids;
 use membergate::{
-    Action, Context, Decision, Effect, Engine, FieldSet, Membership, Outcome, PrincipalId,
-    PrincipalKind, Request,
+    Action, Context, Decision, Effect, Engine, FieldSet, Outcome, PrincipalId, PrincipalKind,
+    Request,
 };
 use serde_json::json;
 
+use crate::bad_input::{bundled, engine, fixture, policies_dir};
+
 // ------------------------------------------------------------------ shared data
-
-fn policies_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
-}
-
-fn engine() -> &'static Engine {
-    static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| Engine::from_dir(policies_dir()).expect("bundled policies load"))
-}
-
-/// The policy suites' fixture, `policies/tests/fixtures/party.toml`.
-fn party() -> &'static Membership {
-    static PARTY: OnceLock<Membership> = OnceLock::new();
-    PARTY.get_or_init(|| {
-        let text = std::fs::read_to_string(policies_dir().join("tests/fixtures/party.toml"))
-            .expect("read fixture");
-        toml::from_str(&text).expect("fixture parses")
-    })
-}
-
-/// The bundled sample (12,000 members).
-fn bundled() -> &'static Membership {
-    static BUNDLED: OnceLock<Membership> = OnceLock::new();
-    BUNDLED.get_or_init(sample::bundled)
-}
 
 fn t(s: &str) -> Timestamp {
     s.parse().expect("timestamp")
@@ -100,7 +76,7 @@ fn sample_requests() -> Vec<Request> {
 fn engine_shared_in_an_arc_decides_the_same_on_every_thread() {
     let engine = Arc::new(Engine::from_dir(policies_dir()).expect("load"));
     let requests = Arc::new(sample_requests());
-    let data = Arc::new(party().clone());
+    let data = Arc::new(fixture().clone());
     let spawn = || {
         let (engine, requests, data) = (
             Arc::clone(&engine),
@@ -121,7 +97,7 @@ fn engine_shared_in_an_arc_decides_the_same_on_every_thread() {
     assert_eq!(a, b);
     let here: Vec<Decision> = requests
         .iter()
-        .map(|r| engine.authorize(party(), r).expect("decided"))
+        .map(|r| engine.authorize(fixture(), r).expect("decided"))
         .collect();
     assert_eq!(a, here);
     // Not a trivial sample: both effects occur.
@@ -651,7 +627,7 @@ fn decisions_equal_plain_cedar_on_hand_built_entities() {
             .collect();
 
         let req = Request::new(p(a.principal), a.action, a.member, a.field, a.ctx.clone());
-        let d = e.authorize(party(), &req).expect("decided");
+        let d = e.authorize(fixture(), &req).expect("decided");
         let ours: BTreeSet<String> = d.policies().iter().cloned().collect();
         assert_eq!(d.effect(), cedar_effect, "{req:?}");
         assert_eq!(ours, cedar_reasons, "{req:?}");
@@ -678,8 +654,8 @@ fn explain_a_default_deny() {
         "phone",
         Context::at(t("2021-06-01T09:00:00Z")),
     );
-    let why = e.explain(party(), &req).expect("explained");
-    assert_eq!(why.decision, e.authorize(party(), &req).expect("decided"));
+    let why = e.explain(fixture(), &req).expect("explained");
+    assert_eq!(why.decision, e.authorize(fixture(), &req).expect("decided"));
     assert_eq!(why.decision.effect(), Effect::Deny);
     assert!(why.decision.policies().is_empty());
     assert!(why
@@ -741,8 +717,8 @@ fn explain_a_forbid_names_it_and_the_overridden_permit() {
         "phone",
         Context::at(t("2020-03-01T12:00:00Z")).election("leader-2020"),
     );
-    let why = e.explain(party(), &req).expect("explained");
-    assert_eq!(why.decision, e.authorize(party(), &req).expect("decided"));
+    let why = e.explain(fixture(), &req).expect("explained");
+    assert_eq!(why.decision, e.authorize(fixture(), &req).expect("decided"));
     assert_eq!(why.decision.policies(), ["campaign-candidate-not-cleared"]);
     let outcome = |id: &str| {
         why.policies
@@ -806,7 +782,7 @@ fn explain_an_allow_lists_the_permit_as_deciding() {
         "phone",
         Context::at(t("2020-03-01T12:00:00Z")).election("leader-2020"),
     );
-    let why = e.explain(party(), &req).expect("explained");
+    let why = e.explain(fixture(), &req).expect("explained");
     assert!(why.decision.is_allowed());
     let determining: Vec<(&str, Effect)> = why
         .policies
@@ -832,11 +808,11 @@ fn break_glass_decisions_are_flagged_and_no_others() {
         "political_views",
         glass.clone(),
     );
-    let d = e.authorize(party(), &req).expect("decided");
+    let d = e.authorize(fixture(), &req).expect("decided");
     assert!(d.is_allowed());
     assert_eq!(d.policies(), ["dpo-break-glass"]);
     assert_eq!(d.flags(), ["break_glass"]);
-    let why = e.explain(party(), &req).expect("explained");
+    let why = e.explain(fixture(), &req).expect("explained");
     assert!(why.to_string().contains("flagged: break_glass"), "{why}");
     // Every field the break-glass permit opens is flagged.
     for (_, info) in e.catalogue().iter() {
@@ -847,7 +823,7 @@ fn break_glass_decisions_are_flagged_and_no_others() {
             &info.name,
             glass.clone(),
         );
-        let d = e.authorize(party(), &req).expect("decided");
+        let d = e.authorize(fixture(), &req).expect("decided");
         assert!(d.is_allowed(), "{}", info.name);
         assert_eq!(d.flags(), ["break_glass"], "{}", info.name);
     }
@@ -859,13 +835,13 @@ fn break_glass_decisions_are_flagged_and_no_others() {
         "political_views",
         Context::at(t("2021-06-01T09:00:00Z")),
     );
-    let d = e.authorize(party(), &plain).expect("decided");
+    let d = e.authorize(fixture(), &plain).expect("decided");
     assert!(!d.is_allowed());
     assert!(d.flags().is_empty());
 
     // A sample of other decisions: every principal of the fixture, some members, fields,
     // actions and contexts. None is flagged; both effects occur.
-    let dir = party();
+    let dir = fixture();
     let mut principals: Vec<PrincipalId> = Vec::new();
     let mut add = |kind, keys: Vec<&String>| {
         principals.extend(keys.into_iter().map(|k| PrincipalId::new(kind, k.clone())));
@@ -925,7 +901,7 @@ fn break_glass_decisions_are_flagged_and_no_others() {
 #[test]
 fn time_is_what_the_caller_passes() {
     let e = engine();
-    let election = &party().elections["leader-2020"];
+    let election = &fixture().elections["leader-2020"];
     let ask = |now: Timestamp| {
         let req = Request::new(
             p(r#"CampaignStaff::"cs-a""#),
@@ -934,7 +910,7 @@ fn time_is_what_the_caller_passes() {
             "phone",
             Context::at(now).election("leader-2020"),
         );
-        e.authorize(party(), &req).expect("decided")
+        e.authorize(fixture(), &req).expect("decided")
     };
     let ms = SignedDuration::from_millis(1);
     let open = election.nominations_close;

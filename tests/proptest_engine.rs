@@ -11,18 +11,12 @@ use std::sync::OnceLock;
 
 use jiff::{SignedDuration, Timestamp};
 use membergate::{
-    Action, Channel, Context, Engine, MemberStatus, Membership, PrincipalId, PrincipalKind, Request,
+    Action, Channel, Context, MemberStatus, Membership, PrincipalId, PrincipalKind, Request,
 };
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 
-fn engine() -> &'static Engine {
-    static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        Engine::from_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
-            .unwrap_or_else(|e| panic!("{}", e.render()))
-    })
-}
+use crate::bad_input::engine;
 
 /// The policy-suite fixture, less its deliberately invalid record (a store refuses it).
 fn fixture() -> &'static Membership {

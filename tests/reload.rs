@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 
-use crate::bad_input::copy_dir;
-use membergate::sample::{self, ids};
+use crate::bad_input::{bundled, copy_dir};
+use membergate::sample::ids;
 use membergate::{
-    Action, Context, Effect, Engine, Membership, PolicyVersion, PrincipalId, PrincipalKind,
-    ReloadCheck, ReloadError, ReloadableEngine, Request,
+    Action, Context, Effect, Engine, PolicyVersion, PrincipalId, PrincipalKind, ReloadCheck,
+    ReloadError, ReloadableEngine, Request,
 };
 
 /// Two versions of the bundled policies (v2 without the `role-ended` forbid), a broken
@@ -69,14 +69,9 @@ fn request() -> Request {
     )
 }
 
-fn party() -> &'static Membership {
-    static PARTY: std::sync::OnceLock<Membership> = std::sync::OnceLock::new();
-    PARTY.get_or_init(sample::bundled)
-}
-
 fn decide(engine: &Engine) -> Effect {
     engine
-        .authorize(party(), &request())
+        .authorize(bundled(), &request())
         .expect("decided")
         .effect()
 }
