@@ -7,7 +7,6 @@ use cedar_policy::{
 };
 
 use crate::bundle::{self, Bundle, PolicySource, PolicyVersion};
-use crate::compiled::CompiledPolicies;
 use crate::entities::Slice;
 use crate::error::{LoadError, RequestError};
 use crate::explain::{Explanation, Outcome, PolicyTrace};
@@ -15,6 +14,7 @@ use crate::fast::Fast;
 use crate::fields::{FieldCatalogue, FieldId, FieldSet};
 use crate::model::{Directory, PrincipalId};
 use crate::request::{Action, Context, Request};
+use cedar_compiled::CompiledPolicies;
 
 /// Allow or deny.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

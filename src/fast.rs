@@ -1,7 +1,7 @@
 //! The engine's compiled path: an [`EntityStore`] the CRM keeps between requests, and
 //! the policies of the [`Engine`] indexed by action, principal type and scope entity, so
 //! that a decision touches only the policies that can apply and evaluates them with the
-//! compiled evaluator of [`crate::compiled`].
+//! compiled evaluator of [`cedar_compiled`].
 //!
 //! For `permitted_fields`, each policy's conditions are evaluated over every catalogue
 //! field at once as bitsets (`FieldSet` masks): a condition that does not read
@@ -12,9 +12,6 @@
 use cedar_policy::Entities;
 use jiff::Timestamp;
 
-use crate::compiled::{
-    eval_expr, CompiledPolicies, Expr, PolicyView, Query, Scope, Store, Value, Var,
-};
 use crate::engine::{Decision, Effect, Engine};
 use crate::entities::Slice;
 use crate::error::RequestError;
@@ -23,6 +20,8 @@ use crate::model::{
     Directory, Election, Member, Membership, PrincipalId, PrincipalKind, PrincipalRecord,
 };
 use crate::request::{Action, Context, Request};
+use cedar_compiled::lowlevel::{eval_expr, Expr, PolicyView, Scope, Var};
+use cedar_compiled::{CompiledPolicies, Ctx, Query, Store, Value};
 
 /// The store's id maps and the policy index hash with `rustc-hash`'s Fx hasher: ids come
 /// from the CRM and the policies, not from an adversary choosing collisions.
@@ -257,7 +256,7 @@ fn is_field(e: &Expr, field: u32) -> bool {
 /// Whether `e` depends on nothing but `context.field` and the field entities (their
 /// ancestors): its value per field is then fixed when the engine is built.
 fn field_only(e: &Expr, field: u32) -> bool {
-    use crate::compiled::BinOp;
+    use cedar_compiled::lowlevel::BinOp;
     match e {
         Expr::Lit(_) | Expr::Error => true,
         _ if is_field(e, field) => true,
@@ -502,7 +501,7 @@ impl Fast {
     }
 
     fn base_query(&self) -> Query<'_> {
-        Query::direct(&self.base, 0, 0, 0, Value::record(Vec::new()))
+        Query::direct(&self.base, 0, 0, 0, Ctx::Pairs(&[]))
     }
 
     /// The compiled policies.
@@ -1532,7 +1531,7 @@ impl Engine {
             principal,
             action_uid,
             u32::MAX,
-            Value::record(pairs),
+            Ctx::Value(Value::record(pairs)),
         );
         query.hidden = hidden;
         Ok(Prepared { query, kind })

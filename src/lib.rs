@@ -21,8 +21,6 @@
 //! - [`meter`]: the read-volume meter that gives [`Context::reads_this_hour()`] (rule 9),
 //!   in-process ([`meter::LocalMeter`]) or shared through Redis (feature `redis`).
 //! - [`testing`]: the declarative policy test suites; [`sample`]: a generated membership.
-//! - [`conformance`]: Cedar's conformance corpus, run against the reference authorizer or
-//!   another engine.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(
@@ -38,8 +36,6 @@
 pub mod assurance;
 pub mod audit;
 mod bundle;
-pub mod compiled;
-pub mod conformance;
 mod engine;
 mod entities;
 mod error;

@@ -106,7 +106,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ConformanceEngine::Reference)]
         engine: ConformanceEngine,
         /// Tests where the reference itself disagrees with the expected output
-        /// (default: `tests/conformance-known.txt` if it exists).
+        /// (default: `crates/cedar-compiled/tests/conformance-known.txt` if it exists).
         #[arg(long)]
         known: Option<PathBuf>,
     },
@@ -140,7 +140,7 @@ enum Command {
 enum ConformanceEngine {
     /// `cedar_policy::Authorizer`.
     Reference,
-    /// The compiled evaluator (`membergate::compiled`).
+    /// The compiled evaluator (`cedar_compiled`).
     Compiled,
 }
 
@@ -506,8 +506,8 @@ fn conformance(
     engine: ConformanceEngine,
     known: Option<&Path>,
 ) -> Result<ExitCode, String> {
-    use membergate::conformance::{self, KnownDisagreements, Reference};
-    let default_known = Path::new("tests/conformance-known.txt");
+    use cedar_compiled::conformance::{self, KnownDisagreements, Reference};
+    let default_known = Path::new("crates/cedar-compiled/tests/conformance-known.txt");
     let known = match known {
         Some(path) => KnownDisagreements::load(path).map_err(|e| e.to_string())?,
         None if default_known.is_file() => {
@@ -516,7 +516,7 @@ fn conformance(
         None => KnownDisagreements::none(),
     };
     let reference = Reference::new();
-    let compiled = membergate::compiled::CompiledDecider::new();
+    let compiled = cedar_compiled::CompiledDecider::new();
     let decider: &dyn conformance::Decider = match engine {
         ConformanceEngine::Reference => &reference,
         ConformanceEngine::Compiled => &compiled,

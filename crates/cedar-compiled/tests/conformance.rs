@@ -5,11 +5,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use cedar_policy::{Decision, Entities, PolicySet, Request, Schema};
-use membergate::conformance::{
+use cedar_compiled::conformance::{
     discover, run_all, run_file, Answer, ConformanceError, Decider, KnownDisagreements, Mismatch,
     Outcome, Reference,
 };
+use cedar_policy::{Decision, Entities, PolicySet, Request, Schema};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -19,7 +19,7 @@ use tempfile::TempDir;
 fn shared_corpus() -> Option<PathBuf> {
     let root = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/cedar-corpus"
+        "/../../../shared/cedar-corpus"
     ));
     if root.join("tests").is_dir() {
         Some(root)

@@ -136,15 +136,18 @@ pub(crate) fn arith(op: ArithOp, a: &Value, b: &Value) -> EvalResult {
 
 /// An arithmetic operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ArithOp {
+pub enum ArithOp {
+    /// `+`
     Add,
+    /// `-`
     Sub,
+    /// `*`
     Mul,
 }
 
 /// One element of a `like` pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PatElem {
+pub enum PatElem {
     /// `*`
     Wildcard,
     /// One literal character.
@@ -183,28 +186,50 @@ pub(crate) fn wildcard_match(text: &str, pattern: &[PatElem]) -> bool {
 
 /// The extension functions of Cedar 4.14.1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ExtFn {
+pub enum ExtFn {
+    /// The extension function of that name (`Decimal`).
     Decimal,
+    /// The extension function of that name (`LessThan`).
     LessThan,
+    /// The extension function of that name (`LessThanOrEqual`).
     LessThanOrEqual,
+    /// The extension function of that name (`GreaterThan`).
     GreaterThan,
+    /// The extension function of that name (`GreaterThanOrEqual`).
     GreaterThanOrEqual,
+    /// The extension function of that name (`Ip`).
     Ip,
+    /// The extension function of that name (`IsIpv4`).
     IsIpv4,
+    /// The extension function of that name (`IsIpv6`).
     IsIpv6,
+    /// The extension function of that name (`IsLoopback`).
     IsLoopback,
+    /// The extension function of that name (`IsMulticast`).
     IsMulticast,
+    /// The extension function of that name (`IsInRange`).
     IsInRange,
+    /// The extension function of that name (`DateTime`).
     DateTime,
+    /// The extension function of that name (`Duration`).
     Duration,
+    /// The extension function of that name (`Offset`).
     Offset,
+    /// The extension function of that name (`DurationSince`).
     DurationSince,
+    /// The extension function of that name (`ToDate`).
     ToDate,
+    /// The extension function of that name (`ToTime`).
     ToTime,
+    /// The extension function of that name (`ToMilliseconds`).
     ToMilliseconds,
+    /// The extension function of that name (`ToSeconds`).
     ToSeconds,
+    /// The extension function of that name (`ToMinutes`).
     ToMinutes,
+    /// The extension function of that name (`ToHours`).
     ToHours,
+    /// The extension function of that name (`ToDays`).
     ToDays,
 }
 

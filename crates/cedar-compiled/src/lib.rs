@@ -17,7 +17,7 @@
 //! # Example
 //! ```
 //! use cedar_policy::{Context, Decision, Entities, EntityUid, PolicySet, Request};
-//! use membergate::compiled::{CompiledPolicies, Query, Store};
+//! use cedar_compiled::{CompiledPolicies, Query, Store};
 //!
 //! let policies: PolicySet = r#"
 //!     permit(principal, action == Action::"read", resource)
@@ -47,6 +47,19 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod conformance;
 mod decider;
 mod eval;
 mod ir;
@@ -58,15 +71,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use cedar_policy::{Authorizer, Decision, PolicyId, PolicySet};
 
-pub(crate) use ir::{BinOp, Expr, Scope, TypeKey, Var};
+/// The compiled form, for engines that specialise it further (an index over a known
+/// schema, conditions evaluated over many fields at once): the expression tree, each
+/// policy's scope, and direct access to a store's interned entities.
+pub mod lowlevel {
+    pub use crate::ir::{BinOp, Expr, Scope, Var};
+    pub use crate::value::{ArithOp, ExtFn, PatElem};
+    pub use crate::{eval_expr, PolicyView, Shape};
+}
+use ir::{Expr, Scope, TypeKey};
 use store::Symbols;
 
 pub use decider::{CompiledDecider, COMPILED_NAME};
-pub use store::{Query, Store};
+pub use store::{Ctx, EntityRef, Query, Store};
 pub use value::Value;
 
 /// Evaluates a compiled expression for a query.
-pub(crate) fn eval_expr(e: &Expr, q: &Query<'_>) -> value::EvalResult {
+pub fn eval_expr(e: &Expr, q: &Query<'_>) -> value::EvalResult {
     eval::eval(e, q)
 }
 
@@ -139,22 +160,27 @@ struct Compiled {
 
 /// A compiled policy's scope, for indexes that resolve it without evaluating it.
 #[derive(Debug, Clone)]
-pub(crate) struct Shape {
-    pub(crate) principal: Scope,
-    pub(crate) resource: Scope,
-    pub(crate) actions: Option<Vec<u32>>,
+pub struct Shape {
+    /// The principal constraint.
+    pub principal: Scope,
+    /// The resource constraint.
+    pub resource: Scope,
+    /// The action uids of which the action must be one or a descendant (`None`: any).
+    pub actions: Option<Vec<u32>>,
     /// Whether the principal, action and resource constraints each put a conjunct at
     /// the front of the chain (in that order).
-    pub(crate) parts: (bool, bool, bool),
+    pub parts: (bool, bool, bool),
 }
 
 /// A compiled policy, seen from the crate's engine.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct PolicyView<'a> {
-    pub(crate) id: &'a PolicyId,
-    pub(crate) forbid: bool,
+pub struct PolicyView<'a> {
+    /// The policy's id.
+    pub id: &'a PolicyId,
+    /// Whether it is a forbid.
+    pub forbid: bool,
     /// `None` for a policy that falls back to Cedar.
-    pub(crate) native: Option<(&'a [Expr], &'a Shape)>,
+    pub native: Option<(&'a [Expr], &'a Shape)>,
 }
 
 /// One indexed policy: its position and the principal and resource types it needs.
@@ -269,7 +295,8 @@ impl CompiledPolicies {
             principal: 0,
             action: 0,
             resource: 0,
-            context: Value::Record(Vec::new().into()),
+            context: store::Ctx::Pairs(&[]),
+            local: None,
             local_types: Vec::new(),
             request: None,
             field: None,
@@ -302,12 +329,12 @@ impl CompiledPolicies {
     }
 
     /// The tag that ties stores to this policy set.
-    pub(crate) fn tag(&self) -> u64 {
+    pub fn tag(&self) -> u64 {
         self.tag
     }
 
     /// Every policy, in policy set order.
-    pub(crate) fn views(&self) -> impl Iterator<Item = PolicyView<'_>> {
+    pub fn views(&self) -> impl Iterator<Item = PolicyView<'_>> {
         self.policies.iter().map(|p| PolicyView {
             id: &p.id,
             forbid: p.forbid,
@@ -353,8 +380,8 @@ impl CompiledPolicies {
             push(l);
         }
         let mut several = false;
-        if let Some(a) = query.store.entity(query.action) {
-            for anc in &a.ancestors {
+        if let Some(a) = query.entity(query.action) {
+            for anc in a.ancestors {
                 if let Some(l) = self.by_action.get(anc) {
                     push(l);
                     several = true;

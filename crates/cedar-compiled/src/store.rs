@@ -31,7 +31,7 @@ impl Interner {
         self.map.insert(s, id);
         id
     }
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.names.len()
     }
 }
@@ -155,13 +155,37 @@ pub(crate) struct EntityData {
     pub(crate) ancestors: Vec<u32>,
 }
 
-impl EntityData {
-    pub(crate) fn tag(&self, name: &str) -> Option<&Value> {
+/// A borrowed view of one entity's data: an entity of the store, or one the request
+/// supplies itself ([`Query::with_entity`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EntityRef<'a> {
+    /// Attributes sorted by attribute id, without repeats.
+    pub attrs: &'a [(u32, Value)],
+    /// All ancestors (the transitive closure of the parents), sorted, without repeats.
+    pub ancestors: &'a [u32],
+    /// Tags sorted by name.
+    pub tags: &'a [(Arc<str>, Value)],
+}
+
+impl<'a> EntityRef<'a> {
+    /// The tag `name`, if the entity has it.
+    pub fn tag(&self, name: &str) -> Option<&'a Value> {
         self.tags
             .binary_search_by(|(k, _)| (**k).cmp(name))
             .ok()
             .and_then(|i| self.tags.get(i))
             .map(|(_, v)| v)
+    }
+}
+
+impl EntityData {
+    /// This entity's data as a borrowed view.
+    pub fn view(&self) -> EntityRef<'_> {
+        EntityRef {
+            attrs: &self.attrs,
+            ancestors: &self.ancestors,
+            tags: &self.tags,
+        }
     }
 }
 
@@ -287,29 +311,29 @@ impl Store {
     }
 
     /// The id of the uid `ty::"id"`, interned if new.
-    pub(crate) fn intern_uid(&mut self, ty: &str, id: &str) -> u32 {
+    pub fn intern_uid(&mut self, ty: &str, id: &str) -> u32 {
         self.symbols.uid(ty, id)
     }
 
     /// The id of the attribute `name`, interned if new.
-    pub(crate) fn intern_attr(&mut self, name: &str) -> u32 {
+    pub fn intern_attr(&mut self, name: &str) -> u32 {
         self.symbols.attrs.intern(name)
     }
 
     /// The id of the entity type `name`, if interned.
-    pub(crate) fn type_id(&self, name: &str) -> Option<u32> {
+    pub fn type_id(&self, name: &str) -> Option<u32> {
         self.symbols.types.get(name)
     }
 
     /// The type id of uid `uid`.
-    pub(crate) fn type_of_uid(&self, uid: u32) -> Option<u32> {
+    pub fn type_of_uid(&self, uid: u32) -> Option<u32> {
         self.symbols.type_of(uid)
     }
 
     /// Inserts or replaces one entity given by ids (attributes in any order), keeping
     /// every entity's ancestors up to date. With `close` false, ancestors are left for
     /// [`Store::close`] (for building many entities at once).
-    pub(crate) fn set_entity(
+    pub fn set_entity(
         &mut self,
         uid: u32,
         attrs: Vec<(u32, Value)>,
@@ -336,25 +360,25 @@ impl Store {
     }
 
     /// The ancestors of `uid` (none if it is not an entity of the store).
-    pub(crate) fn entity_ancestors(&self, uid: u32) -> &[u32] {
+    pub fn entity_ancestors(&self, uid: u32) -> &[u32] {
         self.entity(uid).map_or(&[], |e| &e.ancestors)
     }
 
     /// Removes entity `uid` (its descendants keep it as an ancestor, as Cedar does for
     /// a parent that is not an entity).
-    pub(crate) fn remove_entity(&mut self, uid: u32) {
+    pub fn remove_entity(&mut self, uid: u32) {
         if let Some(slot) = self.entities.get_mut(uid as usize) {
             *slot = None;
         }
     }
 
     /// The tag of the compiled policy set the store was built for.
-    pub(crate) fn owner_tag(&self) -> u64 {
+    pub fn owner_tag(&self) -> u64 {
         self.owner
     }
 
     /// Computes every entity's ancestors.
-    pub(crate) fn close(&mut self) {
+    pub fn close(&mut self) {
         self.close_all();
     }
 
@@ -486,23 +510,51 @@ impl Resolve for Overlay<'_> {
     }
 }
 
+/// A query's context: a record value, or attribute pairs borrowed from the caller (no
+/// allocation per request).
+#[derive(Debug, Clone)]
+pub enum Ctx<'s> {
+    /// A record value.
+    Value(Value),
+    /// `(attribute id, value)` pairs sorted by attribute id, without repeats.
+    Pairs(&'s [(u32, Value)]),
+}
+
+impl Ctx<'_> {
+    fn pairs(&self) -> Option<&[(u32, Value)]> {
+        match self {
+            Ctx::Value(Value::Record(r)) => Some(r),
+            Ctx::Value(_) => None,
+            Ctx::Pairs(p) => Some(p),
+        }
+    }
+}
+
 /// One request, resolved against a [`Store`]: principal, action and resource as ids and
 /// the context as a record value.
 #[derive(Debug, Clone)]
 pub struct Query<'s> {
     pub(crate) store: &'s Store,
-    pub(crate) principal: u32,
-    pub(crate) action: u32,
-    pub(crate) resource: u32,
-    pub(crate) context: Value,
+    /// The principal's uid.
+    pub principal: u32,
+    /// The action's uid.
+    pub action: u32,
+    /// The resource's uid.
+    pub resource: u32,
+    /// The context.
+    pub context: Ctx<'s>,
+    /// An entity the request supplies itself, not held by the store (its uid, its type
+    /// and its data): e.g. the resource, read with the request from the caller's own
+    /// records.
+    pub local: Option<(u32, u32, EntityRef<'s>)>,
     /// Types of the uids the store does not know (ids from the store's uid count on).
     pub(crate) local_types: Vec<u32>,
     pub(crate) request: Option<&'s Request>,
     /// A context attribute given apart from `context` (attribute id, entity uid): the
     /// crate's engine passes the field asked for this way, one field after another.
-    pub(crate) field: Option<(u32, u32)>,
+    pub field: Option<(u32, u32)>,
     /// An entity of the store the request must not see (as if absent).
-    pub(crate) hidden: Option<u32>,
+    pub hidden: Option<u32>,
 }
 
 impl<'s> Query<'s> {
@@ -543,7 +595,8 @@ impl<'s> Query<'s> {
             principal,
             action,
             resource,
-            context,
+            context: Ctx::Value(context),
+            local: None,
             local_types: overlay.uid_types,
             request: Some(request),
             field: None,
@@ -553,12 +606,12 @@ impl<'s> Query<'s> {
 
     /// A query built directly from ids (no Cedar request): the crate's engine builds its
     /// queries this way.
-    pub(crate) fn direct(
+    pub fn direct(
         store: &'s Store,
         principal: u32,
         action: u32,
         resource: u32,
-        context: Value,
+        context: Ctx<'s>,
     ) -> Query<'s> {
         Query {
             store,
@@ -566,6 +619,7 @@ impl<'s> Query<'s> {
             action,
             resource,
             context,
+            local: None,
             local_types: Vec::new(),
             request: None,
             field: None,
@@ -575,11 +629,24 @@ impl<'s> Query<'s> {
 
     /// The data of entity `uid`, unless it is absent or hidden from this request.
     #[inline]
-    pub(crate) fn entity(&self, uid: u32) -> Option<&'s EntityData> {
+    pub fn entity(&self, uid: u32) -> Option<EntityRef<'s>> {
+        if let Some((u, _, data)) = self.local {
+            if u == uid {
+                return Some(data);
+            }
+        }
         if self.hidden == Some(uid) {
             return None;
         }
-        self.store.entity(uid)
+        self.store.entity(uid).map(EntityData::view)
+    }
+
+    /// This query with the entity `uid` of type `type_id` supplied by the request: it
+    /// is read from `data` instead of the store (a uid the store does not hold, or one
+    /// whose stored data the request replaces).
+    pub fn with_entity(mut self, uid: u32, type_id: u32, data: EntityRef<'s>) -> Query<'s> {
+        self.local = Some((uid, type_id, data));
+        self
     }
 
     /// The context attribute `attr`.
@@ -590,26 +657,33 @@ impl<'s> Query<'s> {
                 return Some(Value::Entity(u));
             }
         }
-        match &self.context {
-            Value::Record(r) => super::value::record_get(r, attr).cloned(),
-            _ => None,
-        }
+        self.context
+            .pairs()
+            .and_then(|r| super::value::record_get(r, attr).cloned())
     }
 
     /// The whole context record (with the separately given attribute, if any).
     pub(crate) fn context_value(&self) -> Value {
         match (self.field, &self.context) {
-            (Some((a, u)), Value::Record(r)) => {
-                let mut pairs: Vec<(u32, Value)> = r.to_vec();
-                pairs.push((a, Value::Entity(u)));
+            (None, Ctx::Value(v)) => v.clone(),
+            (field, ctx) => {
+                let mut pairs: Vec<(u32, Value)> =
+                    ctx.pairs().map(<[_]>::to_vec).unwrap_or_default();
+                if let Some((a, u)) = field {
+                    pairs.push((a, Value::Entity(u)));
+                }
                 Value::record(pairs)
             }
-            _ => self.context.clone(),
         }
     }
 
     /// The type id of an entity uid (`UNKNOWN_TYPE` for a type no policy names).
     pub(crate) fn type_of(&self, uid: u32) -> u32 {
+        if let Some((u, t, _)) = self.local {
+            if u == uid {
+                return t;
+            }
+        }
         self.store.symbols.type_of(uid).unwrap_or_else(|| {
             let local = (uid as usize).saturating_sub(self.store.symbols.uid_count());
             self.local_types.get(local).copied().unwrap_or(UNKNOWN_TYPE)

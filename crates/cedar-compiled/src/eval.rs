@@ -57,7 +57,7 @@ pub(crate) fn eval(e: &Expr, q: &Query<'_>) -> EvalResult {
                 Value::Record(r) => record_get(&r, *attr).cloned().ok_or(EvalError),
                 Value::Entity(u) => q
                     .entity(u)
-                    .and_then(|e| record_get(&e.attrs, *attr))
+                    .and_then(|e| record_get(e.attrs, *attr))
                     .cloned()
                     .ok_or(EvalError),
                 _ => Err(EvalError),
@@ -80,7 +80,7 @@ pub(crate) fn eval(e: &Expr, q: &Query<'_>) -> EvalResult {
                     Value::Record(r) => record_get(r, *attr).cloned(),
                     Value::Entity(u) => q
                         .entity(*u)
-                        .and_then(|e| record_get(&e.attrs, *attr))
+                        .and_then(|e| record_get(e.attrs, *attr))
                         .cloned(),
                     _ => return Err(EvalError),
                 };
@@ -144,7 +144,7 @@ fn var_uid(v: Var, q: &Query<'_>) -> Option<u32> {
 
 /// `uid in rhs`: `rhs` an entity or a set of entities (every element must be one).
 fn in_op(uid: u32, rhs: &Value, q: &Query<'_>) -> EvalResult<bool> {
-    let ancestors: &[u32] = q.entity(uid).map_or(&[], |e| &e.ancestors);
+    let ancestors: &[u32] = q.entity(uid).map_or(&[], |e| e.ancestors);
     let within = |p: u32| p == uid || ancestors.binary_search(&p).is_ok();
     match rhs {
         Value::Entity(p) => Ok(within(*p)),

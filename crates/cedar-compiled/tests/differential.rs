@@ -1,4 +1,4 @@
-//! Property-based differential tests: the compiled evaluator (`membergate::compiled`)
+//! Property-based differential tests: the compiled evaluator (`cedar_compiled`)
 //! against `cedar_policy::Authorizer` on generated entity stores, requests and policies.
 //! Every generated case decides each of its requests both ways and asserts the same
 //! decision, the same set of determining policies and the same set of erroring policies.
@@ -25,11 +25,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+use cedar_compiled::{CompiledPolicies, Query, Store};
 use cedar_policy::{
     AuthorizationError, Authorizer, Context, Entities, EntityUid, Policy, PolicyId, PolicySet,
     Request, Schema, SchemaFragment,
 };
-use membergate::compiled::{CompiledPolicies, Query, Store};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
@@ -1552,11 +1552,13 @@ struct Bundled {
 fn bundled() -> &'static Bundled {
     static B: OnceLock<Bundled> = OnceLock::new();
     B.get_or_init(|| {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
-        let engine = membergate::Engine::from_dir(dir).expect("bundled policies load");
-        let text = std::fs::read_to_string(format!("{dir}/{}", membergate::SCHEMA_FILE))
-            .expect("schema file");
+        // A real policy set over a real schema: the party policies of the workspace's
+        // root crate, read as Cedar text (no domain code involved).
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies");
+        let text =
+            std::fs::read_to_string(format!("{dir}/schema.cedarschema")).expect("schema file");
         let (fragment, _) = SchemaFragment::from_cedarschema_str(&text).expect("schema");
+        let schema = Schema::from_cedarschema_str(&text).expect("schema").0;
         let mut desc = desc_from_schema_json(&fragment.to_json_value().expect("schema json"));
         // Two entities of the types whose identity the policies compare, one of the
         // others, and the fields the policies name.
@@ -1567,18 +1569,30 @@ fn bundled() -> &'static Bundled {
                 _ => strings(&["a"]),
             };
         }
-        // The policies in their JSON form: the compiler reads that form, which Cedar
-        // makes by parsing the text again for a policy parsed from text.
-        let policies = engine
-            .policies()
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .expect("policy directory")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+            .collect();
+        files.sort();
+        let all: String = files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).expect("policy file"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let set: cedar_policy::PolicySet = all.parse().expect("bundled policies parse");
+        // The policies in their JSON form, each under its `@id`: the compiler reads
+        // that form, which Cedar makes by parsing the text again for a policy parsed
+        // from text.
+        let policies = set
             .policies()
             .map(|p| {
-                Policy::from_json(Some(p.id().clone()), p.to_json().expect("json"))
-                    .expect("policy from json")
+                let id = PolicyId::new(p.annotation("id").expect("every policy has an @id"));
+                Policy::from_json(Some(id), p.to_json().expect("json")).expect("policy from json")
             })
             .collect();
         Bundled {
-            schema: engine.schema().clone(),
+            schema,
             desc: Arc::new(desc),
             policies,
         }

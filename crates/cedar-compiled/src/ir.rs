@@ -8,51 +8,76 @@ use super::value::{ArithOp, ExtFn, PatElem, Value};
 
 /// A variable of the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Var {
+pub enum Var {
+    /// `principal`
     Principal,
+    /// `action`
     Action,
+    /// `resource`
     Resource,
+    /// `context`
     Context,
 }
 
 /// A binary operator whose two operands are always both evaluated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum BinOp {
+pub enum BinOp {
+    /// `==`
     Eq,
     /// `<` (strict) or `<=`; `>`/`>=` are compiled with the operands swapped.
     Less(bool),
+    /// `+`, `-`, `*`
     Arith(ArithOp),
+    /// `in`
     In,
+    /// `.contains`
     Contains,
+    /// `.containsAll`
     ContainsAll,
+    /// `.containsAny`
     ContainsAny,
+    /// `.getTag`
     GetTag,
+    /// `.hasTag`
     HasTag,
 }
 
 /// A compiled expression: names interned, literals folded.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Expr {
+pub enum Expr {
     /// A constant.
     Lit(Value),
     /// An expression that always errors when evaluated (e.g. `decimal("x")`).
     Error,
+    /// A variable of the request.
     Var(Var),
+    /// `!e`
     Not(Box<Expr>),
+    /// `-e`
     Neg(Box<Expr>),
+    /// `e.isEmpty()`
     IsEmpty(Box<Expr>),
+    /// A binary operator.
     Bin(BinOp, Box<Expr>, Box<Expr>),
+    /// `a && b`
     And(Box<Expr>, Box<Expr>),
+    /// `a || b`
     Or(Box<Expr>, Box<Expr>),
+    /// `if c then t else f`
     If(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// `e.attr`, by attribute id.
     GetAttr(Box<Expr>, u32),
     /// `e has a.b.c`: the chain of attribute ids.
     HasAttr(Box<Expr>, Box<[u32]>),
+    /// `e like "pattern"`
     Like(Box<Expr>, Box<[PatElem]>),
     /// `e is T` and, with the third field, `e is T in r`.
     Is(Box<Expr>, u32, Option<Box<Expr>>),
+    /// `[a, b, ...]`
     Set(Vec<Expr>),
+    /// `{a: .., b: ..}`, by attribute id.
     Record(Vec<(u32, Expr)>),
+    /// An extension function call.
     Call(ExtFn, Vec<Expr>),
 }
 
@@ -78,7 +103,7 @@ pub(crate) struct ScopeKey {
 
 /// A principal or resource scope constraint, with its names interned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Scope {
+pub enum Scope {
     /// No constraint.
     Any,
     /// `== E`

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeSet;
 
+use cedar_compiled::{CompiledPolicies, Query, Store};
 use cedar_policy::{
     Authorizer, Context, Decision, Entities, Entity, EntityUid, Policy, PolicyId, PolicySet,
     Request,
 };
-use membergate::compiled::{CompiledPolicies, Query, Store};
 
 const ENTITIES: &str = r#"[
  {"uid": {"type": "User", "id": "alice"},
@@ -442,7 +442,7 @@ fn templates_are_refused_and_foreign_stores_rejected() {
 #[test]
 #[ignore = "needs the unpacked corpus; a measurement, not a check"]
 fn corpus_timing() {
-    use membergate::conformance::{discover, Test};
+    use cedar_compiled::conformance::{discover, Test};
     use std::time::{Duration, Instant};
     let root = std::env::var("MEMBERGATE_CORPUS").unwrap_or_else(|_| "/tmp/corpus-c".into());
     let root = std::path::Path::new(&root);

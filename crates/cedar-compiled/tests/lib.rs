@@ -1,0 +1,5 @@
+//! Integration tests, one binary: `mod` per area.
+
+mod compiled;
+mod conformance;
+mod differential;
