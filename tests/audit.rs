@@ -17,7 +17,7 @@ use membergate::sample::{self, ids};
 use membergate::{Action, Context, PrincipalId, PrincipalKind, Request};
 use tempfile::TempDir;
 
-use crate::bad_input::{engine, membergate, stderr, stdout};
+use crate::support::{engine, membergate, stderr, stdout};
 
 // ------------------------------------------------------------------ helpers
 

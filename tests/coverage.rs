@@ -8,7 +8,7 @@ use std::path::Path;
 use membergate::testing::{CaseReport, Coverage, Expectation, TestPlan};
 use membergate::Engine;
 
-use crate::bad_input::{membergate, stderr, stdout, PolicyCopy};
+use crate::support::{membergate, stderr, stdout, PolicyCopy};
 
 /// A permit for a principal type and action no case asks about: processors erasing.
 const UNTESTED_POLICY: &str = r#"@id("processor-erase")

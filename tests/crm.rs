@@ -22,7 +22,7 @@ use membergate::{Action, Context, PrincipalId, PrincipalKind};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::bad_input::{bundled, engine, policies_dir, PolicyCopy};
+use crate::support::{bundled, engine, policies_dir, PolicyCopy};
 
 // ------------------------------------------------------------------ the server
 

@@ -2,14 +2,17 @@
 
 mod assurance;
 mod audit;
-mod bad_input;
+mod cli;
 mod compiled;
 mod conformance;
 mod coverage;
 mod crm;
 mod engine_api;
 mod fast_path;
+mod load_errors;
 mod meter;
 mod proptest_compiled;
 mod proptest_engine;
 mod reload;
+mod request_errors;
+mod support;

@@ -16,7 +16,7 @@ use membergate::{
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 
-use crate::bad_input::engine;
+use crate::support::engine;
 
 /// The policy-suite fixture, less its deliberately invalid record (a store refuses it).
 fn fixture() -> &'static Membership {
