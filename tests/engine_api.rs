@@ -13,17 +13,7 @@ use membergate::{
 };
 use serde_json::json;
 
-use crate::support::{bundled, engine, fixture, policies_dir};
-
-// ------------------------------------------------------------------ shared data
-
-fn t(s: &str) -> Timestamp {
-    s.parse().expect("timestamp")
-}
-
-fn p(s: &str) -> PrincipalId {
-    s.parse().expect("principal")
-}
+use crate::support::{bundled, engine, fixture, policies_dir, principal as p, t};
 
 // ------------------------------------------------------------------ threads
 
