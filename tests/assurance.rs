@@ -12,7 +12,7 @@ use membergate::assurance::{
 };
 use membergate::{Engine, ProblemKind};
 
-use crate::bad_input::{membergate, stderr, stdout, PolicyCopy};
+use crate::support::{membergate, stderr, stdout, PolicyCopy};
 
 fn verifier() -> Verifier {
     Verifier::locate().unwrap_or_else(|e| panic!("{e}"))

@@ -17,13 +17,9 @@ use membergate::sample::{self, ids};
 use membergate::{Action, Context, PrincipalId, PrincipalKind, Request};
 use tempfile::TempDir;
 
-use crate::bad_input::{engine, membergate, stderr, stdout};
+use crate::support::{engine, membergate, stderr, stdout, t as ts};
 
 // ------------------------------------------------------------------ helpers
-
-fn ts(s: &str) -> Timestamp {
-    s.parse().expect("timestamp")
-}
 
 /// Record `i` of a test log: principals, members, actions and times vary with `i`.
 fn rec(i: u64) -> DecisionRecord {

@@ -8,7 +8,7 @@ use std::path::Path;
 use membergate::testing::{CaseReport, Coverage, Expectation, TestPlan};
 use membergate::Engine;
 
-use crate::bad_input::{membergate, stderr, stdout, PolicyCopy};
+use crate::support::{membergate, policies_dir as bundled, stderr, stdout, PolicyCopy};
 
 /// A permit for a principal type and action no case asks about: processors erasing.
 const UNTESTED_POLICY: &str = r#"@id("processor-erase")
@@ -29,10 +29,6 @@ fn run(dir: &Path) -> (Engine, Coverage, Vec<String>) {
         failures.extend(report.failure);
     }
     (engine, coverage, failures)
-}
-
-fn bundled() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
 }
 
 /// The bundled policies plus [`UNTESTED_POLICY`] in `extra.cedar`.

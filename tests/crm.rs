@@ -22,7 +22,7 @@ use membergate::{Action, Context, PrincipalId, PrincipalKind};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::bad_input::{bundled, engine, policies_dir, PolicyCopy};
+use crate::support::{bundled, engine, policies_dir, t as ts, PolicyCopy};
 
 // ------------------------------------------------------------------ the server
 
@@ -369,10 +369,6 @@ fn expected(
         .into_iter()
         .filter_map(|f| values.get(&f).map(|v| (f, v.clone())))
         .collect()
-}
-
-fn ts(s: &str) -> jiff::Timestamp {
-    s.parse().expect("timestamp")
 }
 
 /// Whether an identifying value of the members asked about appears in `body` (for

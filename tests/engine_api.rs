@@ -13,17 +13,7 @@ use membergate::{
 };
 use serde_json::json;
 
-use crate::bad_input::{bundled, engine, fixture, policies_dir};
-
-// ------------------------------------------------------------------ shared data
-
-fn t(s: &str) -> Timestamp {
-    s.parse().expect("timestamp")
-}
-
-fn p(s: &str) -> PrincipalId {
-    s.parse().expect("principal")
-}
+use crate::support::{bundled, engine, fixture, policies_dir, principal as p, t};
 
 // ------------------------------------------------------------------ threads
 
@@ -1050,7 +1040,7 @@ fn the_entities_the_engine_builds_conform_to_the_schema() {
 
 #[test]
 fn the_version_is_the_content_of_the_policy_files() {
-    use crate::bad_input::PolicyCopy;
+    use crate::support::PolicyCopy;
     let bundled = Engine::from_dir("policies").expect("loads");
     // The same files elsewhere: the same version.
     let copy = PolicyCopy::new();

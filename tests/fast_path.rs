@@ -13,13 +13,11 @@ use membergate::{
     PrincipalId, PrincipalKind, PrincipalRecord, Request, RequestError,
 };
 
+use crate::support::t as ts;
+
 fn engine() -> Engine {
     Engine::from_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
         .unwrap_or_else(|e| panic!("{}", e.render()))
-}
-
-fn ts(s: &str) -> Timestamp {
-    s.parse().unwrap()
 }
 
 fn principals(party: &Membership) -> Vec<(PrincipalId, u32)> {

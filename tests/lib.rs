@@ -2,11 +2,14 @@
 
 mod assurance;
 mod audit;
-mod bad_input;
+mod cli;
 mod coverage;
 mod crm;
 mod engine_api;
 mod fast_path;
+mod load_errors;
 mod meter;
 mod proptest_engine;
 mod reload;
+mod request_errors;
+mod support;

@@ -6,7 +6,6 @@
 //! store and by `authorize` / `permitted_fields` on the same records. Shrinks to a minimal
 //! differing case.
 
-use std::path::Path;
 use std::sync::OnceLock;
 
 use jiff::{SignedDuration, Timestamp};
@@ -16,15 +15,13 @@ use membergate::{
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 
-use crate::bad_input::engine;
+use crate::support::{self, engine};
 
 /// The policy-suite fixture, less its deliberately invalid record (a store refuses it).
 fn fixture() -> &'static Membership {
     static PARTY: OnceLock<Membership> = OnceLock::new();
     PARTY.get_or_init(|| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/tests/fixtures/party.toml");
-        let text = std::fs::read_to_string(path).expect("fixture");
-        let mut party: Membership = toml::from_str(&text).expect("fixture parses");
+        let mut party = support::fixture().clone();
         party.members.remove("m-former-undated");
         party
     })

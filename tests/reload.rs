@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 
-use crate::bad_input::{bundled, copy_dir};
+use crate::support::{bundled, copy_dir};
 use membergate::sample::ids;
 use membergate::{
     Action, Context, Effect, Engine, PolicyVersion, PrincipalId, PrincipalKind, ReloadCheck,

@@ -1,0 +1,201 @@
+//! The `membergate` binary's `check`, `test` and `fields` commands: exit codes, the place
+//! of a problem, the pass and fail counts, usage errors, and the JSON field list.
+
+use std::fs;
+
+use membergate::{Action, Context, Engine};
+
+use crate::support::{
+    engine, fixture, membergate, policies_dir, principal, stderr, stdout, t, PolicyCopy,
+    POLICY_SYNTAX,
+};
+
+/// The `N passed, M failed` counts of the last line of `membergate test`.
+fn summary(out: &str) -> (usize, usize) {
+    let last = out.lines().last().expect("output");
+    let parsed = last.strip_suffix(" failed").and_then(|s| {
+        let (passed, failed) = s.split_once(" passed, ")?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        (digits(passed) && digits(failed)).then(|| (passed.parse().ok(), failed.parse().ok()))
+    });
+    match parsed {
+        Some((Some(p), Some(f))) => (p, f),
+        _ => panic!("last line {last:?} is not `N passed, M failed`"),
+    }
+}
+
+#[test]
+fn cli_check_on_broken_policies_names_file_line_column() {
+    let copy = PolicyCopy::new();
+    let place = copy.mutate(&POLICY_SYNTAX);
+    let dir = copy.path().to_str().expect("utf-8 path");
+    let out = membergate(&["check", "--policies", dir]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    let want = format!("{}:{}:{}", place.file.display(), place.line, place.column);
+    assert!(all.contains(&want), "no {want} in:\n{all}");
+    assert!(all.contains("unexpected token `when`"), "{all}");
+}
+
+#[test]
+fn cli_check_on_bundled_policies_succeeds() {
+    let dir = policies_dir();
+    let out = membergate(&["check", "--policies", dir.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ok"), "{}", stdout(&out));
+}
+
+#[test]
+fn cli_test_on_bundled_policies_passes() {
+    let dir = policies_dir();
+    let out = membergate(&["test", "--policies", dir.to_str().expect("utf-8")]);
+    let text = stdout(&out);
+    let (passed, failed) = summary(&text);
+    let failures: Vec<&str> = text.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert_eq!(failed, 0, "failing cases: {failures:#?}");
+    assert!(passed > 100, "{passed} cases");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn cli_test_with_a_broken_policy_fails_with_counts() {
+    let copy = PolicyCopy::new();
+    // Ended roles keep their access (and live ones lose it): suites must catch it.
+    copy.edit(
+        "guardrails.cedar",
+        "principal.ended_at <= context.now",
+        "principal.ended_at > context.now",
+    );
+    Engine::from_dir(copy.path()).expect("the broken policy still validates");
+    let out = membergate(&["test", "--policies", copy.path().to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    let (passed, failed) = summary(&text);
+    assert!(failed > 0 && passed > 0, "{passed} passed, {failed} failed");
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("FAIL")).count(),
+        failed
+    );
+}
+
+#[test]
+fn cli_malformed_principal_is_a_usage_error() {
+    let out = membergate(&[
+        "fields",
+        "--principal",
+        r#"Nobody::"x""#,
+        "--member",
+        "m-00001",
+        "--at",
+        "2020-03-01T12:00:00Z",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("--principal"), "{err}");
+    assert!(err.contains("unknown principal type `Nobody`"), "{err}");
+}
+
+#[test]
+fn cli_unknown_member_is_an_error() {
+    let out = membergate(&[
+        "fields",
+        "--principal",
+        r#"Staff::"s-membership""#,
+        "--member",
+        "no-such-member",
+        "--at",
+        "2020-03-01T12:00:00Z",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("unknown member `no-such-member`"), "{err}");
+    assert!(
+        stdout(&out).is_empty(),
+        "no partial answer: {}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn cli_fields_json_lists_the_allowed_fields_as_permitted() {
+    let fixture_path = policies_dir().join("tests/fixtures/party.toml");
+    let out = membergate(&[
+        "fields",
+        "--principal",
+        r#"CampaignStaff::"cs-a""#,
+        "--member",
+        "m-eligible",
+        "--at",
+        "2020-03-01T12:00:00Z",
+        "--election",
+        "leader-2020",
+        "--data",
+        fixture_path.to_str().expect("utf-8"),
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let permitted: Vec<&str> = json["permitted"]
+        .as_array()
+        .expect("permitted")
+        .iter()
+        .map(|v| v.as_str().expect("name"))
+        .collect();
+    let rows = json["fields"].as_array().expect("fields");
+    assert_eq!(rows.len(), engine().catalogue().len());
+    let allowed: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["decision"] == "allow")
+        .map(|r| r["field"].as_str().expect("field"))
+        .collect();
+    assert_eq!(permitted, allowed);
+    assert!(rows
+        .iter()
+        .all(|r| r["decision"] == "allow" || r["decision"] == "deny"));
+    // The same answer as the library's.
+    let set = engine()
+        .permitted_fields(
+            fixture(),
+            &principal(r#"CampaignStaff::"cs-a""#),
+            Action::Read,
+            "m-eligible",
+            &Context::at(t("2020-03-01T12:00:00Z")).election("leader-2020"),
+        )
+        .expect("decided");
+    assert_eq!(permitted, engine().catalogue().names(set));
+    assert!(!permitted.is_empty() && permitted.len() < rows.len());
+    assert_eq!(json["principal"], r#"CampaignStaff::"cs-a""#);
+    assert_eq!(json["member"], "m-eligible");
+}
+
+#[test]
+fn cli_malformed_membership_data_names_the_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("party.json");
+    fs::write(
+        &data,
+        "{\n  \"members\": {\n    \"m-1\": { \"status\": \"membre\" }\n  }\n}\n",
+    )
+    .expect("write");
+    let data_arg = data.to_string_lossy().into_owned();
+    let out = membergate(&[
+        "fields",
+        "--principal",
+        r#"Staff::"s-membership""#,
+        "--member",
+        "m-1",
+        "--at",
+        "2020-03-01T12:00:00Z",
+        "--data",
+        &data_arg,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("party.json"), "{err}");
+    assert!(err.contains("membre") && err.contains("line 3"), "{err}");
+    assert!(
+        stdout(&out).is_empty(),
+        "no partial answer: {}",
+        stdout(&out)
+    );
+}
