@@ -1,0 +1,188 @@
+//! `membergate audit`: the decision log, check a log's hash chain (`audit verify`) or
+//! print the records that match (`audit query`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use jiff::Timestamp;
+use membergate::audit::{self, DecisionRecord, DecisionSink, Durability, Filter, JsonlSink};
+use membergate::sample::{self, ids};
+use membergate::{Action, Context, PrincipalId, PrincipalKind};
+
+use crate::common::{engine, NO_VERDICT};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: AuditCommand,
+}
+
+/// `membergate audit` subcommands.
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check a decision log's hash chain: exit 0 if every record is intact (a torn last
+    /// line from a crash is reported, not a break), 1 naming the first broken line, 2 if
+    /// the file cannot be read.
+    Verify {
+        /// The log file.
+        file: PathBuf,
+    },
+    /// Print the records of a decision log that match every condition given, one line
+    /// each (the chain is not checked: `audit verify` does that).
+    Query {
+        /// The log file.
+        file: PathBuf,
+        /// The principal, as a Cedar uid: `CampaignStaff::"cs-a-staff"`.
+        #[arg(long)]
+        principal: Option<PrincipalId>,
+        /// The member id.
+        #[arg(long)]
+        member: Option<String>,
+        /// A field that was granted.
+        #[arg(long)]
+        field: Option<String>,
+        /// The action.
+        #[arg(long)]
+        action: Option<Action>,
+        /// Requests at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<Timestamp>,
+        /// Requests before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<Timestamp>,
+        /// One JSON object per record instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Append COUNT generated records as fast as possible (for crash tests).
+    #[command(hide = true)]
+    WriteSample {
+        /// The log file.
+        file: PathBuf,
+        /// The number of records.
+        #[arg(long)]
+        count: u64,
+        /// `fsync` each record.
+        #[arg(long)]
+        fsync: bool,
+    },
+}
+
+pub fn exec(dir: &Path, args: Args) -> Result<ExitCode, String> {
+    match args.command {
+        AuditCommand::Verify { file } => {
+            let report = match audit::verify(&file) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(NO_VERDICT));
+                }
+            };
+            if let Some(broken) = &report.broken {
+                println!("{}: chain broken at {broken}", file.display());
+                println!("{} records before it intact", report.records);
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("{} records, chain intact", report.records);
+            println!("last hash {}", report.head);
+            if let Some(torn) = report.torn {
+                println!("{torn}; opening the log for writing removes it");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Query {
+            file,
+            principal,
+            member,
+            field,
+            action,
+            since,
+            until,
+            json,
+        } => {
+            let filter = Filter {
+                principal,
+                member,
+                field,
+                action,
+                since,
+                until,
+            };
+            let records = audit::query(&file, &filter).map_err(|e| e.to_string())?;
+            for r in &records {
+                if json {
+                    println!("{}", serde_json::to_string(r).map_err(|e| e.to_string())?);
+                } else {
+                    let list = |l: &[String]| {
+                        if l.is_empty() {
+                            "-".to_string()
+                        } else {
+                            l.join(",")
+                        }
+                    };
+                    let rejected = r
+                        .rejected
+                        .as_ref()
+                        .map(|why| format!(" rejected: {why}"))
+                        .unwrap_or_default();
+                    println!(
+                        "{} {} {} {} granted {} refused {} policies {} request {} version {}{rejected}",
+                        r.at,
+                        r.principal,
+                        r.action,
+                        r.member,
+                        list(&r.granted),
+                        list(&r.refused),
+                        list(&r.policies),
+                        r.request_id,
+                        r.version.get(..12).unwrap_or(&r.version)
+                    );
+                }
+            }
+            eprintln!("{} matching records", records.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::WriteSample { file, count, fsync } => {
+            let engine = engine(dir)?;
+            let party = sample::bundled();
+            let store = engine.store(&party).map_err(|e| e.to_string())?;
+            let staffer = PrincipalId::new(PrincipalKind::CampaignStaff, ids::CS_A_STAFF);
+            let at = "2020-03-01T12:00:00Z"
+                .parse::<Timestamp>()
+                .map_err(|e| e.to_string())?;
+            let ctx = Context::at(at).election(ids::LEADER_2020);
+            let members: Vec<&str> = party.members.keys().map(String::as_str).collect();
+            let durability = if fsync {
+                Durability::Fsync
+            } else {
+                Durability::Flush
+            };
+            let sink = JsonlSink::open(&file, durability).map_err(|e| e.to_string())?;
+            if let Some(torn) = sink.opened().repaired {
+                eprintln!("removed a torn last line: {torn}");
+            }
+            for (i, member) in (0..count).zip(members.iter().cycle()) {
+                let fields = engine
+                    .permitted_fields_in(&store, &staffer, Action::Read, member, &ctx)
+                    .map_err(|e| e.to_string())?;
+                let record = DecisionRecord::for_fields(
+                    format!("sample-{i}"),
+                    &engine,
+                    &staffer,
+                    Action::Read,
+                    member,
+                    &ctx,
+                    fields,
+                );
+                sink.record(&record).map_err(|e| e.to_string())?;
+            }
+            println!(
+                "wrote {count} records; {} in {}",
+                sink.records(),
+                file.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! What several subcommands share: loading the engine and the membership data, the
+//! request options of `fields` and `explain`, the exit code for "no verdict", and text
+//! layout (indenting, tables).
+
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use membergate::sample;
+use membergate::{Action, Context, Engine, Membership, PrincipalId};
+
+/// The exit code when verification cannot run (no solver, or the solver failed) or an
+/// audit log cannot be read.
+pub const NO_VERDICT: u8 = 2;
+
+/// One request's principal, member, action and context.
+#[derive(clap::Args)]
+pub struct Ask {
+    /// The principal, as a Cedar uid: `CampaignStaff::"cs-a-staff"`.
+    #[arg(long)]
+    pub principal: PrincipalId,
+    /// The member id.
+    #[arg(long)]
+    pub member: String,
+    /// read, export, update, erase, bulk_export, contact_phone, contact_email, contact_post.
+    #[arg(long, default_value = "read")]
+    pub action: Action,
+    /// The time of the request (RFC 3339).
+    #[arg(long)]
+    pub at: Timestamp,
+    /// The election the access is for.
+    #[arg(long)]
+    pub election: Option<String>,
+    /// The call session a volunteer works in.
+    #[arg(long)]
+    pub session: Option<String>,
+    /// The stated purpose.
+    #[arg(long)]
+    pub purpose: Option<String>,
+    /// A break-glass reason.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Member reads the principal made in the past hour.
+    #[arg(long, default_value_t = 0)]
+    pub reads_this_hour: u64,
+    /// Membership data (JSON or TOML) instead of the bundled sample.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
+impl Ask {
+    pub fn context(&self) -> Context {
+        Context {
+            now: self.at,
+            reads_this_hour: self.reads_this_hour,
+            election: self.election.clone(),
+            session: self.session.clone(),
+            purpose: self.purpose.clone(),
+            reason: self.reason.clone(),
+        }
+    }
+}
+
+/// The engine of the policy directory `dir`; the error with its rendered diagnostics.
+pub fn engine(dir: &Path) -> Result<Engine, String> {
+    Engine::from_dir(dir).map_err(|e| format!("{e}\n\n{}", e.render()))
+}
+
+/// The membership data at `path` (TOML if it ends in `.toml`, JSON otherwise), or the
+/// bundled sample.
+pub fn data(path: Option<&Path>) -> Result<Membership, String> {
+    let Some(path) = path else {
+        return Ok(sample::bundled());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    if path.extension().is_some_and(|x| x == "toml") {
+        toml::from_str(&text).map_err(|e| format!("`{}`: {e}", path.display()))
+    } else {
+        serde_json::from_str(&text).map_err(|e| format!("`{}`: {e}", path.display()))
+    }
+}
+
+/// `text` with every line indented by `n` spaces.
+pub fn indent(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    text.lines()
+        .map(|l| format!("{pad}{l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Prints rows of cells in columns as wide as their widest cell.
+pub fn print_table(table: &[Vec<String>]) {
+    let columns = table.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            table
+                .iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for (i, row) in table.iter().enumerate() {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        println!("{}", line.join(" | ").trim_end());
+        if i == 0 {
+            println!(
+                "{}",
+                widths
+                    .iter()
+                    .map(|w| "-".repeat(*w))
+                    .collect::<Vec<_>>()
+                    .join("-+-")
+            );
+        }
+    }
+}
