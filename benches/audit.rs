@@ -6,45 +6,42 @@
 //! both on a file under `target/` (the project's disk, not a RAM-backed `/tmp`).
 //!
 //! Group `decision_with_log`, what the log adds to one member's decision on the compiled
-//! path (`Engine::field_decisions_in`, as the example CRM makes it): `decide` (the
-//! decision alone), `decide_record` (plus building its `DecisionRecord`) and
-//! `decide_record_flush` (plus appending it with `Durability::Flush`).
+//! path (`Engine::field_decisions` on a `Directory` and a `MemberRequest`, as the example
+//! CRM makes it): `decide` (the decision alone), `decide_record` (plus building its
+//! `DecisionRecord`) and `decide_record_flush` (plus appending it with
+//! `Durability::Flush`).
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use membergate::audit::{DecisionRecord, DecisionSink, Durability, JsonlSink};
 use membergate::sample::{self, ids};
-use membergate::{Action, Context, Engine, PrincipalId, PrincipalKind};
+use membergate::{Action, Context, Directory, Engine, MemberRequest, PrincipalId, PrincipalKind};
 
 /// A realistic record: a campaign staffer's read of a member's fields during the ballot.
 fn record() -> DecisionRecord {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
     let engine = Engine::from_dir(dir).unwrap_or_else(|e| panic!("{}", e.render()));
+    let party = sample::bundled();
+    let directory = Directory::from_membership(&engine, &party).unwrap_or_else(|e| panic!("{e}"));
     let staffer = PrincipalId::new(PrincipalKind::CampaignStaff, ids::CS_A_STAFF);
     let at = "2020-03-01T12:00:00Z"
         .parse()
         .unwrap_or_else(|e| panic!("{e}"));
     let ctx = Context::at(at).election(ids::LEADER_2020);
+    let req = MemberRequest {
+        principal: &staffer,
+        action: Action::Read,
+        member: party
+            .member(ids::MEMBER_ELIGIBLE)
+            .unwrap_or_else(|| panic!("no member {}", ids::MEMBER_ELIGIBLE)),
+        context: &ctx,
+    };
     let fields = engine
-        .permitted_fields(
-            &sample::bundled(),
-            &staffer,
-            Action::Read,
-            ids::MEMBER_ELIGIBLE,
-            &ctx,
-        )
+        .permitted_fields(&directory, &req)
         .unwrap_or_else(|e| panic!("{e}"));
-    DecisionRecord::for_fields(
-        "req-0001",
-        &engine,
-        &staffer,
-        Action::Read,
-        ids::MEMBER_ELIGIBLE,
-        &ctx,
-        fields,
-    )
-    .with_policies(["campaign-read-contact"])
+    DecisionRecord::for_fields("req-0001", &engine, &req, fields)
+        .with_policies(["campaign-read-contact"])
 }
 
 fn decision_log(c: &mut Criterion) {
@@ -71,31 +68,30 @@ fn decision_log(c: &mut Criterion) {
 fn decision_with_log(c: &mut Criterion) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
     let engine = Engine::from_dir(dir).unwrap_or_else(|e| panic!("{}", e.render()));
-    let store = engine
-        .store(&sample::bundled())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let party = sample::bundled();
+    let directory = Directory::from_membership(&engine, &party).unwrap_or_else(|e| panic!("{e}"));
     let staffer = PrincipalId::new(PrincipalKind::CampaignStaff, ids::CS_A_STAFF);
     let at = "2020-03-01T12:00:00Z"
         .parse()
         .unwrap_or_else(|e| panic!("{e}"));
     let ctx = Context::at(at).election(ids::LEADER_2020);
-    let member = ids::MEMBER_ELIGIBLE;
+    // The member's attributes, as the CRM reads them with its row.
+    let req = MemberRequest {
+        principal: &staffer,
+        action: Action::Read,
+        member: party
+            .member(ids::MEMBER_ELIGIBLE)
+            .unwrap_or_else(|| panic!("no member {}", ids::MEMBER_ELIGIBLE)),
+        context: &ctx,
+    };
     let decide = || {
         engine
-            .field_decisions_in(&store, &staffer, Action::Read, member, &ctx)
+            .field_decisions(&directory, &req)
             .unwrap_or_else(|e| panic!("{e}"))
     };
     let record = || {
         let d = decide();
-        DecisionRecord::for_field_decisions(
-            "req-0001",
-            &engine,
-            &staffer,
-            Action::Read,
-            member,
-            &ctx,
-            &d,
-        )
+        DecisionRecord::for_field_decisions("req-0001", &engine, &req, &d)
     };
     let logs = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap_or_else(|e| panic!("{e}"));
     let sink = JsonlSink::open(logs.path().join("decisions.jsonl"), Durability::Flush)

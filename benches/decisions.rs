@@ -3,13 +3,15 @@
 //!
 //! Groups, by question: `one_decision`, `permitted_fields_one_member` (every catalogue
 //! field of one member), `permitted_fields_page_100`, and `policy_scaling` (one decision
-//! under 20, 200 and 2,000 generated policies, per campaign and per region). In each, `membergate` is the
-//! crate's reference path (the CRM records converted to Cedar entities included),
-//! `compiled` the crate's compiled path on an `EntityStore` built beforehand, and
-//! `cedar_authorizer` is Cedar's authorizer alone, its inputs built beforehand. In the two
-//! `permitted_fields` groups, `compiled_field_decisions` is the compiled path's
-//! `field_decisions_in` / `field_decisions_page_in`: the same sets with the policies that
-//! decided each field.
+//! under 20, 200 and 2,000 generated policies, per campaign and per region). In each,
+//! `engine` is the crate's engine (the member's attributes passed with the request, the
+//! principal side in a `Directory` built beforehand), `reference` the same question
+//! through `Engine::reference` (the records converted to Cedar entities included), and
+//! `cedar_authorizer` Cedar's authorizer alone, its inputs built beforehand. In the two
+//! `permitted_fields` groups, `engine_field_decisions` is `field_decisions` /
+//! `field_decisions_page`: the same sets with the policies that decided each field.
+//! `setup` measures what a reload costs: the engine from the policy directory, and the
+//! directory of the sample's principal side.
 
 use std::hint::black_box;
 
@@ -17,12 +19,13 @@ use cedar_policy::{Authorizer, Entities};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use membergate::sample::{self, ids};
 use membergate::{
-    Action, Context, Engine, EntityStore, Membership, PrincipalId, PrincipalKind, Request,
+    Action, Context, Directory, Engine, MemberRef, MemberRequest, Membership, PageRequest,
+    PrincipalId, PrincipalKind, Request,
 };
 
 struct Setup {
     engine: Engine,
-    store: EntityStore,
+    directory: Directory,
     party: Membership,
     staffer: PrincipalId,
     context: Context,
@@ -37,9 +40,9 @@ fn setup() -> Setup {
         .parse()
         .unwrap_or_else(|e| panic!("{e}"));
     let page = party.members.keys().take(100).cloned().collect();
-    let store = engine.store(&party).unwrap_or_else(|e| panic!("{e}"));
+    let directory = Directory::from_membership(&engine, &party).unwrap_or_else(|e| panic!("{e}"));
     Setup {
-        store,
+        directory,
         engine,
         party,
         staffer: PrincipalId::new(PrincipalKind::CampaignStaff, ids::CS_A_STAFF),
@@ -49,14 +52,27 @@ fn setup() -> Setup {
 }
 
 impl Setup {
-    fn request(&self, member: &str, field: &str) -> Request {
-        Request::new(
-            self.staffer.clone(),
-            Action::Read,
-            member,
-            field,
-            self.context.clone(),
-        )
+    fn member(&self, id: &str) -> MemberRef<'_> {
+        self.party
+            .member(id)
+            .unwrap_or_else(|| panic!("no member {id}"))
+    }
+
+    fn member_request(&self, id: &str) -> MemberRequest<'_> {
+        MemberRequest {
+            principal: &self.staffer,
+            action: Action::Read,
+            member: self.member(id),
+            context: &self.context,
+        }
+    }
+
+    fn request<'a>(&'a self, member: &str, field: &'a str) -> Request<'a> {
+        self.member_request(member).field(field)
+    }
+
+    fn page(&self) -> Vec<MemberRef<'_>> {
+        self.page.iter().map(|id| self.member(id)).collect()
     }
 
     /// The Cedar inputs of every field of `member`, built once.
@@ -66,7 +82,8 @@ impl Setup {
             .iter()
             .map(|(_, f)| {
                 self.engine
-                    .cedar_inputs(&self.party, &self.request(member, &f.name))
+                    .reference()
+                    .cedar_inputs(&self.directory, &self.request(member, &f.name))
                     .unwrap_or_else(|e| panic!("{e}"))
             })
             .collect()
@@ -93,15 +110,25 @@ fn one_decision(c: &mut Criterion) {
     let req = s.request(ids::MEMBER_ELIGIBLE, "phone");
     let (cedar_req, entities) = s
         .engine
-        .cedar_inputs(&s.party, &req)
+        .reference()
+        .cedar_inputs(&s.directory, &req)
         .unwrap_or_else(|e| panic!("{e}"));
     let authorizer = Authorizer::new();
     let mut g = c.benchmark_group("one_decision");
-    g.bench_function("membergate", |b| {
-        b.iter(|| s.engine.authorize(black_box(&s.party), black_box(&req)))
+    g.bench_function("engine", |b| {
+        b.iter(|| {
+            s.engine
+                .authorize(black_box(&s.directory), black_box(&req))
+                .map(|d| d.is_allowed())
+        })
     });
-    g.bench_function("compiled", |b| {
-        b.iter(|| s.engine.authorize_in(black_box(&s.store), black_box(&req)))
+    g.bench_function("reference", |b| {
+        b.iter(|| {
+            s.engine
+                .reference()
+                .authorize(black_box(&s.directory), black_box(&req))
+                .map(|d| d.is_allowed())
+        })
     });
     g.bench_function("cedar_authorizer", |b| {
         b.iter(|| {
@@ -117,40 +144,28 @@ fn one_decision(c: &mut Criterion) {
 
 fn permitted_fields_one_member(c: &mut Criterion) {
     let s = setup();
+    let req = s.member_request(ids::MEMBER_ELIGIBLE);
     let inputs = s.cedar_inputs(ids::MEMBER_ELIGIBLE);
     let authorizer = Authorizer::new();
     let mut g = c.benchmark_group("permitted_fields_one_member");
-    g.bench_function("membergate", |b| {
+    g.bench_function("engine", |b| {
         b.iter(|| {
-            s.engine.permitted_fields(
-                black_box(&s.party),
-                &s.staffer,
-                Action::Read,
-                ids::MEMBER_ELIGIBLE,
-                &s.context,
-            )
+            s.engine
+                .permitted_fields(black_box(&s.directory), black_box(&req))
         })
     });
-    g.bench_function("compiled", |b| {
+    g.bench_function("engine_field_decisions", |b| {
         b.iter(|| {
-            s.engine.permitted_fields_in(
-                black_box(&s.store),
-                &s.staffer,
-                Action::Read,
-                ids::MEMBER_ELIGIBLE,
-                &s.context,
-            )
+            s.engine
+                .field_decisions(black_box(&s.directory), black_box(&req))
+                .map(|d| d.granted())
         })
     });
-    g.bench_function("compiled_field_decisions", |b| {
+    g.bench_function("reference", |b| {
         b.iter(|| {
-            s.engine.field_decisions_in(
-                black_box(&s.store),
-                &s.staffer,
-                Action::Read,
-                ids::MEMBER_ELIGIBLE,
-                &s.context,
-            )
+            s.engine
+                .reference()
+                .permitted_fields(black_box(&s.directory), black_box(&req))
         })
     });
     g.bench_function("cedar_authorizer", |b| {
@@ -161,42 +176,35 @@ fn permitted_fields_one_member(c: &mut Criterion) {
 
 fn permitted_fields_page_100(c: &mut Criterion) {
     let s = setup();
-    let page: Vec<&str> = s.page.iter().map(String::as_str).collect();
-    let inputs: Vec<_> = page.iter().map(|m| s.cedar_inputs(m)).collect();
+    let members = s.page();
+    let req = PageRequest {
+        principal: &s.staffer,
+        action: Action::Read,
+        members: &members,
+        context: &s.context,
+    };
+    let inputs: Vec<_> = s.page.iter().map(|m| s.cedar_inputs(m)).collect();
     let authorizer = Authorizer::new();
     let mut g = c.benchmark_group("permitted_fields_page_100");
     g.sample_size(20);
-    g.bench_function("membergate", |b| {
+    g.bench_function("engine", |b| {
         b.iter(|| {
-            s.engine.permitted_fields_page(
-                black_box(&s.party),
-                &s.staffer,
-                Action::Read,
-                &page,
-                &s.context,
-            )
+            s.engine
+                .permitted_fields_page(black_box(&s.directory), black_box(&req))
         })
     });
-    g.bench_function("compiled", |b| {
+    g.bench_function("engine_field_decisions", |b| {
         b.iter(|| {
-            s.engine.permitted_fields_page_in(
-                black_box(&s.store),
-                &s.staffer,
-                Action::Read,
-                &page,
-                &s.context,
-            )
+            s.engine
+                .field_decisions_page(black_box(&s.directory), black_box(&req))
+                .map(|d| d.len())
         })
     });
-    g.bench_function("compiled_field_decisions", |b| {
+    g.bench_function("reference", |b| {
         b.iter(|| {
-            s.engine.field_decisions_page_in(
-                black_box(&s.store),
-                &s.staffer,
-                Action::Read,
-                &page,
-                &s.context,
-            )
+            s.engine
+                .reference()
+                .permitted_fields_page(black_box(&s.directory), black_box(&req))
         })
     });
     g.bench_function("cedar_authorizer", |b| {
@@ -224,16 +232,27 @@ fn policy_scaling(c: &mut Criterion) {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let engine = Engine::from_dir(dir.path()).unwrap_or_else(|e| panic!("{}", e.render()));
+        let directory =
+            Directory::from_membership(&engine, &s.party).unwrap_or_else(|e| panic!("{e}"));
         let req = s.request(ids::MEMBER_ELIGIBLE, "phone");
         let (cedar_req, entities) = engine
-            .cedar_inputs(&s.party, &req)
+            .reference()
+            .cedar_inputs(&directory, &req)
             .unwrap_or_else(|e| panic!("{e}"));
-        let store = engine.store(&s.party).unwrap_or_else(|e| panic!("{e}"));
-        g.bench_with_input(BenchmarkId::new("membergate", n), &n, |b, _| {
-            b.iter(|| engine.authorize(black_box(&s.party), black_box(&req)))
+        g.bench_with_input(BenchmarkId::new("engine", n), &n, |b, _| {
+            b.iter(|| {
+                engine
+                    .authorize(black_box(&directory), black_box(&req))
+                    .map(|d| d.is_allowed())
+            })
         });
-        g.bench_with_input(BenchmarkId::new("compiled", n), &n, |b, _| {
-            b.iter(|| engine.authorize_in(black_box(&store), black_box(&req)))
+        g.bench_with_input(BenchmarkId::new("reference", n), &n, |b, _| {
+            b.iter(|| {
+                engine
+                    .reference()
+                    .authorize(black_box(&directory), black_box(&req))
+                    .map(|d| d.is_allowed())
+            })
         });
         g.bench_with_input(BenchmarkId::new("cedar_authorizer", n), &n, |b, _| {
             b.iter(|| {
@@ -248,8 +267,28 @@ fn policy_scaling(c: &mut Criterion) {
     g.finish();
 }
 
+/// What a reload costs: loading, validating and compiling the bundled policy directory,
+/// and building the bundled sample's directory (its principal side) for the engine.
+fn setup_costs(c: &mut Criterion) {
+    let s = setup();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
+    let mut g = c.benchmark_group("setup");
+    g.sample_size(20);
+    g.bench_function("engine_from_dir", |b| {
+        b.iter(|| Engine::from_dir(black_box(dir)).map(|e| e.policy_ids().count()))
+    });
+    g.bench_function("directory_from_membership", |b| {
+        b.iter(|| {
+            Directory::from_membership(&s.engine, black_box(&s.party))
+                .map(|d| d.records().staff.len())
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    setup_costs,
     one_decision,
     permitted_fields_one_member,
     permitted_fields_page_100,

@@ -1,145 +1,87 @@
-//! The [`Engine`]: a validated policy directory that answers requests.
+//! The [`Engine`]: a validated policy directory, compiled, that answers requests; and
+//! [`Reference`], the same questions answered by Cedar's own `Authorizer`, its oracle.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use cedar_policy::{
     Authorizer, Entities, EntityUid, PolicySet, Response, RestrictedExpression, Schema,
 };
+use smallvec::SmallVec;
 
 use crate::bundle::{self, Bundle, PolicySource, PolicyVersion};
-use crate::entities::Slice;
+use crate::decision::{Decision, Effect, FieldDecisions, PolicyError};
+use crate::directory::{Directory, MemberEntity};
+use crate::entities::cedar_time;
 use crate::error::{LoadError, RequestError};
 use crate::explain::{Explanation, Outcome, PolicyTrace};
-use crate::fast::Fast;
 use crate::fields::{FieldCatalogue, FieldId, FieldSet};
-use crate::model::{Directory, PrincipalId};
-use crate::request::{Action, Context, Request};
-use cedar_compiled::CompiledPolicies;
+use crate::index::{Asked, ContextPairs, Index};
+use crate::records::{MemberRef, PrincipalId};
+use crate::request::{Action, Context, MemberRequest, PageRequest, Request};
 
-/// Allow or deny.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Effect {
-    /// The request is allowed.
-    Allow,
-    /// The request is denied.
-    Deny,
-}
-
-impl std::fmt::Display for Effect {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Effect::Allow => "allow",
-            Effect::Deny => "deny",
-        })
-    }
-}
-
-/// A policy whose evaluation failed for a request. As in Cedar, it is skipped: it
-/// neither permits nor forbids.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyError {
-    /// The policy's id.
-    pub policy: String,
-    /// What went wrong.
-    pub message: String,
-}
-
-/// The answer to one [`Request`]: the effect and the policies that decided it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    effect: Effect,
-    policies: Vec<String>,
-    errors: Vec<PolicyError>,
-    flags: Vec<String>,
-}
-
-impl Decision {
-    pub(crate) fn new(
-        effect: Effect,
-        policies: Vec<String>,
-        errors: Vec<PolicyError>,
-        flags: Vec<String>,
-    ) -> Decision {
-        Decision {
-            effect,
-            policies,
-            errors,
-            flags,
-        }
-    }
-
-    /// Allow or deny.
-    pub fn effect(&self) -> Effect {
-        self.effect
-    }
-
-    /// Whether the request is allowed.
-    pub fn is_allowed(&self) -> bool {
-        self.effect == Effect::Allow
-    }
-
-    /// The ids of the determining policies, sorted: on allow, the permits that held; on
-    /// deny, the forbids that held (none when nothing permitted: Cedar's default deny).
-    pub fn policies(&self) -> &[String] {
-        &self.policies
-    }
-
-    /// The policies whose evaluation failed (and were skipped).
-    pub fn errors(&self) -> &[PolicyError] {
-        &self.errors
-    }
-
-    /// The `@flag("...")` annotations of the determining policies, sorted and
-    /// deduplicated (e.g. `break_glass`): decisions a CRM must record for review.
-    pub fn flags(&self) -> &[String] {
-        &self.flags
-    }
-}
-
-/// One policy evaluated alone, and its scope alone, for [`Engine::explain`].
+/// One policy evaluated alone, and its scope alone, for `explain` on the reference.
 #[derive(Debug)]
 struct SinglePolicy {
     id: String,
     effect: Effect,
+    flag: Option<String>,
+    rule: Option<String>,
     alone: PolicySet,
     /// `None` if the scope could not be separated: the policy is then taken as in scope.
     scope: Option<PolicySet>,
 }
 
-/// A validated policy directory, ready to answer requests.
+/// A validated policy directory, compiled, ready to answer requests.
 ///
 /// Build one with [`Engine::from_dir`]; share it between threads (`Engine` is
-/// `Send + Sync` and every method takes `&self`), e.g. in an `Arc`. Every decision reads
-/// the records it needs from a [`Directory`] the caller passes in, and the time from the
-/// request's [`Context`]: nothing reads the clock inside a decision.
+/// `Send + Sync` and every method takes `&self`), e.g. in an `Arc`. The principal side
+/// of the party's records lives in a [`Directory`] built for the engine; each request
+/// brings its member ([`MemberRef`]) and its time ([`Context`]): nothing reads the clock
+/// inside a decision.
+///
+/// Every question has the same answer from [`Engine::reference`], which asks Cedar's
+/// own `Authorizer`: the engine's tests hold the two to it.
 ///
 /// # Example
 /// ```
-/// use membergate::{sample, Action, Context, Engine, PrincipalId};
+/// use membergate::{sample, Action, Context, Directory, Engine, MemberRequest, PrincipalId};
 ///
 /// let engine = Engine::from_dir("policies")?;
 /// let party = sample::bundled();
+/// let directory = Directory::from_membership(&engine, &party)?;
 /// let staffer: PrincipalId = format!("CampaignStaff::{:?}", sample::ids::CS_A_STAFF).parse()?;
 /// let during_ballot = Context::at("2020-03-01T12:00:00Z".parse()?).election(sample::ids::LEADER_2020);
+/// let member = party.member(sample::ids::MEMBER_ELIGIBLE).ok_or("no such member")?;
 ///
-/// let fields = engine.permitted_fields(&party, &staffer, Action::Read, sample::ids::MEMBER_ELIGIBLE, &during_ballot)?;
+/// let req = MemberRequest { principal: &staffer, action: Action::Read, member, context: &during_ballot };
+/// let fields = engine.permitted_fields(&directory, &req)?;
 /// let names = engine.catalogue().names(fields);
 /// assert!(names.contains(&"phone"));
 /// assert!(!names.contains(&"political_views"));
+/// assert_eq!(fields, engine.reference().permitted_fields(&directory, &req)?);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
 pub struct Engine {
     bundle: Bundle,
+    index: Arc<Index>,
     authorizer: Authorizer,
     field_uids: Vec<EntityUid>,
+    /// Each policy alone, sorted by id.
     singles: Vec<SinglePolicy>,
-    /// The compiled policies and their index (`None` if they cannot be compiled).
-    fast: Option<Fast>,
+}
+
+/// Cedar's own `Authorizer` on the same questions as the [`Engine`]: its oracle, for
+/// tests and for checking a surprising answer. Slower: each request's records are
+/// converted to Cedar entities. Get one with [`Engine::reference`].
+#[derive(Debug, Clone, Copy)]
+pub struct Reference<'e> {
+    engine: &'e Engine,
 }
 
 /// The Cedar entities and uids of one request or page, built once.
-struct Prepared {
+struct CedarInputs {
     entities: Entities,
     principal: EntityUid,
     context: Vec<(String, RestrictedExpression)>,
@@ -148,13 +90,14 @@ struct Prepared {
 impl Engine {
     /// Loads and strictly validates the policy directory `dir`: `schema.cedarschema`,
     /// every `*.cedar` file (each policy named by its `@id("...")`), and the field
-    /// catalogue `fields.toml`.
+    /// catalogue `fields.toml`; then compiles the policies.
     ///
     /// # Errors
     /// [`LoadError`] if a file is missing or unreadable, or with every problem found
     /// (each naming its file, line and column) if the schema, a policy or the catalogue
     /// is malformed, a policy lacks or repeats an `@id`, or a policy does not validate
-    /// against the schema in strict mode.
+    /// against the schema in strict mode; [`LoadError::Compile`] if the policies cannot
+    /// be compiled.
     ///
     /// # Example
     /// ```
@@ -167,43 +110,51 @@ impl Engine {
     /// ```
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Engine, LoadError> {
         let bundle = bundle::load(dir.as_ref())?;
-        // One `Field` entity per catalogue field, in catalogue order.
         let field_uids = bundle.field_entities.iter().map(|e| e.uid()).collect();
         let singles = single_policies(&bundle.policies);
-        let fast = Fast::build(
+        let index = Index::build(
             &bundle.policies,
             &bundle.catalogue,
             &bundle.field_entities,
             &bundle.action_entities,
-        );
+        )
+        .map_err(|message| LoadError::Compile {
+            dir: dir.as_ref().to_path_buf(),
+            message,
+        })?;
         Ok(Engine {
             bundle,
+            index: Arc::new(index),
             authorizer: Authorizer::new(),
             field_uids,
             singles,
-            fast,
         })
     }
 
-    pub(crate) fn fast_index(&self) -> Option<&Fast> {
-        self.fast.as_ref()
+    /// The same questions, answered by Cedar's own `Authorizer`.
+    ///
+    /// # Example
+    /// See [`Engine`].
+    pub fn reference(&self) -> Reference<'_> {
+        Reference { engine: self }
     }
 
-    /// The policies compiled for the compiled path ([`Engine::authorize_in`] and the
-    /// like): [`CompiledPolicies::fallbacks`] lists those evaluated by Cedar. `None` if
-    /// the policy set cannot be compiled (templates): every request then takes the
-    /// reference path.
+    pub(crate) fn index(&self) -> &Arc<Index> {
+        &self.index
+    }
+
+    /// The compiled policies: [`CompiledPolicies::fallbacks`] lists those Cedar
+    /// evaluates alone (when there are any, every request is decided by Cedar).
     ///
     /// # Example
     /// ```
     /// let engine = membergate::Engine::from_dir("policies")?;
-    /// let compiled = engine.compiled().ok_or("not compiled")?;
-    /// assert_eq!(compiled.len(), engine.policy_ids().count());
-    /// assert!(compiled.fallbacks().is_empty());
+    /// assert_eq!(engine.compiled().len(), engine.policy_ids().count());
+    /// assert!(engine.compiled().fallbacks().is_empty());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn compiled(&self) -> Option<&CompiledPolicies> {
-        self.fast.as_ref().map(Fast::compiled)
+    pub fn compiled(&self) -> &cedar_compiled::CompiledPolicies {
+        self.index.compiled()
     }
 
     /// The field catalogue.
@@ -249,133 +200,138 @@ impl Engine {
     /// Decides one request.
     ///
     /// # Errors
-    /// [`RequestError`] if the principal, member, field, election or call session is
-    /// unknown, a record refers to one that is missing, or the data does not fit the
-    /// schema. A denial is not an error.
+    /// [`RequestError`] if the field is not in the catalogue; the principal, or the
+    /// context's election or call session, is not in `directory`; the member fails its
+    /// check (its CLP is unknown, it left without a date, a time Cedar cannot hold); or
+    /// `directory` was built for another engine. A denial is not an error.
     ///
     /// # Example
-    /// ```
-    /// use membergate::{sample, Action, Context, Engine, PrincipalId, PrincipalKind, Request};
-    ///
-    /// let engine = Engine::from_dir("policies")?;
-    /// let party = sample::bundled();
-    /// let resigned = PrincipalId::new(PrincipalKind::Representative, sample::ids::MP_RESIGNED);
-    /// let req = Request::new(resigned, Action::Read, sample::ids::MEMBER_OTHER_CLP, "phone",
-    ///     Context::at("2019-02-19T09:00:00Z".parse()?));
-    /// let decision = engine.authorize(&party, &req)?;
-    /// assert!(!decision.is_allowed());
-    /// assert_eq!(decision.policies(), ["role-ended"]);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn authorize<D: Directory + ?Sized>(
+    /// See [`Decision`].
+    pub fn authorize(
         &self,
-        dir: &D,
-        req: &Request,
-    ) -> Result<Decision, RequestError> {
-        let (request, entities) = self.cedar_inputs(dir, req)?;
-        let response = self
-            .authorizer
-            .is_authorized(&request, self.policies(), &entities);
-        Ok(self.decision(&response))
+        directory: &Directory,
+        req: &Request<'_>,
+    ) -> Result<Decision<'_>, RequestError> {
+        let field = self.field_id(req.field)?;
+        let uid = self.index.field_uid(field.index()).unwrap_or(u32::MAX);
+        let held = self.resolve(directory, req, |asked, member| asked.authorize(member, uid))?;
+        match held {
+            Some(Some(held)) => {
+                let mut policies = SmallVec::new();
+                let mut flags = SmallVec::new();
+                for i in &held.policies {
+                    if let Some((id, flag)) = self.index.policy(*i) {
+                        policies.push(id);
+                        flags.extend(flag);
+                    }
+                }
+                let effect = if held.forbid || policies.is_empty() {
+                    Effect::Deny
+                } else {
+                    Effect::Allow
+                };
+                Ok(Decision::new(effect, policies, Vec::new(), flags))
+            }
+            // A policy failed to evaluate, or some policy is Cedar's alone: Cedar decides
+            // (and gives its messages).
+            _ => self.reference().authorize(directory, req),
+        }
     }
 
-    /// The fields of `member` that `principal` may `action` in `ctx`: one decision per
-    /// catalogue field, as a [`FieldSet`].
+    /// The fields of the member that the principal may `action` in the context: one
+    /// decision per catalogue field, as a [`FieldSet`], in one pass.
     ///
     /// # Errors
-    /// As [`Engine::authorize`].
+    /// As [`Engine::authorize`] (but for the field).
     ///
     /// # Example
     /// See [`Engine`].
-    pub fn permitted_fields<D: Directory + ?Sized>(
+    pub fn permitted_fields(
         &self,
-        dir: &D,
-        principal: &PrincipalId,
-        action: Action,
-        member: &str,
-        ctx: &Context,
+        directory: &Directory,
+        req: &MemberRequest<'_>,
     ) -> Result<FieldSet, RequestError> {
-        let mut out = self.permitted_fields_page(dir, principal, action, &[member], ctx)?;
-        Ok(out.pop().unwrap_or(FieldSet::EMPTY))
-    }
-
-    /// [`Engine::permitted_fields`] for a page of members, in the order given. The
-    /// principal's and the context's records are converted once for the page.
-    ///
-    /// # Errors
-    /// As [`Engine::authorize`]; an unknown member fails the whole page (no partial
-    /// answer that could be mistaken for a denial).
-    ///
-    /// # Example
-    /// ```
-    /// use membergate::{sample, Action, Context, Engine, PrincipalId, PrincipalKind};
-    ///
-    /// let engine = Engine::from_dir("policies")?;
-    /// let party = sample::bundled();
-    /// let membership_team = PrincipalId::new(PrincipalKind::Staff, sample::ids::S_MEMBERSHIP);
-    /// let page: Vec<&str> = party.members.keys().take(100).map(String::as_str).collect();
-    /// let sets = engine.permitted_fields_page(&party, &membership_team, Action::Read, &page,
-    ///     &Context::at("2024-05-01T09:00:00Z".parse()?))?;
-    /// assert_eq!(sets.len(), 100);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn permitted_fields_page<D: Directory + ?Sized>(
-        &self,
-        dir: &D,
-        principal: &PrincipalId,
-        action: Action,
-        members: &[&str],
-        ctx: &Context,
-    ) -> Result<Vec<FieldSet>, RequestError> {
-        let mut out = vec![FieldSet::EMPTY; members.len()];
-        self.page_responses(
-            dir,
-            principal,
-            action,
-            members,
-            ctx,
-            |n, field, response| {
-                if response.decision() == cedar_policy::Decision::Allow {
-                    if let Some(set) = out.get_mut(n) {
-                        *set = set.with(field);
-                    }
-                }
-            },
-        )?;
+        let page = PageRequest {
+            principal: req.principal,
+            action: req.action,
+            members: std::slice::from_ref(&req.member),
+            context: req.context,
+        };
+        let mut out = FieldSet::EMPTY;
+        self.fields_pass(directory, &page, |set| out = set)?;
         Ok(out)
     }
 
-    /// Cedar's response on every catalogue field of each member of the page, in order:
-    /// `each(member's position, field, response)`. The page's records are converted
-    /// once; the errors are those of [`Engine::permitted_fields_page`].
-    pub(crate) fn page_responses<D: Directory + ?Sized>(
+    /// [`Engine::permitted_fields`] for a page of members, in the order given. The
+    /// principal's and the context's records are resolved once for the page.
+    ///
+    /// # Errors
+    /// As [`Engine::permitted_fields`]; a member that fails its check fails the whole
+    /// page (no partial answer that could be mistaken for a denial).
+    ///
+    /// # Example
+    /// ```
+    /// use membergate::{sample, Action, Context, Directory, Engine, MemberRef, PageRequest, PrincipalId, PrincipalKind};
+    ///
+    /// let engine = Engine::from_dir("policies")?;
+    /// let party = sample::bundled();
+    /// let directory = Directory::from_membership(&engine, &party)?;
+    /// let team = PrincipalId::new(PrincipalKind::Staff, sample::ids::S_MEMBERSHIP);
+    /// let page: Vec<MemberRef> = party.members.keys().take(100).filter_map(|id| party.member(id)).collect();
+    /// let ctx = Context::at("2024-05-01T09:00:00Z".parse()?);
+    /// let req = PageRequest { principal: &team, action: Action::Read, members: &page, context: &ctx };
+    /// let sets = engine.permitted_fields_page(&directory, &req)?;
+    /// assert_eq!(sets.len(), 100);
+    /// assert_eq!(sets, engine.reference().permitted_fields_page(&directory, &req)?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn permitted_fields_page(
         &self,
-        dir: &D,
-        principal: &PrincipalId,
-        action: Action,
-        members: &[&str],
-        ctx: &Context,
-        mut each: impl FnMut(usize, FieldId, &Response),
-    ) -> Result<(), RequestError> {
-        let prepared = self.prepare(dir, principal, members, ctx)?;
-        for (n, member) in members.iter().enumerate() {
-            let uid = member_uid(member)?;
-            for (field, _) in self.catalogue().iter() {
-                let response = self.decide(&prepared, action, &uid, field)?;
-                each(n, field, &response);
-            }
-        }
-        Ok(())
+        directory: &Directory,
+        req: &PageRequest<'_>,
+    ) -> Result<Vec<FieldSet>, RequestError> {
+        let mut out = Vec::with_capacity(req.members.len());
+        self.fields_pass(directory, req, |set| out.push(set))?;
+        Ok(out)
     }
 
-    /// The policy's id as [`Decision::policies`] gives it, borrowed from the engine.
-    pub(crate) fn policy_id(&self, id: &cedar_policy::PolicyId) -> Option<&str> {
-        let key = id.to_string();
-        self.singles
-            .binary_search_by(|s| s.id.as_str().cmp(key.as_str()))
-            .ok()
-            .and_then(|i| self.singles.get(i))
-            .map(|s| s.id.as_str())
+    /// [`Engine::permitted_fields`] with the policies that decided each field: for
+    /// every catalogue field, the policies [`Engine::authorize`] gives for that field
+    /// alone, in one pass (for a decision log that names the policies).
+    ///
+    /// # Errors
+    /// As [`Engine::permitted_fields`].
+    ///
+    /// # Example
+    /// See [`FieldDecisions`].
+    pub fn field_decisions(
+        &self,
+        directory: &Directory,
+        req: &MemberRequest<'_>,
+    ) -> Result<FieldDecisions<'_>, RequestError> {
+        let page = PageRequest {
+            principal: req.principal,
+            action: req.action,
+            members: std::slice::from_ref(&req.member),
+            context: req.context,
+        };
+        let mut out = None;
+        self.decisions_pass(directory, &page, |d| out = Some(d))?;
+        Ok(out.unwrap_or_else(|| FieldDecisions::new(FieldSet::EMPTY, [])))
+    }
+
+    /// [`Engine::field_decisions`] for a page of members, in the order given.
+    ///
+    /// # Errors
+    /// As [`Engine::permitted_fields_page`].
+    pub fn field_decisions_page(
+        &self,
+        directory: &Directory,
+        req: &PageRequest<'_>,
+    ) -> Result<Vec<FieldDecisions<'_>>, RequestError> {
+        let mut out = Vec::with_capacity(req.members.len());
+        self.decisions_pass(directory, req, |d| out.push(d))?;
+        Ok(out)
     }
 
     /// Decides `req` and gives a readable account of it: the policies that decided, the
@@ -387,111 +343,78 @@ impl Engine {
     ///
     /// # Example
     /// ```
-    /// use membergate::{sample, Action, Context, Engine, PrincipalId, PrincipalKind, Request};
+    /// use membergate::{sample, Action, Context, Directory, Engine, PrincipalId, PrincipalKind, Request};
     ///
     /// let engine = Engine::from_dir("policies")?;
     /// let party = sample::bundled();
+    /// let directory = Directory::from_membership(&engine, &party)?;
     /// let staffer = PrincipalId::new(PrincipalKind::CampaignStaff, sample::ids::CS_B_STAFF);
-    /// let req = Request::new(staffer, Action::Read, sample::ids::MEMBER_ELIGIBLE, "phone",
-    ///     Context::at("2020-02-15T12:00:00Z".parse()?).election(sample::ids::LEADER_2020));
-    /// let why = engine.explain(&party, &req)?;
+    /// let ctx = Context::at("2020-02-15T12:00:00Z".parse()?).election(sample::ids::LEADER_2020);
+    /// let member = party.member(sample::ids::MEMBER_ELIGIBLE).ok_or("no member")?;
+    /// let req = Request { principal: &staffer, action: Action::Read, member, field: "phone", context: &ctx };
+    /// let why = engine.explain(&directory, &req)?;
     /// assert!(why.to_string().contains("campaign-candidate-not-cleared"));
+    /// assert_eq!(why, engine.reference().explain(&directory, &req)?);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn explain<D: Directory + ?Sized>(
+    pub fn explain(
         &self,
-        dir: &D,
-        req: &Request,
-    ) -> Result<Explanation, RequestError> {
-        let (cedar_req, entities) = self.cedar_inputs(dir, req)?;
-        let decision = self.decision(&self.authorizer.is_authorized(
-            &cedar_req,
-            self.policies(),
-            &entities,
-        ));
+        directory: &Directory,
+        req: &Request<'_>,
+    ) -> Result<Explanation<'_>, RequestError> {
+        let decision = self.authorize(directory, req)?;
+        let field = self.field_id(req.field)?;
+        let uid = self.index.field_uid(field.index()).unwrap_or(u32::MAX);
+        let traced = self.resolve(directory, req, |asked, member| asked.trace(member, uid))?;
+        let Some(Some(outcomes)) = traced else {
+            // A policy failed to evaluate: Cedar's account carries its message.
+            return self.reference().explain(directory, req);
+        };
         let mut traces = Vec::new();
         let mut out_of_scope = 0;
-        for single in &self.singles {
-            let in_scope = single.scope.as_ref().is_none_or(|scope| {
-                self.authorizer
-                    .is_authorized(&cedar_req, scope, &entities)
-                    .decision()
-                    == cedar_policy::Decision::Allow
-            });
-            if !in_scope {
+        for (i, outcome) in outcomes {
+            let Some((id, _)) = self.index.policy(i) else {
+                continue;
+            };
+            let Some(outcome) = outcome else {
                 out_of_scope += 1;
                 continue;
-            }
-            let alone = self
-                .authorizer
-                .is_authorized(&cedar_req, &single.alone, &entities);
-            let outcome = if let Some(e) = alone.diagnostics().errors().next() {
-                Outcome::Errored(error_message(e))
-            } else if alone.diagnostics().reason().next().is_some() {
-                if decision.policies.contains(&single.id) {
-                    Outcome::Determining
-                } else {
-                    Outcome::Overridden
-                }
-            } else {
-                Outcome::ConditionFalse
             };
-            let source = self.policy_source(&single.id);
-            traces.push(PolicyTrace {
-                id: single.id.clone(),
-                effect: single.effect,
-                rule: self.annotation(&single.id, "rule"),
-                file: source.map(|s| s.file.clone()).unwrap_or_default(),
-                line: source.map_or(0, |s| s.line),
-                outcome,
-            });
+            let outcome = match outcome {
+                true if decision.policies().contains(&id) => Outcome::Determining,
+                true => Outcome::Overridden,
+                false => Outcome::ConditionFalse,
+            };
+            traces.push(self.trace(id, outcome));
         }
-        Ok(Explanation {
-            request: req.clone(),
-            decision,
-            policies: traces,
-            out_of_scope,
-        })
+        traces.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(Explanation::new(req, decision, traces, out_of_scope))
     }
 
-    /// The Cedar request and entities the engine decides `req` on: for checking the
-    /// engine against `cedar_policy::Authorizer`, or for debugging a policy with Cedar's
-    /// own tools.
-    ///
-    /// # Errors
-    /// As [`Engine::authorize`].
-    ///
-    /// # Example
-    /// ```
-    /// use membergate::{sample, Action, Context, Engine, PrincipalId, PrincipalKind, Request};
-    ///
-    /// let engine = Engine::from_dir("policies")?;
-    /// let party = sample::bundled();
-    /// let req = Request::new(PrincipalId::new(PrincipalKind::Staff, sample::ids::S_MEMBERSHIP),
-    ///     Action::Update, sample::ids::MEMBER_ELIGIBLE, "address",
-    ///     Context::at("2024-05-01T09:00:00Z".parse()?));
-    /// let (cedar_req, entities) = engine.cedar_inputs(&party, &req)?;
-    /// let response = cedar_policy::Authorizer::new().is_authorized(&cedar_req, engine.policies(), &entities);
-    /// assert_eq!(response.decision() == cedar_policy::Decision::Allow, engine.authorize(&party, &req)?.is_allowed());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn cedar_inputs<D: Directory + ?Sized>(
-        &self,
-        dir: &D,
-        req: &Request,
-    ) -> Result<(cedar_policy::Request, Entities), RequestError> {
-        let field = self.field_id(&req.field)?;
-        let prepared = self.prepare(dir, &req.principal, &[req.member.as_str()], &req.context)?;
-        let member = member_uid(&req.member)?;
-        let request = self.cedar_request(&prepared, req.action, &member, field)?;
-        Ok((request, prepared.entities))
+    fn trace(&self, id: &str, outcome: Outcome) -> PolicyTrace {
+        let single = self.single(id);
+        let source = self.policy_source(id);
+        PolicyTrace {
+            id: id.to_string(),
+            effect: single.map_or(Effect::Allow, |s| s.effect),
+            rule: single.and_then(|s| s.rule.clone()),
+            file: source.map(|s| s.file.clone()).unwrap_or_default(),
+            line: source.map_or(0, |s| s.line),
+            outcome,
+        }
     }
 
-    fn annotation(&self, id: &str, key: &str) -> Option<String> {
-        self.policies()
-            .policy(&cedar_policy::PolicyId::new(id))
-            .and_then(|p| p.annotation(key))
-            .map(str::to_string)
+    fn single(&self, id: &str) -> Option<&SinglePolicy> {
+        self.singles
+            .binary_search_by(|s| s.id.as_str().cmp(id))
+            .ok()
+            .and_then(|i| self.singles.get(i))
+    }
+
+    /// The policy's id as [`Decision::policies`] gives it, borrowed from the engine.
+    fn policy_id(&self, id: &cedar_policy::PolicyId) -> Option<&str> {
+        let key = id.to_string();
+        self.single(&key).map(|s| s.id.as_str())
     }
 
     fn field_id(&self, name: &str) -> Result<FieldId, RequestError> {
@@ -500,56 +423,393 @@ impl Engine {
             .ok_or_else(|| RequestError::UnknownField(name.to_string()))
     }
 
-    fn prepare<D: Directory + ?Sized>(
-        &self,
-        dir: &D,
-        principal: &PrincipalId,
-        members: &[&str],
-        ctx: &Context,
-    ) -> Result<Prepared, RequestError> {
-        let mut slice = Slice::new(self.catalogue());
-        let principal = slice.principal(dir, principal)?;
-        for m in members {
-            slice.member(dir, m)?;
+    fn check_directory(&self, directory: &Directory) -> Result<(), RequestError> {
+        if Arc::ptr_eq(directory.index(), &self.index) {
+            Ok(())
+        } else {
+            Err(RequestError::ForeignDirectory)
         }
-        let context = slice.context(dir, ctx)?;
-        // The slice conforms to the schema by construction (tests check it against the
-        // schema), so it is not validated again on every request; the action entities
-        // that validation would add come from the schema, built once.
+    }
+
+    /// Resolves a one-field request on the compiled path and runs `f` on it: `None`
+    /// when the compiled path cannot answer (a policy is Cedar's alone).
+    fn resolve<T>(
+        &self,
+        directory: &Directory,
+        req: &Request<'_>,
+        f: impl FnOnce(&Asked<'_>, &MemberEntity<'_>) -> T,
+    ) -> Result<Option<T>, RequestError> {
+        self.check_directory(directory)?;
+        let puid = directory.principal_uid(req.principal)?;
+        let pairs = self.index.context(directory, req.context)?;
+        let entity = directory.member(req.member)?;
+        if !self.index.complete() {
+            return Ok(None);
+        }
+        let asked = self
+            .index
+            .asked(directory, puid, req.principal.kind, req.action, &pairs);
+        Ok(Some(f(&asked, &entity)))
+    }
+
+    /// Resolves a page on the compiled path, with the reference's errors in its order
+    /// (the principal, the context; each member is checked as the pass reaches it):
+    /// `None` when a policy is Cedar's alone.
+    fn resolve_page(
+        &self,
+        directory: &Directory,
+        req: &PageRequest<'_>,
+    ) -> Result<Option<(u32, ContextPairs)>, RequestError> {
+        self.check_directory(directory)?;
+        let puid = directory.principal_uid(req.principal)?;
+        let pairs = self.index.context(directory, req.context)?;
+        Ok(self.index.complete().then_some((puid, pairs)))
+    }
+
+    fn fields_pass(
+        &self,
+        directory: &Directory,
+        req: &PageRequest<'_>,
+        emit: impl FnMut(FieldSet),
+    ) -> Result<(), RequestError> {
+        let Some((puid, pairs)) = self.resolve_page(directory, req)? else {
+            let sets = self.reference().permitted_fields_page(directory, req)?;
+            sets.into_iter().for_each(emit);
+            return Ok(());
+        };
+        let asked = self
+            .index
+            .asked(directory, puid, req.principal.kind, req.action, &pairs);
+        asked.fields(req.members.iter().map(|m| directory.member(*m)), emit)
+    }
+
+    fn decisions_pass<'e>(
+        &'e self,
+        directory: &Directory,
+        req: &PageRequest<'_>,
+        mut emit: impl FnMut(FieldDecisions<'e>),
+    ) -> Result<(), RequestError> {
+        let Some((puid, pairs)) = self.resolve_page(directory, req)? else {
+            let all = self.reference().field_decisions_page(directory, req)?;
+            all.into_iter().for_each(emit);
+            return Ok(());
+        };
+        let asked = self
+            .index
+            .asked(directory, puid, req.principal.kind, req.action, &pairs);
+        asked.decisions(
+            req.members.iter().map(|m| directory.member(*m)),
+            |granted, deciding| {
+                let ids = deciding
+                    .iter()
+                    .filter_map(|(i, m)| self.index.policy(*i).map(|(id, _)| (id, *m)));
+                emit(FieldDecisions::new(granted, ids));
+            },
+        )
+    }
+}
+
+impl<'e> Reference<'e> {
+    /// [`Engine::authorize`], by Cedar's `Authorizer`.
+    ///
+    /// # Errors
+    /// As [`Engine::authorize`].
+    pub fn authorize(
+        &self,
+        directory: &Directory,
+        req: &Request<'_>,
+    ) -> Result<Decision<'e>, RequestError> {
+        let (request, entities) = self.cedar_inputs(directory, req)?;
+        let response =
+            self.engine
+                .authorizer
+                .is_authorized(&request, self.engine.policies(), &entities);
+        Ok(self.decision(&response))
+    }
+
+    /// [`Engine::permitted_fields`], by Cedar's `Authorizer` (one decision per field).
+    ///
+    /// # Errors
+    /// As [`Engine::permitted_fields`].
+    pub fn permitted_fields(
+        &self,
+        directory: &Directory,
+        req: &MemberRequest<'_>,
+    ) -> Result<FieldSet, RequestError> {
+        Ok(self.field_decisions(directory, req)?.granted())
+    }
+
+    /// [`Engine::permitted_fields_page`], by Cedar's `Authorizer`.
+    ///
+    /// # Errors
+    /// As [`Engine::permitted_fields_page`].
+    pub fn permitted_fields_page(
+        &self,
+        directory: &Directory,
+        req: &PageRequest<'_>,
+    ) -> Result<Vec<FieldSet>, RequestError> {
+        Ok(self
+            .field_decisions_page(directory, req)?
+            .iter()
+            .map(FieldDecisions::granted)
+            .collect())
+    }
+
+    /// [`Engine::field_decisions`], by Cedar's `Authorizer`.
+    ///
+    /// # Errors
+    /// As [`Engine::field_decisions`].
+    pub fn field_decisions(
+        &self,
+        directory: &Directory,
+        req: &MemberRequest<'_>,
+    ) -> Result<FieldDecisions<'e>, RequestError> {
+        let page = PageRequest {
+            principal: req.principal,
+            action: req.action,
+            members: std::slice::from_ref(&req.member),
+            context: req.context,
+        };
+        let mut all = self.field_decisions_page(directory, &page)?;
+        Ok(all
+            .pop()
+            .unwrap_or_else(|| FieldDecisions::new(FieldSet::EMPTY, [])))
+    }
+
+    /// [`Engine::field_decisions_page`], by Cedar's `Authorizer`: one Cedar decision per
+    /// member and field.
+    ///
+    /// # Errors
+    /// As [`Engine::field_decisions_page`].
+    pub fn field_decisions_page(
+        &self,
+        directory: &Directory,
+        req: &PageRequest<'_>,
+    ) -> Result<Vec<FieldDecisions<'e>>, RequestError> {
+        // A page converts its records once; a page that names one member twice (with
+        // records that may differ) converts each member apart, so each is decided on its
+        // own record.
+        let mut ids = std::collections::HashSet::new();
+        let shared = if req.members.iter().all(|m| ids.insert(m.id)) {
+            Some(self.inputs(directory, req.principal, req.members, req.context)?)
+        } else {
+            self.inputs(directory, req.principal, &[], req.context)?;
+            for m in req.members {
+                directory.member(*m)?;
+            }
+            None
+        };
+        let mut out = Vec::with_capacity(req.members.len());
+        for m in req.members {
+            let own;
+            let inputs = match &shared {
+                Some(inputs) => inputs,
+                None => {
+                    own = self.inputs(
+                        directory,
+                        req.principal,
+                        std::slice::from_ref(m),
+                        req.context,
+                    )?;
+                    &own
+                }
+            };
+            let uid = member_uid(m.id)?;
+            let mut granted = FieldSet::EMPTY;
+            let mut deciding: Vec<(&'e str, u64)> = Vec::new();
+            for (field, _) in self.engine.catalogue().iter() {
+                let request = self.cedar_request(inputs, req.action, &uid, field)?;
+                let response = self.engine.authorizer.is_authorized(
+                    &request,
+                    self.engine.policies(),
+                    &inputs.entities,
+                );
+                if response.decision() == cedar_policy::Decision::Allow {
+                    granted = granted.with(field);
+                }
+                let bit = FieldSet::EMPTY.with(field).bits();
+                deciding.extend(
+                    response
+                        .diagnostics()
+                        .reason()
+                        .filter_map(|id| self.engine.policy_id(id))
+                        .map(|id| (id, bit)),
+                );
+            }
+            out.push(FieldDecisions::new(granted, deciding));
+        }
+        Ok(out)
+    }
+
+    /// [`Engine::explain`], by Cedar's `Authorizer`: each policy decided alone, and its
+    /// scope alone.
+    ///
+    /// # Errors
+    /// As [`Engine::authorize`].
+    pub fn explain(
+        &self,
+        directory: &Directory,
+        req: &Request<'_>,
+    ) -> Result<Explanation<'e>, RequestError> {
+        let engine = self.engine;
+        let (cedar_req, entities) = self.cedar_inputs(directory, req)?;
+        let decision = self.decision(&engine.authorizer.is_authorized(
+            &cedar_req,
+            engine.policies(),
+            &entities,
+        ));
+        let mut traces = Vec::new();
+        let mut out_of_scope = 0;
+        for single in &engine.singles {
+            let in_scope = single.scope.as_ref().is_none_or(|scope| {
+                engine
+                    .authorizer
+                    .is_authorized(&cedar_req, scope, &entities)
+                    .decision()
+                    == cedar_policy::Decision::Allow
+            });
+            if !in_scope {
+                out_of_scope += 1;
+                continue;
+            }
+            let alone = engine
+                .authorizer
+                .is_authorized(&cedar_req, &single.alone, &entities);
+            let outcome = if let Some(e) = alone.diagnostics().errors().next() {
+                Outcome::Errored(error_message(e))
+            } else if alone.diagnostics().reason().next().is_some() {
+                if decision.policies().contains(&single.id.as_str()) {
+                    Outcome::Determining
+                } else {
+                    Outcome::Overridden
+                }
+            } else {
+                Outcome::ConditionFalse
+            };
+            traces.push(engine.trace(&single.id, outcome));
+        }
+        Ok(Explanation::new(req, decision, traces, out_of_scope))
+    }
+
+    /// The Cedar request and entities the engine decides `req` on: for checking a
+    /// decision with Cedar's own tools.
+    ///
+    /// # Errors
+    /// As [`Engine::authorize`].
+    ///
+    /// # Example
+    /// ```
+    /// use membergate::{sample, Action, Context, Directory, Engine, PrincipalId, PrincipalKind, Request};
+    ///
+    /// let engine = Engine::from_dir("policies")?;
+    /// let party = sample::bundled();
+    /// let directory = Directory::from_membership(&engine, &party)?;
+    /// let team = PrincipalId::new(PrincipalKind::Staff, sample::ids::S_MEMBERSHIP);
+    /// let ctx = Context::at("2024-05-01T09:00:00Z".parse()?);
+    /// let member = party.member(sample::ids::MEMBER_ELIGIBLE).ok_or("no member")?;
+    /// let req = Request { principal: &team, action: Action::Update, member, field: "address", context: &ctx };
+    /// let (cedar_req, entities) = engine.reference().cedar_inputs(&directory, &req)?;
+    /// let response = cedar_policy::Authorizer::new().is_authorized(&cedar_req, engine.policies(), &entities);
+    /// assert_eq!(response.decision() == cedar_policy::Decision::Allow, engine.authorize(&directory, &req)?.is_allowed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn cedar_inputs(
+        &self,
+        directory: &Directory,
+        req: &Request<'_>,
+    ) -> Result<(cedar_policy::Request, Entities), RequestError> {
+        let field = self.engine.field_id(req.field)?;
+        let inputs = self.inputs(
+            directory,
+            req.principal,
+            std::slice::from_ref(&req.member),
+            req.context,
+        )?;
+        let member = member_uid(req.member.id)?;
+        let request = self.cedar_request(&inputs, req.action, &member, field)?;
+        Ok((request, inputs.entities))
+    }
+
+    fn inputs(
+        &self,
+        directory: &Directory,
+        principal: &PrincipalId,
+        members: &[MemberRef<'_>],
+        ctx: &Context,
+    ) -> Result<CedarInputs, RequestError> {
+        self.engine.check_directory(directory)?;
+        let slice = directory.cedar_entities(principal, members, ctx)?;
+        let bundle = &self.engine.bundle;
         let all = slice
             .into_entities()
             .into_iter()
-            .chain(self.bundle.field_entities.iter().cloned())
-            .chain(self.bundle.action_entities.iter().cloned());
+            .chain(bundle.field_entities.iter().cloned())
+            .chain(bundle.action_entities.iter().cloned());
         let entities =
             Entities::from_entities(all, None).map_err(|e| RequestError::InvalidData {
                 what: "the request's records".into(),
                 message: e.to_string(),
             })?;
-        Ok(Prepared {
+        let invalid = |e: &dyn std::fmt::Display| RequestError::InvalidData {
+            what: "the request".into(),
+            message: e.to_string(),
+        };
+        let uid = |ty: &str, id: &str| bundle::entity_uid(ty, id).map_err(|e| invalid(&e));
+        let mut context = vec![
+            ("now".to_string(), time(ctx.now)),
+            (
+                "reads_this_hour".to_string(),
+                RestrictedExpression::new_long(
+                    i64::try_from(ctx.reads_this_hour).unwrap_or(i64::MAX),
+                ),
+            ),
+        ];
+        if let Some(e) = &ctx.election {
+            context.push((
+                "election".into(),
+                RestrictedExpression::new_entity_uid(uid("Election", e)?),
+            ));
+        }
+        if let Some(s) = &ctx.session {
+            context.push((
+                "session".into(),
+                RestrictedExpression::new_entity_uid(uid("CallSession", s)?),
+            ));
+        }
+        if let Some(p) = &ctx.purpose {
+            context.push((
+                "purpose".into(),
+                RestrictedExpression::new_string(p.clone()),
+            ));
+        }
+        if let Some(r) = &ctx.reason {
+            context.push(("reason".into(), RestrictedExpression::new_string(r.clone())));
+        }
+        Ok(CedarInputs {
             entities,
-            principal,
+            principal: uid(principal.kind.type_name(), &principal.id)?,
             context,
         })
     }
 
     fn cedar_request(
         &self,
-        prepared: &Prepared,
+        inputs: &CedarInputs,
         action: Action,
         member: &EntityUid,
         field: FieldId,
     ) -> Result<cedar_policy::Request, RequestError> {
+        let invalid = |e: &dyn std::fmt::Display| RequestError::Invalid(e.to_string());
         let field_uid = self
+            .engine
             .field_uids
             .get(field.index())
             .cloned()
             .ok_or_else(|| RequestError::UnknownField(format!("#{}", field.index())))?;
-        let pairs = prepared.context.iter().cloned().chain([(
+        let pairs = inputs.context.iter().cloned().chain([(
             "field".to_string(),
             RestrictedExpression::new_entity_uid(field_uid),
         )]);
-        let invalid = |e: &dyn std::fmt::Display| RequestError::Invalid(e.to_string());
         let context =
             cedar_policy::Context::from_pairs(pairs).map_err(|e| RequestError::InvalidData {
                 what: "the request's context".into(),
@@ -557,40 +817,27 @@ impl Engine {
             })?;
         let action = bundle::entity_uid("Action", action.as_str()).map_err(|e| invalid(&e))?;
         cedar_policy::Request::new(
-            prepared.principal.clone(),
+            inputs.principal.clone(),
             action,
             member.clone(),
             context,
-            Some(self.schema()),
+            Some(self.engine.schema()),
         )
         .map_err(|e| invalid(&e))
     }
 
-    fn decide(
-        &self,
-        prepared: &Prepared,
-        action: Action,
-        member: &EntityUid,
-        field: FieldId,
-    ) -> Result<Response, RequestError> {
-        let request = self.cedar_request(prepared, action, member, field)?;
-        Ok(self
-            .authorizer
-            .is_authorized(&request, self.policies(), &prepared.entities))
-    }
-
-    fn decision(&self, response: &Response) -> Decision {
+    fn decision(&self, response: &Response) -> Decision<'e> {
+        let engine = self.engine;
         let effect = match response.decision() {
             cedar_policy::Decision::Allow => Effect::Allow,
             cedar_policy::Decision::Deny => Effect::Deny,
         };
-        let mut policies: Vec<String> = response
+        let policies: SmallVec<[&'e str; 2]> = response
             .diagnostics()
             .reason()
-            .map(|p| p.to_string())
+            .filter_map(|p| engine.policy_id(p))
             .collect();
-        policies.sort();
-        let mut errors: Vec<PolicyError> = response
+        let errors: Vec<PolicyError> = response
             .diagnostics()
             .errors()
             .map(|e| PolicyError {
@@ -602,20 +849,16 @@ impl Engine {
                 message: error_message(e),
             })
             .collect();
-        errors.sort_by(|a, b| a.policy.cmp(&b.policy));
-        let mut flags: Vec<String> = policies
+        let flags = policies
             .iter()
-            .filter_map(|id| self.annotation(id, "flag"))
+            .filter_map(|id| engine.single(id).and_then(|s| s.flag.as_deref()))
             .collect();
-        flags.sort();
-        flags.dedup();
-        Decision {
-            effect,
-            policies,
-            errors,
-            flags,
-        }
+        Decision::new(effect, policies, errors, flags)
     }
+}
+
+fn time(ts: jiff::Timestamp) -> RestrictedExpression {
+    RestrictedExpression::new_datetime(cedar_time(ts))
 }
 
 fn member_uid(id: &str) -> Result<EntityUid, RequestError> {
@@ -655,6 +898,8 @@ fn single_policies(set: &PolicySet) -> Vec<SinglePolicy> {
         out.push(SinglePolicy {
             id: p.id().to_string(),
             effect,
+            flag: p.annotation("flag").map(str::to_string),
+            rule: p.annotation("rule").map(str::to_string),
             alone,
             scope,
         });

@@ -228,6 +228,14 @@ pub enum LoadError {
         /// The problems, in file order.
         problems: Vec<Problem>,
     },
+    /// The policies validated but could not be compiled.
+    #[error("the policies of `{}` could not be compiled: {message}", dir.display())]
+    Compile {
+        /// The policy directory.
+        dir: PathBuf,
+        /// Why.
+        message: String,
+    },
 }
 
 impl LoadError {
@@ -268,12 +276,13 @@ fn list_problems(problems: &[Problem]) -> String {
 /// is not an error: it is a [`Decision`](crate::Decision) with effect deny.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
+    /// The directory was built for another engine (another version of the policies):
+    /// rebuild it with [`Directory::for_engine`](crate::Directory::for_engine).
+    #[error("the directory was built for another engine: rebuild it for this one")]
+    ForeignDirectory,
     /// The principal is not in the directory.
     #[error("unknown principal `{0}`")]
     UnknownPrincipal(String),
-    /// The member is not in the directory.
-    #[error("unknown member `{0}`")]
-    UnknownMember(String),
     /// The field is not in the catalogue.
     #[error("unknown field `{0}`")]
     UnknownField(String),
@@ -304,4 +313,36 @@ pub enum RequestError {
     /// Cedar refused the request against the schema.
     #[error("request does not match the schema: {0}")]
     Invalid(String),
+}
+
+/// The error for a record a [`Directory`](crate::Directory) refuses. The directory is
+/// left as it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The record refers to a record the directory does not hold.
+    #[error("{from} refers to unknown {kind} `{id}`")]
+    Dangling {
+        /// The record that refers, as a Cedar uid.
+        from: String,
+        /// The kind of record referred to.
+        kind: &'static str,
+        /// The id referred to.
+        id: String,
+    },
+    /// A processor's contract names a field the catalogue lacks.
+    #[error("the contract of {what} names `{field}`, which is not in the field catalogue")]
+    UnknownField {
+        /// The processor, as a Cedar uid.
+        what: String,
+        /// The field named.
+        field: String,
+    },
+    /// The record holds a value Cedar cannot (e.g. a time outside Cedar's years).
+    #[error("invalid {what}: {message}")]
+    Invalid {
+        /// The record, as a Cedar uid.
+        what: String,
+        /// What is wrong.
+        message: String,
+    },
 }

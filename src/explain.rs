@@ -3,8 +3,11 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::engine::{Decision, Effect};
-use crate::request::Request;
+use jiff::Timestamp;
+
+use crate::decision::{Decision, Effect};
+use crate::records::PrincipalId;
+use crate::request::{Action, Request};
 
 /// What one in-scope policy did for a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,18 +42,45 @@ pub struct PolicyTrace {
 /// The account [`Engine::explain`](crate::Engine::explain) gives of one decision.
 /// `Display` renders it for a person.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Explanation {
-    /// The request.
-    pub request: Request,
+pub struct Explanation<'e> {
+    /// Who asked.
+    pub principal: PrincipalId,
+    /// What they asked to do.
+    pub action: Action,
+    /// The member's id.
+    pub member: String,
+    /// The field asked for.
+    pub field: String,
+    /// When.
+    pub at: Timestamp,
     /// The decision, as [`Engine::authorize`](crate::Engine::authorize) gives it.
-    pub decision: Decision,
+    pub decision: Decision<'e>,
     /// The policies whose scope matched, by id.
     pub policies: Vec<PolicyTrace>,
     /// How many policies did not apply to this principal, action and resource.
     pub out_of_scope: usize,
 }
 
-impl Explanation {
+impl<'e> Explanation<'e> {
+    /// An account of `decision` on `req`.
+    pub(crate) fn new(
+        req: &Request<'_>,
+        decision: Decision<'e>,
+        policies: Vec<PolicyTrace>,
+        out_of_scope: usize,
+    ) -> Explanation<'e> {
+        Explanation {
+            principal: req.principal.clone(),
+            action: req.action,
+            member: req.member.id.to_string(),
+            field: req.field.to_string(),
+            at: req.context.now,
+            decision,
+            policies,
+            out_of_scope,
+        }
+    }
+
     fn section(
         &self,
         f: &mut fmt::Formatter<'_>,
@@ -81,17 +111,16 @@ impl Explanation {
     }
 }
 
-impl fmt::Display for Explanation {
+impl fmt::Display for Explanation<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let r = &self.request;
         writeln!(
             f,
             "{} {} `{}` of member `{}` at {}: {}",
-            r.principal,
-            r.action,
-            r.field,
-            r.member,
-            r.context.now,
+            self.principal,
+            self.action,
+            self.field,
+            self.member,
+            self.at,
             match self.decision.effect() {
                 Effect::Allow => "ALLOW",
                 Effect::Deny => "DENY",

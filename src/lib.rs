@@ -2,18 +2,17 @@
 //!
 //! # Concepts
 //!
-//! - [`Engine`]: a policy directory loaded and strictly validated; answers
-//!   [`Engine::authorize`], [`Engine::permitted_fields`], [`Engine::permitted_fields_page`]
-//!   and [`Engine::explain`] (the reference path, on Cedar's authorizer).
-//! - [`EntityStore`]: the membership converted once for the compiled path
-//!   ([`Engine::store`], [`Engine::authorize_in`], [`Engine::permitted_fields_in`],
-//!   [`Engine::permitted_fields_page_in`], [`Engine::field_decisions_in`]): the
-//!   reference path's answers, much faster.
-//! - [`Request`] and [`Context`]: who asks to do which [`Action`] on which field of which
-//!   member, and when (the caller passes the time).
-//! - [`Directory`] and [`Membership`]: the CRM's records, looked up by id; the engine
-//!   converts only the records a request needs.
+//! - [`Engine`]: a policy directory loaded, strictly validated and compiled; answers
+//!   [`Engine::authorize`], [`Engine::permitted_fields`], [`Engine::field_decisions`]
+//!   (and their page forms) and [`Engine::explain`]. [`Engine::reference`] answers the
+//!   same questions with Cedar's own authorizer, the engine's oracle.
+//! - [`Directory`]: the principal side of the party's records (staff, campaigns,
+//!   elections, places, ...), kept between requests, updated one record at a time.
+//! - [`Request`], [`MemberRequest`], [`PageRequest`] and [`Context`]: who asks to do
+//!   which [`Action`] on which field of which member ([`MemberRef`]: the member's
+//!   attributes, read by the CRM with its row), and when (the caller passes the time).
 //! - [`Decision`], [`FieldSet`], [`FieldDecisions`] and [`Explanation`]: the answers.
+//! - [`Membership`]: a whole party in one value (data files, fixtures, the sample).
 //! - [`ReloadableEngine`]: a policy directory swapped in atomically while requests are
 //!   served; each request decides on one version ([`Engine::version`]).
 //! - [`audit`]: the decision log, a hash-chained JSON-lines file of each answer acted on,
@@ -36,27 +35,31 @@
 pub mod assurance;
 pub mod audit;
 mod bundle;
+mod decision;
+mod directory;
 mod engine;
 mod entities;
 mod error;
 mod explain;
-mod fast;
 mod fields;
+mod index;
 pub mod meter;
-mod model;
+mod records;
 mod reload;
 mod request;
 pub mod sample;
 pub mod testing;
 
 pub use bundle::{PolicySource, PolicyVersion, CATALOGUE_FILE, SCHEMA_FILE};
-pub use engine::{Decision, Effect, Engine, PolicyError};
-pub use error::{LoadError, Problem, ProblemKind, RequestError};
+pub use decision::{Decision, Effect, FieldDecisions, PolicyError};
+pub use directory::{Directory, DirectoryRecord};
+pub use engine::{Engine, Reference};
+pub use error::{LoadError, Problem, ProblemKind, RecordError, RequestError};
 pub use explain::{Explanation, Outcome, PolicyTrace};
-pub use fast::{EntityStore, FieldDecisions};
 pub use fields::{FieldCatalogue, FieldId, FieldInfo, FieldSet, MAX_FIELDS};
-pub use model::*;
+pub use records::*;
 pub use reload::{
     CheckFailure, ReloadCheck, ReloadError, ReloadOutcome, ReloadStartError, ReloadableEngine,
+    Serving,
 };
-pub use request::{Action, Context, ParseActionError, Request};
+pub use request::{Action, Context, MemberRequest, PageRequest, ParseActionError, Request};

@@ -1,6 +1,7 @@
 //! A policy directory reloaded while requests are served: the new set is loaded and
-//! checked beside the old one and swapped in atomically; a request decides entirely on the
-//! set it started with, and reports that set's version.
+//! checked beside the old one and swapped in atomically, with the [`Directory`] rebuilt
+//! for it from the same records; a request decides entirely on the [`Serving`] snapshot
+//! it started with, and reports that snapshot's version.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -10,8 +11,10 @@ use arc_swap::ArcSwap;
 
 use crate::assurance::{Invariants, Verdict, Verifier, VerifyError};
 use crate::bundle::PolicyVersion;
+use crate::directory::{Directory, DirectoryRecord};
 use crate::engine::Engine;
-use crate::error::LoadError;
+use crate::error::{LoadError, RecordError};
+use crate::records::Membership;
 
 /// What a new policy set must pass, besides loading and validating, before it is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -24,23 +27,33 @@ pub enum ReloadCheck {
     Invariants,
 }
 
-/// An [`Engine`] that can be replaced by a newer version of its policy directory.
+/// What one request decides on: an engine and the directory built for it.
+#[derive(Debug)]
+pub struct Serving {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// The principal side of the records, for this engine.
+    pub directory: Directory,
+}
+
+/// An [`Engine`] and its [`Directory`] that can be replaced by a newer version of the
+/// policy directory, or updated one record at a time, while requests are served.
 ///
 /// ```
-/// use membergate::ReloadableEngine;
-/// let engine = ReloadableEngine::from_dir("policies")?;
-/// let serving = engine.current();          // one request decides on this snapshot...
-/// let version = serving.version().clone(); // ...and reports this version
+/// use membergate::{sample, ReloadableEngine};
+/// let engine = ReloadableEngine::from_dir("policies", &sample::bundled())?;
+/// let serving = engine.current();                 // one request decides on this snapshot...
+/// let version = serving.engine.version().clone(); // ...and reports this version
 /// // After an unchanged reload the same version is served.
 /// assert!(!engine.reload()?.swapped());
-/// assert_eq!(engine.current().version(), &version);
+/// assert_eq!(engine.current().engine.version(), &version);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct ReloadableEngine {
     dir: PathBuf,
     check: ReloadCheck,
-    current: ArcSwap<Engine>,
-    /// One reload at a time: two reloads racing could serve the older directory last.
+    current: ArcSwap<Serving>,
+    /// One change at a time (a reload or an upsert): two racing could lose one.
     reloading: Mutex<()>,
 }
 
@@ -49,7 +62,7 @@ impl fmt::Debug for ReloadableEngine {
         f.debug_struct("ReloadableEngine")
             .field("dir", &self.dir)
             .field("check", &self.check)
-            .field("version", &self.current.load().version().short())
+            .field("version", &self.current.load().engine.version().short())
             .finish()
     }
 }
@@ -108,33 +121,39 @@ pub enum ReloadError {
         /// Why.
         source: VerifyError,
     },
+    /// The directory's records do not fit the new policies (a processor's contract names
+    /// a field the new catalogue lacks, say).
+    #[error("the records do not fit the new policies; still serving {}: {source}", serving.short())]
+    Records {
+        /// The version still served.
+        serving: PolicyVersion,
+        /// The record refused.
+        source: RecordError,
+    },
 }
 
 impl ReloadableEngine {
-    /// Loads `dir` (see [`Engine::from_dir`]); later reloads read it again.
-    pub fn from_dir(dir: impl AsRef<Path>) -> Result<ReloadableEngine, LoadError> {
-        let dir = dir.as_ref().to_path_buf();
-        let engine = Engine::from_dir(&dir)?;
-        Ok(ReloadableEngine::serving(
-            dir,
-            ReloadCheck::Validate,
-            engine,
-        ))
+    /// Loads `dir` (see [`Engine::from_dir`]) and builds the directory of `records`'
+    /// principal side for it; later reloads read `dir` again.
+    ///
+    /// # Errors
+    /// [`ReloadStartError`] if the policies do not load or a record is refused.
+    pub fn from_dir(
+        dir: impl AsRef<Path>,
+        records: &Membership,
+    ) -> Result<ReloadableEngine, ReloadStartError> {
+        ReloadableEngine::with_check(dir, records, ReloadCheck::Validate)
     }
 
-    fn serving(dir: PathBuf, check: ReloadCheck, engine: Engine) -> ReloadableEngine {
-        ReloadableEngine {
-            dir,
-            check,
-            current: ArcSwap::from_pointee(engine),
-            reloading: Mutex::new(()),
-        }
-    }
-
-    /// Loads `dir`, and checks every later version with `check` before serving it. The
-    /// first version is checked too: an engine that would refuse its own start is refused.
+    /// [`ReloadableEngine::from_dir`], checking every later version with `check` before
+    /// serving it. The first version is checked too: an engine that would refuse its own
+    /// start is refused.
+    ///
+    /// # Errors
+    /// As [`ReloadableEngine::from_dir`], or the first version fails `check`.
     pub fn with_check(
         dir: impl AsRef<Path>,
+        records: &Membership,
         check: ReloadCheck,
     ) -> Result<ReloadableEngine, ReloadStartError> {
         let dir = dir.as_ref().to_path_buf();
@@ -142,13 +161,22 @@ impl ReloadableEngine {
         if check == ReloadCheck::Invariants {
             verify(&dir, &engine).map_err(ReloadStartError::Check)?;
         }
-        Ok(ReloadableEngine::serving(dir, check, engine))
+        let directory = Directory::from_membership(&engine, records)?;
+        Ok(ReloadableEngine {
+            dir,
+            check,
+            current: ArcSwap::from_pointee(Serving {
+                engine: Arc::new(engine),
+                directory,
+            }),
+            reloading: Mutex::new(()),
+        })
     }
 
-    /// The engine to decide one request (or one page) on. Keep the `Arc` for the whole
-    /// request: a reload meanwhile does not change the answer, and the version reported
-    /// is that of the policies that decided.
-    pub fn current(&self) -> Arc<Engine> {
+    /// The engine and directory to decide one request (or one page) on. Keep the `Arc`
+    /// for the whole request: a reload or an upsert meanwhile does not change the
+    /// answer, and the version reported is that of the policies that decided.
+    pub fn current(&self) -> Arc<Serving> {
         self.current.load_full()
     }
 
@@ -157,13 +185,37 @@ impl ReloadableEngine {
         &self.dir
     }
 
+    /// Inserts or replaces one record of the directory (see [`Directory::upsert`]):
+    /// requests that start after it see it.
+    ///
+    /// # Errors
+    /// [`RecordError`] if the directory refuses the record; nothing changes then.
+    pub fn upsert(&self, id: &str, record: impl Into<DirectoryRecord>) -> Result<(), RecordError> {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = self.current.load_full();
+        let mut directory = now.directory.clone();
+        directory.upsert(id, record)?;
+        self.current.store(Arc::new(Serving {
+            engine: now.engine.clone(),
+            directory,
+        }));
+        Ok(())
+    }
+
     /// Reads the directory again and, if it holds a new version that loads, validates
-    /// and passes the check, serves it from now on. On any error the old version is
-    /// still served, and the error says which.
+    /// and passes the check, serves it from now on, with the directory rebuilt for it
+    /// from the same records. On any error the old version is still served, and the
+    /// error says which.
     ///
     /// The directory's path is resolved once per reload, so a deployment that writes the
     /// new version beside the old and then swaps a symbolic link is never read half old,
     /// half new.
+    ///
+    /// # Errors
+    /// [`ReloadError`], naming the version still served.
     pub fn reload(&self) -> Result<ReloadOutcome, ReloadError> {
         // A poisoned lock only means an earlier reload panicked; the swap is atomic, so
         // the served engine is whole either way.
@@ -171,7 +223,8 @@ impl ReloadableEngine {
             .reloading
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let serving = self.current.load().version().clone();
+        let now = self.current.load_full();
+        let serving = now.engine.version().clone();
         let refused = |source: LoadError| ReloadError::Load {
             serving: serving.clone(),
             source,
@@ -189,8 +242,18 @@ impl ReloadableEngine {
         if self.check == ReloadCheck::Invariants {
             verify(&resolved, &engine).map_err(|e| e.refusing(serving.clone()))?;
         }
+        let directory =
+            now.directory
+                .for_engine(&engine)
+                .map_err(|source| ReloadError::Records {
+                    serving: serving.clone(),
+                    source,
+                })?;
         let to = engine.version().clone();
-        self.current.store(Arc::new(engine));
+        self.current.store(Arc::new(Serving {
+            engine: Arc::new(engine),
+            directory,
+        }));
         Ok(ReloadOutcome::Swapped { from: serving, to })
     }
 }
@@ -204,6 +267,9 @@ pub enum ReloadStartError {
     /// The check failed.
     #[error("{0}")]
     Check(CheckFailure),
+    /// A record of the directory was refused.
+    #[error(transparent)]
+    Records(#[from] RecordError),
 }
 
 /// An invariant check that did not pass.

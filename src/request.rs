@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use jiff::Timestamp;
 
-use crate::model::PrincipalId;
+use crate::records::{MemberRef, PrincipalId};
 
 /// What a principal wants to do with a member's field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -157,49 +157,99 @@ impl Context {
 }
 
 /// One question: may `principal` do `action` on `field` of `member`, in `context`?
+/// [`Engine::authorize`](crate::Engine::authorize) and
+/// [`Engine::explain`](crate::Engine::explain) answer it.
 ///
 /// # Example
 /// ```
-/// use membergate::{Action, Context, Request};
-/// let req = Request::new(
-///     r#"Staff::"s-membership""#.parse()?,
-///     Action::Update,
-///     "m-1",
-///     "address",
-///     Context::at("2024-05-01T09:00:00Z".parse()?),
-/// );
-/// assert_eq!(req.field, "address");
+/// use membergate::{Action, Context, Member, MemberRef, MemberStatus, PrincipalId, Request};
+/// let staffer: PrincipalId = r#"Staff::"s-membership""#.parse()?;
+/// let attrs = Member {
+///     status: MemberStatus::Member,
+///     clp: "islington-north".into(),
+///     joined: "2015-03-01T00:00:00Z".parse()?,
+///     left: None,
+///     in_good_standing: true,
+///     consents: vec![],
+///     opt_outs: vec![],
+/// };
+/// let ctx = Context::at("2024-05-01T09:00:00Z".parse()?);
+/// let req = Request {
+///     principal: &staffer,
+///     action: Action::Update,
+///     member: MemberRef { id: "m-1", attrs: &attrs },
+///     field: "address",
+///     context: &ctx,
+/// };
+/// assert_eq!(req.member.id, "m-1");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
     /// Who asks.
-    pub principal: PrincipalId,
+    pub principal: &'a PrincipalId,
     /// What they want to do.
     pub action: Action,
-    /// Id of the member record.
-    pub member: String,
+    /// The member record, as the CRM read it with the row.
+    pub member: MemberRef<'a>,
     /// Name of the catalogue field.
-    pub field: String,
+    pub field: &'a str,
     /// The circumstances.
-    pub context: Context,
+    pub context: &'a Context,
 }
 
-impl Request {
-    /// A request.
-    pub fn new(
-        principal: PrincipalId,
-        action: Action,
-        member: impl Into<String>,
-        field: impl Into<String>,
-        context: Context,
-    ) -> Self {
+/// Which fields of `member` may `principal` `action`, in `context`?
+/// [`Engine::permitted_fields`](crate::Engine::permitted_fields) and
+/// [`Engine::field_decisions`](crate::Engine::field_decisions) answer it.
+#[derive(Debug, Clone, Copy)]
+pub struct MemberRequest<'a> {
+    /// Who asks.
+    pub principal: &'a PrincipalId,
+    /// What they want to do.
+    pub action: Action,
+    /// The member record, as the CRM read it with the row.
+    pub member: MemberRef<'a>,
+    /// The circumstances.
+    pub context: &'a Context,
+}
+
+/// [`MemberRequest`] for a page of members, answered in the order given by
+/// [`Engine::permitted_fields_page`](crate::Engine::permitted_fields_page) and
+/// [`Engine::field_decisions_page`](crate::Engine::field_decisions_page). The
+/// principal's and the context's records are resolved once for the page.
+#[derive(Debug, Clone, Copy)]
+pub struct PageRequest<'a> {
+    /// Who asks.
+    pub principal: &'a PrincipalId,
+    /// What they want to do.
+    pub action: Action,
+    /// The member records, as the CRM read them with their rows.
+    pub members: &'a [MemberRef<'a>],
+    /// The circumstances.
+    pub context: &'a Context,
+}
+
+impl<'a> Request<'a> {
+    /// The same question on every field of the member.
+    pub fn all_fields(&self) -> MemberRequest<'a> {
+        MemberRequest {
+            principal: self.principal,
+            action: self.action,
+            member: self.member,
+            context: self.context,
+        }
+    }
+}
+
+impl<'a> MemberRequest<'a> {
+    /// The same question on one field.
+    pub fn field(&self, field: &'a str) -> Request<'a> {
         Request {
-            principal,
-            action,
-            member: member.into(),
-            field: field.into(),
-            context,
+            principal: self.principal,
+            action: self.action,
+            member: self.member,
+            field,
+            context: self.context,
         }
     }
 }

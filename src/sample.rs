@@ -30,7 +30,7 @@ use fastrand::Rng;
 use jiff::tz::Offset;
 use jiff::Timestamp;
 
-use crate::model::{
+use crate::records::{
     CallSession, Campaign, CampaignStaff, Candidate, Channel, Clp, Contract, Election, Member,
     MemberStatus as S, Membership, Officer, Processor, Region, Representative, Staff, Team,
     Volunteer,
@@ -434,11 +434,44 @@ struct ClpRow {
 /// 60 CLPs: about 80% members, 7% registered supporters, 5% affiliated supporters, 7%
 /// former members and 1% expelled. See the [module docs](self) for the other records.
 pub fn generate(config: &SampleConfig) -> Membership {
+    let mut members = BTreeMap::new();
+    let mut values = BTreeMap::new();
+    let mut out = generate_each(config, |id, member, v| {
+        values.insert(id.to_string(), v);
+        members.insert(id.to_string(), member);
+    });
+    out.members = members;
+    out.values = values;
+    out
+}
+
+/// [`generate`] without holding the members: each is handed to `each` (its id, its
+/// attributes and its field values) as it is made, and the principal side is returned
+/// (with no members). Memory stays bounded whatever `config.members`: a million members
+/// are generated in a few seconds without being held.
+///
+/// # Example
+/// ```
+/// use membergate::sample::{generate, generate_each, SampleConfig};
+/// let config = SampleConfig { seed: 7, members: 100 };
+/// let mut ids = Vec::new();
+/// let principal_side = generate_each(&config, |id, _, _| ids.push(id.to_string()));
+/// let whole = generate(&config);
+/// assert!(principal_side.members.is_empty());
+/// assert_eq!(principal_side.call_sessions, whole.call_sessions);
+/// assert_eq!(ids, whole.members.keys().cloned().collect::<Vec<_>>());
+/// ```
+pub fn generate_each(
+    config: &SampleConfig,
+    mut each: impl FnMut(&str, Member, BTreeMap<String, String>),
+) -> Membership {
     let mut rng = Rng::with_seed(config.seed);
     let mut out = Membership::default();
     let clps = places(&mut out);
     contests(&mut rng, &mut out);
     principals(&mut rng, &mut out, &clps);
+    // Per call session, the members (by index) it may list, in the order they are made.
+    let mut pools: Vec<Vec<u32>> = vec![Vec::new(); SESSIONS.len()];
     for index in 1..=config.members.max(WELL_KNOWN.len()) {
         let Some((mut member, mut clp)) = random_member(&mut rng, &clps) else {
             break;
@@ -455,14 +488,33 @@ pub fn generate(config: &SampleConfig) -> Membership {
                 in_good_standing: !gone(status),
                 consents: consents.to_vec(),
                 opt_outs: opt_outs.to_vec(),
-                values: BTreeMap::new(),
             };
         }
-        fill_values(&mut rng, &mut member, index, clp);
-        out.members.insert(format!("m-{index:05}"), member);
+        for (pool, row) in pools.iter_mut().zip(SESSIONS.iter()) {
+            if listed(&row.4, &member, clp) {
+                pool.push(u32::try_from(index).unwrap_or(u32::MAX));
+            }
+        }
+        let v = values(&mut rng, &member, index, clp);
+        each(&member_id(index), member, v);
     }
-    call_sessions(&mut rng, &mut out);
+    call_sessions(&mut rng, &mut out, &pools);
     out
+}
+
+/// The id of the `index`th member.
+fn member_id(index: usize) -> String {
+    format!("m-{index:05}")
+}
+
+/// Whether a call session drawing from `pool` may list `m` (of CLP `clp`).
+fn listed(pool: &Pool, m: &Member, clp: &ClpRow) -> bool {
+    let phone = m.consents.contains(&Channel::Phone) && !m.opt_outs.contains(&Channel::Phone);
+    let current = phone && m.status == S::Member;
+    match pool {
+        Pool::Eligible2020 => current && m.in_good_standing && m.joined < FREEZE_2020,
+        Pool::Region(r) => current && clp.region == *r,
+    }
 }
 
 /// Adds the regions and CLPs, the CLPs dealt round the regions so that `clp-001` is in
@@ -622,28 +674,18 @@ fn principals(rng: &mut Rng, out: &mut Membership, clps: &[ClpRow]) {
 }
 
 /// Adds the call sessions, each listing members its creator may reach, who can be phoned.
-fn call_sessions(rng: &mut Rng, out: &mut Membership) {
-    for (id, volunteer, campaign, office, pool, n, opens, closes) in SESSIONS {
-        let listed = |m: &Member| {
-            let phone =
-                m.consents.contains(&Channel::Phone) && !m.opt_outs.contains(&Channel::Phone);
-            let current = phone && m.status == S::Member;
-            match pool {
-                Pool::Eligible2020 => current && m.in_good_standing && m.joined < FREEZE_2020,
-                Pool::Region(r) => current && out.clps.get(&m.clp).is_some_and(|c| c.region == r),
-            }
-        };
-        let members = out.members.iter().filter(|(_, m)| listed(m));
-        let members: Vec<&str> = members.map(|(id, _)| id.as_str()).collect();
+fn call_sessions(rng: &mut Rng, out: &mut Membership, pools: &[Vec<u32>]) {
+    for ((id, volunteer, campaign, office, _, n, opens, closes), pool) in SESSIONS.iter().zip(pools)
+    {
         let session = CallSession {
-            volunteer: volunteer.into(),
+            volunteer: (*volunteer).into(),
             campaign: campaign.map(String::from),
             office: office.map(String::from),
-            members: choose(rng, &members, ids::MEMBER_ELIGIBLE, n),
-            opens,
-            closes,
+            members: choose(rng, pool, ids::MEMBER_ELIGIBLE, *n),
+            opens: *opens,
+            closes: *closes,
         };
-        out.call_sessions.insert(id.into(), session);
+        out.call_sessions.insert((*id).into(), session);
     }
 }
 
@@ -691,13 +733,12 @@ fn random_member<'a>(rng: &mut Rng, clps: &'a [ClpRow]) -> Option<(Member, &'a C
         in_good_standing: !gone(status) && rng.u32(0..100) < 95,
         consents,
         opt_outs,
-        values: BTreeMap::new(),
     };
     Some((member, clp))
 }
 
-/// Fills in a value for every catalogue field of the member (`left_on` only if it left).
-fn fill_values(rng: &mut Rng, m: &mut Member, index: usize, clp: &ClpRow) {
+/// A value for every catalogue field of the member (`left_on` only if it left).
+fn values(rng: &mut Rng, m: &Member, index: usize, clp: &ClpRow) -> BTreeMap<String, String> {
     let (first, last) = (word(rng, FIRST_NAMES), word(rng, LAST_NAMES));
     let arrears = match m.in_good_standing {
         true => "£0.00".to_string(),
@@ -730,22 +771,27 @@ fn fill_values(rng: &mut Rng, m: &mut Member, index: usize, clp: &ClpRow) {
         ("contact_consents", channels(&m.consents)),
         ("opt_outs", channels(&m.opt_outs)),
     ];
-    m.values = values.into_iter().map(|(k, v)| (k.into(), v)).collect();
+    let mut out: BTreeMap<String, String> =
+        values.into_iter().map(|(k, v)| (k.into(), v)).collect();
     if let Some(left) = m.left {
-        m.values.insert("left_on".into(), day(left));
+        out.insert("left_on".into(), day(left));
     }
+    out
 }
 
 /// Up to `n` ids drawn from `pool`, sorted; `first` is drawn first if the pool holds it.
-fn choose(rng: &mut Rng, pool: &[&str], first: &str, n: usize) -> Vec<String> {
-    let mut rest: Vec<&str> = pool.iter().copied().filter(|id| *id != first).collect();
+fn choose(rng: &mut Rng, pool: &[u32], first: &str, n: usize) -> Vec<String> {
+    let id = |i: &u32| member_id(*i as usize);
+    let mut rest: Vec<u32> = pool.iter().copied().filter(|i| id(i) != first).collect();
     rng.shuffle(&mut rest);
-    let lead = pool.contains(&first).then_some(first);
+    let lead = pool
+        .iter()
+        .any(|i| id(i) == first)
+        .then(|| first.to_string());
     let mut out: Vec<String> = lead
         .into_iter()
-        .chain(rest)
+        .chain(rest.iter().map(id))
         .take(n)
-        .map(String::from)
         .collect();
     out.sort();
     out
@@ -1018,7 +1064,10 @@ mod tests {
         let one = &m.members[ids::MEMBER_ELIGIBLE];
         assert!(eligible_2020(one) && one.clp == ids::CLP_LONDON && one.left.is_none());
         assert!(one.consents == ALL_CHANNELS && one.opt_outs.is_empty());
-        assert_eq!(one.values["contact_consents"], "phone, email, post");
+        assert_eq!(
+            m.values[ids::MEMBER_ELIGIBLE]["contact_consents"],
+            "phone, email, post"
+        );
         let two = &m.members[ids::MEMBER_OTHER_CLP];
         assert!(eligible_2020(two) && two.clp == ids::CLP_OTHER);
         for (id, date) in [
@@ -1028,13 +1077,13 @@ mod tests {
             let x = &m.members[id];
             assert_eq!(x.status, S::Former);
             assert_eq!(x.left.map(day).as_deref(), Some(date));
-            assert_eq!(x.values["left_on"], date);
+            assert_eq!(m.values[id]["left_on"], date);
         }
         let late = &m.members[ids::MEMBER_JOINED_AFTER_FREEZE];
         assert!(late.status == S::Member && late.in_good_standing && late.joined > FREEZE_2020);
         let out = &m.members[ids::MEMBER_EMAIL_OPT_OUT];
         assert!(out.consents.contains(&Channel::Email) && out.opt_outs == [Channel::Email]);
-        assert_eq!(out.values["opt_outs"], "email");
+        assert_eq!(m.values[ids::MEMBER_EMAIL_OPT_OUT]["opt_outs"], "email");
     }
 
     #[test]
@@ -1071,15 +1120,17 @@ mod tests {
     #[test]
     fn every_member_has_a_value_for_every_field() -> Result {
         let fields = catalogue()?;
-        for (id, x) in &sample(11, 600).members {
+        let m = sample(11, 600);
+        for (id, x) in &m.members {
+            let values = &m.values[id];
             let applies = |f: &&String| *f != "left_on" || x.left.is_some();
             let want: BTreeSet<&String> = fields.iter().filter(applies).collect();
-            assert_eq!(x.values.keys().collect::<BTreeSet<_>>(), want, "{id}");
-            assert!(x.values.values().all(|v| !v.is_empty()), "{id}");
-            assert_eq!(x.values["status"], x.status.as_str());
-            assert_eq!(x.values["joined_on"], day(x.joined));
-            assert!(x.values["phone"].starts_with("07700 900") && x.values["phone"].len() == 12);
-            assert!(x.values["membership_number"].starts_with('L'));
+            assert_eq!(values.keys().collect::<BTreeSet<_>>(), want, "{id}");
+            assert!(values.values().all(|v| !v.is_empty()), "{id}");
+            assert_eq!(values["status"], x.status.as_str());
+            assert_eq!(values["joined_on"], day(x.joined));
+            assert!(values["phone"].starts_with("07700 900") && values["phone"].len() == 12);
+            assert!(values["membership_number"].starts_with('L'));
         }
         Ok(())
     }

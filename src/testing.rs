@@ -48,10 +48,15 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use crate::engine::{Effect, Engine};
+use crate::decision::Decision;
+use crate::decision::Effect;
+use crate::directory::Directory;
+use crate::engine::Engine;
+use crate::error::RequestError;
 use crate::error::{LoadError, Problem, ProblemKind};
-use crate::model::{Membership, PrincipalId};
-use crate::request::{Action, Context, Request};
+use crate::fields::FieldSet;
+use crate::records::{Membership, PrincipalId};
+use crate::request::{Action, Context, MemberRequest, Request};
 
 /// The folder of a policy directory that holds the suites.
 pub const TESTS_DIR: &str = "tests";
@@ -245,7 +250,10 @@ impl TestPlan {
         let mut determining = BTreeSet::new();
         let failure = match self.fixtures.get(&suite.fixture) {
             None => Some(format!("fixture `{}` is not loaded", suite.fixture)),
-            Some(dir) => check(engine, dir, case, &mut determining).err(),
+            Some(fixture) => match Directory::from_membership(engine, fixture) {
+                Ok(dir) => check(engine, &dir, fixture, case, &mut determining).err(),
+                Err(e) => Some(format!("fixture `{}` does not load: {e}", suite.fixture)),
+            },
         };
         CaseReport {
             failure: failure.map(|f| {
@@ -350,9 +358,25 @@ impl Coverage {
     }
 }
 
+/// Both decision paths' answers when they agree; an error naming both when they do not
+/// (a suite checks what the CRM runs, and that Cedar's authorizer agrees).
+fn agreed<T: PartialEq + std::fmt::Debug>(
+    engine: Result<T, RequestError>,
+    oracle: Result<T, RequestError>,
+) -> Result<Result<T, RequestError>, String> {
+    if engine == oracle {
+        Ok(engine)
+    } else {
+        Err(format!(
+            "the engine and Cedar's authorizer disagree: the engine gives {engine:?}, Cedar {oracle:?}"
+        ))
+    }
+}
+
 fn check(
     engine: &Engine,
-    dir: &Membership,
+    dir: &Directory,
+    fixture: &Membership,
     case: &Case,
     determining: &mut BTreeSet<String>,
 ) -> Result<(), String> {
@@ -368,24 +392,40 @@ fn check(
     if !unknown.is_empty() {
         return Err(format!("the case names unknown policies {unknown:?}"));
     }
+    // The member as the CRM would read it with its row; a member the fixture lacks is
+    // the CRM's "unknown member".
+    let member = fixture
+        .member(&case.member)
+        .ok_or_else(|| format!("unknown member `{}` (not in the fixture)", case.member));
+    let asked = |m| MemberRequest {
+        principal: &case.principal,
+        action: case.action,
+        member: m,
+        context: &case.context,
+    };
+    let decide = |field: &str| -> Result<Result<Decision<'_>, RequestError>, String> {
+        let req: Request<'_> = asked(member.clone()?).field(field);
+        agreed(
+            engine.authorize(dir, &req),
+            engine.reference().authorize(dir, &req),
+        )
+    };
+    let fields = || -> Result<Result<FieldSet, RequestError>, String> {
+        let req = asked(member.clone()?);
+        agreed(
+            engine.permitted_fields(dir, &req),
+            engine.reference().permitted_fields(dir, &req),
+        )
+    };
     match &case.expect {
         Expectation::Decision {
             field,
             effect,
             policies,
         } => {
-            let req = Request::new(
-                case.principal.clone(),
-                case.action,
-                &case.member,
-                field,
-                case.context.clone(),
-            );
-            let d = engine
-                .authorize(dir, &req)
-                .map_err(|e| format!("expected {effect}, got an error: {e}"))?;
-            determining.extend(d.policies().iter().cloned());
-            let got: BTreeSet<String> = d.policies().iter().cloned().collect();
+            let d = decide(field)?.map_err(|e| format!("expected {effect}, got an error: {e}"))?;
+            determining.extend(d.policies().iter().map(|p| p.to_string()));
+            let got: BTreeSet<String> = d.policies().iter().map(|p| p.to_string()).collect();
             if d.effect() != *effect {
                 return Err(format!(
                     "expected {effect}, got {} (policies {got:?})",
@@ -400,15 +440,8 @@ fn check(
             }
         }
         Expectation::Fields(want) => {
-            let set = engine
-                .permitted_fields(
-                    dir,
-                    &case.principal,
-                    case.action,
-                    &case.member,
-                    &case.context,
-                )
-                .map_err(|e| format!("expected fields {want:?}, got an error: {e}"))?;
+            let set =
+                fields()?.map_err(|e| format!("expected fields {want:?}, got an error: {e}"))?;
             let got: BTreeSet<String> = engine
                 .catalogue()
                 .names(set)
@@ -425,15 +458,8 @@ fn check(
             // Every field's decision, denials included: a forbid that removed a field is
             // determining in this case too (for [`Coverage`]).
             for (_, info) in engine.catalogue().iter() {
-                let req = Request::new(
-                    case.principal.clone(),
-                    case.action,
-                    &case.member,
-                    &info.name,
-                    case.context.clone(),
-                );
-                if let Ok(d) = engine.authorize(dir, &req) {
-                    determining.extend(d.policies().iter().cloned());
+                if let Ok(d) = decide(&info.name)? {
+                    determining.extend(d.policies().iter().map(|p| p.to_string()));
                 }
             }
             if got == *want {
@@ -447,28 +473,21 @@ fn check(
             }
         }
         Expectation::Error { field, contains } => {
-            let result = match field {
-                Some(f) => {
-                    let req = Request::new(
-                        case.principal.clone(),
-                        case.action,
-                        &case.member,
-                        f,
-                        case.context.clone(),
-                    );
-                    engine
-                        .authorize(dir, &req)
+            let result: Result<String, String> = match field {
+                Some(f) => match decide(f) {
+                    Err(e) if member.is_err() => Err(e),
+                    Err(disagree) => return Err(disagree),
+                    Ok(r) => r
                         .map(|d| format!("{}", d.effect()))
-                }
-                None => engine
-                    .permitted_fields(
-                        dir,
-                        &case.principal,
-                        case.action,
-                        &case.member,
-                        &case.context,
-                    )
-                    .map(|set| format!("fields {:?}", engine.catalogue().names(set))),
+                        .map_err(|e| e.to_string()),
+                },
+                None => match fields() {
+                    Err(e) if member.is_err() => Err(e),
+                    Err(disagree) => return Err(disagree),
+                    Ok(r) => r
+                        .map(|set| format!("fields {:?}", engine.catalogue().names(set)))
+                        .map_err(|e| e.to_string()),
+                },
             };
             match result {
                 Ok(got) => Err(format!("expected an error, got {got}")),

@@ -14,7 +14,7 @@ use membergate::audit::{
     OpenError, ReadError, TracingSink, VerifyReport, GENESIS,
 };
 use membergate::sample::{self, ids};
-use membergate::{Action, Context, PrincipalId, PrincipalKind, Request};
+use membergate::{Action, Context, Directory, MemberRequest, PrincipalId, PrincipalKind, Request};
 use tempfile::TempDir;
 
 use crate::support::{engine, membergate, stderr, stdout, t as ts};
@@ -104,44 +104,44 @@ fn assert_broken_at(report: &VerifyReport, line: u64, kind: &BreakKind) {
 fn records_from_the_engine_round_trip_through_the_log() {
     let engine = engine();
     let party = sample::bundled();
+    let dir = Directory::from_membership(engine, &party).expect("the sample's directory");
     let staffer = PrincipalId::new(PrincipalKind::CampaignStaff, ids::CS_A_STAFF);
     let ctx = Context::at(ts("2020-03-01T12:00:00.123Z")).election(ids::LEADER_2020);
-    let allowed = Request::new(
-        staffer.clone(),
-        Action::Read,
-        ids::MEMBER_ELIGIBLE,
-        "phone",
-        ctx.clone(),
-    );
-    let denied = Request {
-        field: "political_views".into(),
-        ..allowed.clone()
+    let member = MemberRequest {
+        principal: &staffer,
+        action: Action::Read,
+        member: party.member(ids::MEMBER_ELIGIBLE).expect("a member"),
+        context: &ctx,
     };
-    let fields = engine
-        .permitted_fields(&party, &staffer, Action::Read, ids::MEMBER_ELIGIBLE, &ctx)
-        .expect("fields");
+    let allowed = member.field("phone");
+    let denied = Request {
+        field: "political_views",
+        ..allowed
+    };
+    let fields = engine.permitted_fields(&dir, &member).expect("fields");
+    let decisions = engine.field_decisions(&dir, &member).expect("decisions");
+    let allowed_decision = engine.authorize(&dir, &allowed).expect("decide");
+    let denied_decision = engine.authorize(&dir, &denied).expect("decide");
+    // The engine's answers are Cedar's.
+    let reference = engine.reference();
+    assert_eq!(
+        reference.permitted_fields(&dir, &member).expect("fields"),
+        fields
+    );
+    assert_eq!(
+        reference.authorize(&dir, &allowed).expect("decide"),
+        allowed_decision
+    );
+    assert_eq!(
+        reference.authorize(&dir, &denied).expect("decide"),
+        denied_decision
+    );
+    assert_eq!(decisions.granted(), fields);
     let records = [
-        DecisionRecord::for_decision(
-            "r-1",
-            &allowed,
-            &engine.authorize(&party, &allowed).expect("decide"),
-            engine.version(),
-        ),
-        DecisionRecord::for_decision(
-            "r-2",
-            &denied,
-            &engine.authorize(&party, &denied).expect("decide"),
-            engine.version(),
-        ),
-        DecisionRecord::for_fields(
-            "r-3",
-            engine,
-            &staffer,
-            Action::Read,
-            ids::MEMBER_ELIGIBLE,
-            &ctx,
-            fields,
-        ),
+        DecisionRecord::for_decision("r-1", &allowed, &allowed_decision, engine.version()),
+        DecisionRecord::for_decision("r-2", &denied, &denied_decision, engine.version()),
+        DecisionRecord::for_fields("r-3", engine, &member, fields),
+        DecisionRecord::for_field_decisions("r-4", engine, &member, &decisions),
     ];
     assert_eq!(records[0].granted, ["phone"]);
     assert!(records[0].refused.is_empty());
@@ -156,6 +156,28 @@ fn records_from_the_engine_round_trip_through_the_log() {
         .map(String::as_str)
         .collect();
     assert_eq!(all.len(), engine.catalogue().len());
+    assert!(
+        records[2].policies.is_empty(),
+        "a field set names no policy"
+    );
+    // With the field decisions, the same fields and the policies that decided them.
+    assert_eq!(records[3].granted, records[2].granted);
+    assert_eq!(records[3].refused, records[2].refused);
+    assert_eq!(
+        records[3].policies,
+        decisions
+            .all_policies()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        records[3]
+            .policies
+            .iter()
+            .any(|p| p == "campaign-read-contact"),
+        "{:?}",
+        records[3].policies
+    );
     for r in &records {
         assert_eq!(r.at, ctx.now);
         assert_eq!(r.principal, r#"CampaignStaff::"cs-a-staff""#);

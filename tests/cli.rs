@@ -6,8 +6,8 @@ use std::fs;
 use membergate::{Action, Context, Engine};
 
 use crate::support::{
-    engine, fixture, membergate, policies_dir, principal, stderr, stdout, t, PolicyCopy,
-    POLICY_SYNTAX,
+    engine, fixture, fixture_directory, membergate, permitted_fields, policies_dir, principal,
+    stderr, stdout, t, Ask, PolicyCopy, POLICY_SYNTAX,
 };
 
 /// The `N passed, M failed` counts of the last line of `membergate test`.
@@ -152,16 +152,16 @@ fn cli_fields_json_lists_the_allowed_fields_as_permitted() {
     assert!(rows
         .iter()
         .all(|r| r["decision"] == "allow" || r["decision"] == "deny"));
-    // The same answer as the library's.
-    let set = engine()
-        .permitted_fields(
-            fixture(),
-            &principal(r#"CampaignStaff::"cs-a""#),
-            Action::Read,
-            "m-eligible",
-            &Context::at(t("2020-03-01T12:00:00Z")).election("leader-2020"),
-        )
-        .expect("decided");
+    // The same answer as the library's (on both paths).
+    let ask = Ask::new(
+        fixture(),
+        principal(r#"CampaignStaff::"cs-a""#),
+        Action::Read,
+        "m-eligible",
+        "name",
+        Context::at(t("2020-03-01T12:00:00Z")).election("leader-2020"),
+    );
+    let set = permitted_fields(engine(), fixture_directory(), &ask.all_fields()).expect("decided");
     assert_eq!(permitted, engine().catalogue().names(set));
     assert!(!permitted.is_empty() && permitted.len() < rows.len());
     assert_eq!(json["principal"], r#"CampaignStaff::"cs-a""#);

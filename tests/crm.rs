@@ -3,8 +3,10 @@
 //! decision log, live reload, a full disk, and a bounded load test.
 //!
 //! The tests run the example binary that `cargo test` builds beside them
-//! (`target/<profile>/examples/crm`); `cargo test --test lib crm::` alone does not build
-//! examples: build it first with `cargo build --example crm` (same profile).
+//! (`<target dir>/<profile>/examples/crm`, found from the test executable's own place, so
+//! `CARGO_TARGET_DIR` set or not); `cargo test --test lib crm::` alone does not build
+//! examples: build it first with `cargo build --example crm` (same profile, same target
+//! directory).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -18,7 +20,10 @@ use std::time::{Duration, Instant};
 
 use membergate::audit::{self, DecisionRecord, Filter};
 use membergate::sample::ids;
-use membergate::{Action, Context, PrincipalId, PrincipalKind};
+use membergate::{
+    Action, Channel, Context, Directory, Member, MemberRequest, MemberStatus, PrincipalId,
+    PrincipalKind,
+};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -29,16 +34,19 @@ use crate::support::{bundled, engine, policies_dir, t as ts, PolicyCopy};
 /// During the 2020 leadership ballot: campaigns cleared, `cs-session-c` open.
 const BALLOT: &str = "2020-03-01T12:00:00Z";
 
+/// The example binary beside this test executable: `<target dir>/<profile>/deps/lib-*`
+/// runs `<target dir>/<profile>/examples/crm`, whatever the target directory is
+/// (`CARGO_TARGET_DIR` or `target/`).
 fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
-        .expect("target/<profile>/deps");
+        .expect("<target dir>/<profile>/deps");
     let bin = profile_dir.join("examples").join("crm");
     assert!(
         bin.exists(),
-        "{} is missing: `cargo test` builds it; alone, run `cargo build --example crm` in the same profile",
+        "{} is missing: `cargo test` builds it; alone, run `cargo build --example crm` in the same profile (and with the same CARGO_TARGET_DIR, if set)",
         bin.display()
     );
     // `cargo test --test lib` alone does not rebuild examples: refuse a stale binary
@@ -338,16 +346,40 @@ fn uid(kind: PrincipalKind, id: &str) -> String {
     PrincipalId::new(kind, id).to_string()
 }
 
-/// The fields the engine's reference path permits, by name.
+/// The directory of the bundled sample's principal side, for the bundled engine (local to
+/// this module: built once for its in-process comparisons).
+fn directory() -> &'static Directory {
+    static DIRECTORY: OnceLock<Directory> = OnceLock::new();
+    DIRECTORY.get_or_init(|| {
+        Directory::from_membership(engine(), bundled()).expect("the sample's directory")
+    })
+}
+
+/// The fields the engine permits, by name; Cedar's own authorizer
+/// (`Engine::reference`) must agree.
 fn permitted(
     principal: &PrincipalId,
     action: Action,
     member: &str,
     ctx: &Context,
 ) -> BTreeSet<String> {
+    let req = MemberRequest {
+        principal,
+        action,
+        member: bundled().member(member).expect("a sample member"),
+        context: ctx,
+    };
     let set = engine()
-        .permitted_fields(bundled(), principal, action, member, ctx)
+        .permitted_fields(directory(), &req)
         .expect("a decision");
+    assert_eq!(
+        engine()
+            .reference()
+            .permitted_fields(directory(), &req)
+            .expect("a decision"),
+        set,
+        "the engine and Cedar's authorizer disagree: {principal} {action} {member} {ctx:?}"
+    );
     engine()
         .catalogue()
         .names(set)
@@ -364,7 +396,7 @@ fn expected(
     member: &str,
     ctx: &Context,
 ) -> BTreeMap<String, String> {
-    let values = &bundled().members[member].values;
+    let values = &bundled().values[member];
     permitted(principal, action, member, ctx)
         .into_iter()
         .filter_map(|f| values.get(&f).map(|v| (f, v.clone())))
@@ -378,7 +410,7 @@ fn leaks(body: &Value) -> bool {
     [ids::MEMBER_ELIGIBLE, ids::MEMBER_OTHER_CLP]
         .iter()
         .flat_map(|m| {
-            let values = &bundled().members[*m].values;
+            let values = &bundled().values[*m];
             ["name", "phone", "email", "address", "membership_number"]
                 .into_iter()
                 .filter_map(move |f| values.get(f))
@@ -434,54 +466,64 @@ fn every_principal_sees_exactly_what_the_engine_permits() {
     assert!(report.is_intact() && report.records >= 500, "{report:?}");
 }
 
-/// Every principal of the sample.
+/// Every principal of the sample, kind by kind.
 fn party_principals() -> Vec<PrincipalId> {
-    let p = bundled();
-    let ids = |kind: PrincipalKind, keys: Vec<&String>| {
-        keys.into_iter()
-            .map(move |id| PrincipalId::new(kind, id.clone()))
-            .collect::<Vec<_>>()
-    };
-    [
-        ids(PrincipalKind::Staff, p.staff.keys().collect()),
-        ids(
-            PrincipalKind::CampaignStaff,
-            p.campaign_staff.keys().collect(),
-        ),
-        ids(PrincipalKind::Volunteer, p.volunteers.keys().collect()),
-        ids(PrincipalKind::Officer, p.officers.keys().collect()),
-        ids(
-            PrincipalKind::Representative,
-            p.representatives.keys().collect(),
-        ),
-        ids(PrincipalKind::Processor, p.processors.keys().collect()),
-    ]
-    .concat()
+    let all: Vec<PrincipalId> = bundled().principal_ids().collect();
+    for kind in PrincipalKind::ALL {
+        assert!(
+            all.iter().any(|p| p.kind == kind),
+            "the sample has no {kind:?}"
+        );
+    }
+    all
 }
 
-#[test]
-fn a_page_gives_each_member_the_engine_permits_and_logs_every_member_decided() {
-    let crm = Crm::at(BALLOT);
-    let staffer = PrincipalId::new(PrincipalKind::CampaignStaff, ids::CS_A_STAFF);
-    let header = staffer.to_string();
+/// What a walk over a CLP's pages saw: members decided, those given any field, and the
+/// distinct sets of fields granted.
+struct Walked {
+    decided: usize,
+    granted: usize,
+    sets: BTreeSet<BTreeSet<String>>,
+}
+
+/// Walks every page of `limit` members of `clp` as `principal` doing `action` (with the
+/// query's `election`, `purpose` and `reason` from `ctx`), on a principal with no reads
+/// yet, and checks each page against the engine: the i-th member is decided with the
+/// reads before it, members with no field are left out, and the log holds one record per
+/// member decided, granted or not, with the fields the engine grants.
+fn walk_pages(
+    crm: &Crm,
+    principal: &PrincipalId,
+    action: Action,
+    clp: &str,
+    limit: usize,
+    ctx: &Context,
+) -> Walked {
+    let header = principal.to_string();
     let all: Vec<&String> = bundled()
         .members
         .iter()
-        .filter(|(_, m)| m.clp == ids::CLP_LONDON)
+        .filter(|(_, m)| m.clp == clp)
         .map(|(id, _)| id)
         .collect();
+    let mut query = format!("clp={clp}&action={action}&limit={limit}");
+    for (name, value) in [
+        ("election", &ctx.election),
+        ("purpose", &ctx.purpose),
+        ("reason", &ctx.reason),
+    ] {
+        if let Some(v) = value {
+            query.push_str(&format!("&{name}={v}"));
+        }
+    }
     let mut client = crm.client();
-    let (mut after, mut seen, mut reads) = (String::new(), 0, 0u64);
+    let (mut after, mut seen, mut reads, mut granted) = (String::new(), 0, 0u64, 0);
+    let mut sets = BTreeSet::new();
     loop {
-        let path = format!(
-            "/members?clp={}&election={}&limit=40&after={after}",
-            ids::CLP_LONDON,
-            ids::LEADER_2020
-        );
+        let path = format!("/members?{query}&after={after}");
         let reply = client.get(&path, &[("X-Principal", header.as_bytes())]);
         assert_eq!(reply.status, 200, "{reply:?}");
-        let page: Vec<&String> = all.iter().skip(seen).take(40).copied().collect();
-        let ctx = Context::at(ts(BALLOT)).election(ids::LEADER_2020);
+        let page: Vec<&String> = all.iter().skip(seen).take(limit).copied().collect();
         let returned: BTreeMap<String, BTreeMap<String, String>> = reply.body["members"]
             .as_array()
             .expect("members")
@@ -498,22 +540,33 @@ fn a_page_gives_each_member_the_engine_permits_and_logs_every_member_decided() {
             })
             .collect();
         // The i-th member of the page is decided with the reads before it.
+        let contexts: Vec<Context> = (reads..)
+            .take(page.len())
+            .map(|before| ctx.clone().reads_this_hour(before))
+            .collect();
         let want: BTreeMap<String, BTreeMap<String, String>> = page
             .iter()
-            .zip(reads..)
-            .map(|(id, before)| {
-                let ctx = ctx.clone().reads_this_hour(before);
-                (id.to_string(), expected(&staffer, Action::Read, id, &ctx))
-            })
+            .zip(&contexts)
+            .map(|(id, ctx)| (id.to_string(), expected(principal, action, id, ctx)))
             .filter(|(_, f)| !f.is_empty())
             .collect();
-        assert_eq!(returned, want, "page after `{after}`");
+        assert_eq!(returned, want, "{principal} {action}: page after `{after}`");
+        granted += want.len();
         let logged = crm.logged(&reply.request_id);
         assert_eq!(
             logged.iter().map(|r| r.member.as_str()).collect::<Vec<_>>(),
             page.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             "one record per member decided, granted or not"
         );
+        for ((record, id), ctx) in logged.iter().zip(&page).zip(&contexts) {
+            let fields = permitted(principal, action, id, ctx);
+            assert_eq!(
+                record.granted.iter().cloned().collect::<BTreeSet<_>>(),
+                fields,
+                "{principal} {action} {id}"
+            );
+            sets.insert(fields);
+        }
         seen += page.len();
         reads += page.len() as u64;
         match reply.body["next"].as_str() {
@@ -522,6 +575,125 @@ fn a_page_gives_each_member_the_engine_permits_and_logs_every_member_decided() {
         }
     }
     assert_eq!(seen, all.len());
+    Walked {
+        decided: seen,
+        granted,
+        sets,
+    }
+}
+
+#[test]
+fn a_page_gives_each_member_the_engine_permits_and_logs_every_member_decided() {
+    let crm = Crm::at(BALLOT);
+    let staffer = PrincipalId::new(PrincipalKind::CampaignStaff, ids::CS_A_STAFF);
+    let ctx = Context::at(ts(BALLOT)).election(ids::LEADER_2020);
+    let walked = walk_pages(&crm, &staffer, Action::Read, ids::CLP_LONDON, 40, &ctx);
+    assert!(walked.granted > 0, "the campaign reads some of the CLP");
+}
+
+/// Each member is decided on its own row's attributes: consents and opt-outs (contact),
+/// the date a member left (retention), status, standing and joining date (a campaign's
+/// electorate). Pages of a CLP, each action by a principal with its own count.
+#[test]
+fn pages_decide_on_each_members_own_attributes() {
+    const LATER: &str = "2024-05-01T09:00:00Z";
+    let crm = Crm::at(LATER);
+    let staff = |id: &str| PrincipalId::new(PrincipalKind::Staff, id);
+    let later = Context::at(ts(LATER));
+    for (principal, action, ctx) in [
+        (
+            staff(ids::S_MEMBERSHIP),
+            Action::ContactPhone,
+            later.clone(),
+        ),
+        (staff("s-membership-2"), Action::ContactEmail, later.clone()),
+        (staff("s-membership-3"), Action::ContactPost, later.clone()),
+        (staff(ids::S_COMPLIANCE), Action::Read, later.clone()),
+        (staff(ids::S_DPO), Action::Erase, later.clone()),
+    ] {
+        let walked = walk_pages(&crm, &principal, action, ids::CLP_LONDON, 150, &ctx);
+        assert!(
+            walked.granted > 0 && walked.sets.len() > 1,
+            "{principal} {action}: {} of {} members granted, field sets {:?}: the attributes must matter",
+            walked.granted,
+            walked.decided,
+            walked.sets
+        );
+    }
+}
+
+/// The database the example seeds holds each member's policy-relevant attributes in the
+/// columns of its row (read back here with a decoding of its own: RFC 3339 times, the
+/// policies' spelling of a status, comma-separated channels) and each member's field
+/// values, exactly as the sample has them; its other records hold no member.
+#[test]
+fn the_seeded_database_holds_each_members_attributes_and_values() {
+    let conn = rusqlite::Connection::open_with_flags(
+        seeded_db(),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open the database");
+    let enumerated = |text: &str| -> Value { Value::String(text.to_string()) };
+    let channels = |text: String| -> Vec<Channel> {
+        text.split(',')
+            .filter(|c| !c.is_empty())
+            .map(|c| serde_json::from_value(enumerated(c)).expect("a channel"))
+            .collect()
+    };
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, status, clp, joined, left_at, in_good_standing, consents, opt_outs \
+             FROM members ORDER BY id",
+        )
+        .expect("the members' columns");
+    let members: BTreeMap<String, Member> = stmt
+        .query_map([], |row| {
+            let status: String = row.get(1)?;
+            let joined: String = row.get(3)?;
+            let left: Option<String> = row.get(4)?;
+            Ok((
+                row.get::<_, String>(0)?,
+                Member {
+                    status: serde_json::from_value::<MemberStatus>(enumerated(&status))
+                        .expect("a status"),
+                    clp: row.get(2)?,
+                    joined: joined.parse().expect("a time"),
+                    left: left.map(|l| l.parse().expect("a time")),
+                    in_good_standing: row.get(5)?,
+                    consents: channels(row.get(6)?),
+                    opt_outs: channels(row.get(7)?),
+                },
+            ))
+        })
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(members.len(), 12_000);
+    assert_eq!(&members, &bundled().members);
+    let mut values: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut stmt = conn
+        .prepare("SELECT member_id, field, value FROM member_values")
+        .expect("the values");
+    let mut rows = stmt.query([]).expect("query");
+    while let Some(row) = rows.next().expect("a row") {
+        values
+            .entry(row.get(0).expect("member"))
+            .or_default()
+            .insert(row.get(1).expect("field"), row.get(2).expect("value"));
+    }
+    assert_eq!(&values, &bundled().values);
+    let kinds: Vec<String> = conn
+        .prepare("SELECT DISTINCT kind FROM records ORDER BY kind")
+        .expect("kinds")
+        .query_map([], |row| row.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert!(kinds.contains(&"staff".to_string()), "{kinds:?}");
+    assert!(
+        !kinds.iter().any(|k| k == "members" || k == "values"),
+        "{kinds:?}"
+    );
 }
 
 // ------------------------------------------------------------------ the breach scenarios
@@ -877,6 +1049,85 @@ fn bad_requests_get_clear_errors_and_are_logged() {
     assert!(audit::verify(&crm.log).expect("verify").is_intact());
 }
 
+/// Member rows the engine cannot decide on (a CLP the directory lacks, a former member
+/// without the date it left) are the CRM's fault: 500, logged as rejected, no data; a row
+/// the CRM cannot read (a time that does not parse) is a database failure: 500, no data.
+#[test]
+fn member_rows_that_cannot_be_decided_on_are_server_errors_without_data() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let db = dir.path().join("crm.sqlite");
+    fs::copy(seeded_db(), &db).expect("copy the database");
+    let conn = rusqlite::Connection::open(&db).expect("open the copy");
+    for (sql, member) in [
+        (
+            "UPDATE members SET clp = 'clp-999' WHERE id = ?1",
+            ids::MEMBER_ELIGIBLE,
+        ),
+        (
+            "UPDATE members SET status = 'former', left_at = NULL WHERE id = ?1",
+            ids::MEMBER_OTHER_CLP,
+        ),
+        (
+            "UPDATE members SET joined = 'yesterday' WHERE id = ?1",
+            ids::MEMBER_JOINED_AFTER_FREEZE,
+        ),
+    ] {
+        assert_eq!(conn.execute(sql, [member]).expect("update"), 1, "{sql}");
+    }
+    drop(conn);
+    let crm = Crm::start(Opts {
+        now: Some(BALLOT),
+        db: Some(db),
+        ..Opts::default()
+    });
+    let staff = uid(PrincipalKind::Staff, ids::S_MEMBERSHIP);
+    for (member, message) in [
+        (ids::MEMBER_ELIGIBLE, "clp-999"),
+        (ids::MEMBER_OTHER_CLP, ids::MEMBER_OTHER_CLP),
+    ] {
+        let reply = crm.get(&format!("/members/{member}"), Some(&staff));
+        assert_eq!(reply.status, 500, "{member}: {reply:?}");
+        assert!(reply.body.get("fields").is_none() && !leaks(&reply.body));
+        let error = reply.body["error"].as_str().expect("an error");
+        assert!(error.contains(message), "{member}: {error}");
+        let log = crm.logged(&reply.request_id);
+        assert_eq!(log.len(), 1, "{member}");
+        assert_eq!(log[0].rejected.as_deref(), Some(error));
+        assert!(log[0].granted.is_empty());
+    }
+    // A page that reaches such a member is refused there, with no member's data.
+    let reply = crm.get(&format!("/members?clp={}", ids::CLP_OTHER), Some(&staff));
+    assert_eq!(reply.status, 500, "{reply:?}");
+    assert!(reply.body.get("members").is_none() && !leaks(&reply.body));
+    let log = crm.logged(&reply.request_id);
+    let last = log.last().expect("logged");
+    assert!(
+        last.rejected
+            .as_deref()
+            .is_some_and(|r| r.contains(ids::MEMBER_OTHER_CLP)),
+        "{log:?}"
+    );
+    // A row that does not read.
+    let reply = crm.get(
+        &format!("/members/{}", ids::MEMBER_JOINED_AFTER_FREEZE),
+        Some(&staff),
+    );
+    assert_eq!(reply.status, 500, "{reply:?}");
+    assert!(reply.body.get("fields").is_none());
+    assert_eq!(reply.body["error"], "the database failed");
+    assert!(
+        crm.stderr_lines()
+            .iter()
+            .any(|l| l.contains(ids::MEMBER_JOINED_AFTER_FREEZE) && l.contains("yesterday")),
+        "{:?}",
+        crm.stderr_lines()
+    );
+    // Every other member is served as before.
+    let reply = crm.get(&format!("/members/{}", ids::MEMBER_LEFT_2009), Some(&staff));
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(audit::verify(&crm.log).expect("verify").is_intact());
+}
+
 // ------------------------------------------------------------------ the decision log
 
 #[test]
@@ -1068,8 +1319,8 @@ fn under_load_each_answer_is_decided_by_one_version_while_reloads_swap_them() {
                 })
             })
             .collect();
-        // A swap converts the 12,000 members for the new version (about a second), so
-        // flip the link more slowly than that.
+        // A swap loads and compiles the new version and rebuilds the directory of
+        // principals for it: flip the link slowly enough for each to be served a while.
         for i in 0..6 {
             std::thread::sleep(Duration::from_millis(700));
             let next = if i % 2 == 0 {

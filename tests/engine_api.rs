@@ -1,5 +1,10 @@
-//! The public API's behaviour against the bundled policies: thread safety, pages against
-//! single decisions, faithfulness to plain Cedar, explanations, flags, time and FieldSet.
+//! The engine's API against the bundled policies, on both decision paths: the engine
+//! (compiled) and its oracle `engine.reference()` (Cedar's authorizer) give the same
+//! answers to every question. Thread safety, pages against single decisions, faithfulness
+//! to plain Cedar, explanations, flags, time and FieldSet here; the two paths compared
+//! over the whole bundled sample, and directory upserts, in [`differential`].
+
+mod differential;
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
@@ -8,12 +13,16 @@ use std::sync::Arc;
 use jiff::{SignedDuration, Timestamp};
 use membergate::sample::ids;
 use membergate::{
-    Action, Context, Decision, Effect, Engine, FieldSet, Outcome, PrincipalId, PrincipalKind,
-    Request,
+    Action, Context, Decision, Directory, Effect, Engine, Explanation, FieldDecisions, FieldSet,
+    MemberRef, MemberRequest, Outcome, PageRequest, PolicyError, PrincipalId, PrincipalKind,
+    Reference, Request,
 };
 use serde_json::json;
 
-use crate::support::{bundled, engine, fixture, policies_dir, principal as p, t};
+use crate::support::{
+    authorize, bundled, directory, engine, every_question, explain, field_decisions_page, fixture,
+    fixture_directory, member, permitted_fields, policies_dir, principal as p, t, Ask,
+};
 
 // ------------------------------------------------------------------ threads
 
@@ -23,7 +32,12 @@ fn assert_send_sync<T: Send + Sync>() {}
 fn engine_is_send_and_sync() {
     assert_send_sync::<Engine>();
     assert_send_sync::<Arc<Engine>>();
-    assert_send_sync::<Decision>();
+    assert_send_sync::<Reference<'static>>();
+    assert_send_sync::<Directory>();
+    assert_send_sync::<Request<'static>>();
+    assert_send_sync::<Decision<'static>>();
+    assert_send_sync::<FieldDecisions<'static>>();
+    assert_send_sync::<Explanation<'static>>();
     assert_send_sync::<FieldSet>();
 }
 
@@ -42,7 +56,7 @@ const FIXTURE_MEMBERS: [&str; 10] = [
 ];
 
 /// Requests over fixture members by a few principals, on a few fields.
-fn sample_requests() -> Vec<Request> {
+fn sample_requests() -> Vec<Ask> {
     let principals = [
         (r#"CampaignStaff::"cs-a""#, Some("leader-2020")),
         (r#"CampaignStaff::"cs-b""#, Some("leader-2020")),
@@ -55,72 +69,110 @@ fn sample_requests() -> Vec<Request> {
             for field in ["name", "phone", "status", "political_views"] {
                 let mut ctx = Context::at(t("2020-03-01T12:00:00Z"));
                 ctx.election = election.map(str::to_string);
-                out.push(Request::new(p(who), Action::Read, member, field, ctx));
+                out.push(Ask::new(
+                    fixture(),
+                    p(who),
+                    Action::Read,
+                    member,
+                    field,
+                    ctx,
+                ));
             }
         }
     }
     out
 }
 
+/// A decision with owned policy ids, to outlive the engine that gave it.
+type Owned = (Effect, Vec<String>, Vec<PolicyError>, Vec<String>);
+
+fn owned(d: &Decision<'_>) -> Owned {
+    let strings = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect();
+    (
+        d.effect(),
+        strings(d.policies()),
+        d.errors().to_vec(),
+        strings(d.flags()),
+    )
+}
+
 #[test]
 fn engine_shared_in_an_arc_decides_the_same_on_every_thread() {
     let engine = Arc::new(Engine::from_dir(policies_dir()).expect("load"));
-    let requests = Arc::new(sample_requests());
-    let data = Arc::new(fixture().clone());
+    let dir = Arc::new(Directory::from_membership(&engine, fixture()).expect("directory"));
+    let asks = Arc::new(sample_requests());
     let spawn = || {
-        let (engine, requests, data) = (
-            Arc::clone(&engine),
-            Arc::clone(&requests),
-            Arc::clone(&data),
-        );
+        let (engine, dir, asks) = (Arc::clone(&engine), Arc::clone(&dir), Arc::clone(&asks));
         std::thread::spawn(move || {
-            requests
-                .iter()
-                .map(|r| engine.authorize(&*data, r).expect("decided"))
+            asks.iter()
+                .map(|a| owned(&engine.authorize(&dir, &a.request()).expect("decided")))
                 .collect::<Vec<_>>()
         })
     };
     let (a, b) = (spawn(), spawn());
     let a = a.join().expect("thread a");
     let b = b.join().expect("thread b");
-    assert_eq!(a.len(), requests.len());
+    assert_eq!(a.len(), asks.len());
     assert_eq!(a, b);
-    let here: Vec<Decision> = requests
+    // The shared engine, on its own directory of the same records, and its reference.
+    let here: Vec<Owned> = asks
         .iter()
-        .map(|r| engine.authorize(fixture(), r).expect("decided"))
+        .map(|a| {
+            owned(&authorize(self::engine(), fixture_directory(), &a.request()).expect("decided"))
+        })
         .collect();
     assert_eq!(a, here);
     // Not a trivial sample: both effects occur.
-    assert!(a.iter().any(Decision::is_allowed) && a.iter().any(|d| !d.is_allowed()));
+    assert!(a.iter().any(|d| d.0 == Effect::Allow) && a.iter().any(|d| d.0 == Effect::Deny));
 }
 
 // ------------------------------------------------------------------ pages and fields
 
 /// A page of the bundled sample: its first 200 members (the well-known ones among them).
-fn page_200() -> Vec<&'static str> {
-    let page: Vec<&str> = bundled()
+fn page_200() -> Vec<MemberRef<'static>> {
+    let party = bundled();
+    let page: Vec<MemberRef> = party
         .members
         .keys()
         .take(200)
-        .map(String::as_str)
+        .map(|id| member(party, id))
         .collect();
     assert_eq!(page.len(), 200);
-    assert!(page.contains(&ids::MEMBER_ELIGIBLE));
+    assert!(page.iter().any(|m| m.id == ids::MEMBER_ELIGIBLE));
     page
 }
 
 fn page_equals_per_member(principal: PrincipalId, action: Action, ctx: Context) {
-    let e = engine();
+    let (e, dir) = (engine(), directory());
     let page = page_200();
-    let sets = e
-        .permitted_fields_page(bundled(), &principal, action, &page, &ctx)
-        .expect("page decided");
+    let req = PageRequest {
+        principal: &principal,
+        action,
+        members: &page,
+        context: &ctx,
+    };
+    // Both paths, field decisions and field sets.
+    let decisions = field_decisions_page(e, dir, &req).expect("page decided");
+    let sets: Vec<FieldSet> = decisions.iter().map(FieldDecisions::granted).collect();
     assert_eq!(sets.len(), page.len());
-    for (member, set) in page.iter().zip(&sets) {
-        let one = e
-            .permitted_fields(bundled(), &principal, action, member, &ctx)
-            .expect("member decided");
-        assert_eq!(*set, one, "{principal} {action} {member}");
+    for (member, (set, d)) in page.iter().zip(sets.iter().zip(&decisions)) {
+        let one = MemberRequest {
+            principal: &principal,
+            action,
+            member: *member,
+            context: &ctx,
+        };
+        let id = member.id;
+        assert_eq!(
+            e.permitted_fields(dir, &one),
+            Ok(*set),
+            "{principal} {action} {id}"
+        );
+        assert_eq!(
+            e.field_decisions(dir, &one).as_ref(),
+            Ok(d),
+            "{principal} {action} {id}"
+        );
     }
     // The page tells members apart: not every set is the same.
     assert!(
@@ -128,10 +180,18 @@ fn page_equals_per_member(principal: PrincipalId, action: Action, ctx: Context) 
         "{principal}: every member got {:?}",
         e.catalogue().names(sets[0])
     );
-    // The order of the page is the order given.
-    let reversed: Vec<&str> = page.iter().rev().copied().collect();
+    // The order of the page is the order given, on both paths.
+    let reversed: Vec<MemberRef> = page.iter().rev().copied().collect();
+    let req = PageRequest {
+        members: &reversed,
+        ..req
+    };
+    let mut back = e.permitted_fields_page(dir, &req).expect("page decided");
+    back.reverse();
+    assert_eq!(back, sets);
     let mut back = e
-        .permitted_fields_page(bundled(), &principal, action, &reversed, &ctx)
+        .reference()
+        .permitted_fields_page(dir, &req)
         .expect("page decided");
     back.reverse();
     assert_eq!(back, sets);
@@ -175,7 +235,7 @@ fn page_equals_per_member_for_membership_team_contact_by_email() {
 
 #[test]
 fn permitted_fields_equals_authorize_field_by_field() {
-    let e = engine();
+    let (e, dir) = (engine(), directory());
     let combos = [
         (
             PrincipalId::new(PrincipalKind::CampaignStaff, ids::CS_A_STAFF),
@@ -198,27 +258,30 @@ fn permitted_fields_equals_authorize_field_by_field() {
             Context::at(t("2021-06-01T09:00:00Z")),
         ),
     ];
-    let members: Vec<&str> = bundled()
+    let members: Vec<MemberRef> = bundled()
         .members
         .keys()
         .take(8)
-        .map(String::as_str)
+        .map(|id| member(bundled(), id))
         .collect();
     let mut seen_some = false;
     for (principal, action, ctx) in &combos {
         for member in &members {
-            let set = e
-                .permitted_fields(bundled(), principal, *action, member, ctx)
-                .expect("decided");
+            let req = MemberRequest {
+                principal,
+                action: *action,
+                member: *member,
+                context: ctx,
+            };
+            let set = permitted_fields(e, dir, &req).expect("decided");
             seen_some |= !set.is_empty();
             for (id, info) in e.catalogue().iter() {
-                let req =
-                    Request::new(principal.clone(), *action, *member, &info.name, ctx.clone());
-                let d = e.authorize(bundled(), &req).expect("decided");
+                let d = authorize(e, dir, &req.field(&info.name)).expect("decided");
                 assert_eq!(
                     set.contains(id),
                     d.is_allowed(),
-                    "{principal} {action} {member} {}",
+                    "{principal} {action} {} {}",
+                    member.id,
                     info.name
                 );
             }
@@ -419,28 +482,19 @@ fn hand_built_entities() -> cedar_policy::Entities {
         .expect("hand-built entities fit the schema")
 }
 
-/// One request for the comparison: who, what, whom, which field, and the context.
-struct Ask {
-    principal: &'static str,
-    action: Action,
-    member: &'static str,
-    field: &'static str,
-    ctx: Context,
-}
-
 fn cedar_context(ask: &Ask) -> serde_json::Value {
     let mut ctx = json!({
-        "now": dt(&ask.ctx.now.to_string()),
-        "field": uid("Field", ask.field),
-        "reads_this_hour": ask.ctx.reads_this_hour,
+        "now": dt(&ask.context.now.to_string()),
+        "field": uid("Field", &ask.field),
+        "reads_this_hour": ask.context.reads_this_hour,
     });
-    if let Some(e) = &ask.ctx.election {
+    if let Some(e) = &ask.context.election {
         ctx["election"] = uid("Election", e);
     }
-    if let Some(r) = &ask.ctx.reason {
+    if let Some(r) = &ask.context.reason {
         ctx["reason"] = json!(r);
     }
-    if let Some(p) = &ask.ctx.purpose {
+    if let Some(p) = &ask.context.purpose {
         ctx["purpose"] = json!(p);
     }
     ctx
@@ -452,12 +506,8 @@ fn decisions_equal_plain_cedar_on_hand_built_entities() {
     let entities = hand_built_entities();
     let ballot = || Context::at(t("2020-03-01T12:00:00Z")).election("leader-2020");
     let later = || Context::at(t("2021-06-01T09:00:00Z"));
-    let ask = |principal, action, member, field, ctx| Ask {
-        principal,
-        action,
-        member,
-        field,
-        ctx,
+    let ask = |principal, action, member, field, ctx| {
+        Ask::new(fixture(), p(principal), action, member, field, ctx)
     };
     let asks = [
         ask(
@@ -596,7 +646,7 @@ fn decisions_equal_plain_cedar_on_hand_built_entities() {
             cedar_policy::Context::from_json_value(cedar_context(a), Some((e.schema(), &action)))
                 .expect("context fits the schema");
         let request = cedar_policy::Request::new(
-            cedar_policy::EntityUid::from_str(a.principal).expect("principal uid"),
+            cedar_policy::EntityUid::from_str(&a.principal.to_string()).expect("principal uid"),
             action,
             cedar_policy::EntityUid::from_str(&format!("Member::\"{}\"", a.member))
                 .expect("member uid"),
@@ -616,9 +666,10 @@ fn decisions_equal_plain_cedar_on_hand_built_entities() {
             .map(ToString::to_string)
             .collect();
 
-        let req = Request::new(p(a.principal), a.action, a.member, a.field, a.ctx.clone());
-        let d = e.authorize(fixture(), &req).expect("decided");
-        let ours: BTreeSet<String> = d.policies().iter().cloned().collect();
+        // The engine, and its reference, on the directory of the fixture.
+        let req = a.request();
+        let d = authorize(e, fixture_directory(), &req).expect("decided");
+        let ours: BTreeSet<String> = d.policies().iter().map(|p| p.to_string()).collect();
         assert_eq!(d.effect(), cedar_effect, "{req:?}");
         assert_eq!(ours, cedar_reasons, "{req:?}");
         assert!(d.errors().is_empty());
@@ -637,15 +688,21 @@ fn decisions_equal_plain_cedar_on_hand_built_entities() {
 fn explain_a_default_deny() {
     let e = engine();
     // Compliance may update preferences only: updating a phone number is denied by default.
-    let req = Request::new(
+    let ask = Ask::new(
+        fixture(),
         p(r#"Staff::"s-compliance""#),
         Action::Update,
         "m-eligible",
         "phone",
         Context::at(t("2021-06-01T09:00:00Z")),
     );
-    let why = e.explain(fixture(), &req).expect("explained");
-    assert_eq!(why.decision, e.authorize(fixture(), &req).expect("decided"));
+    let req = ask.request();
+    // The engine's account, equal to the reference's.
+    let why = explain(e, fixture_directory(), &req).expect("explained");
+    assert_eq!(
+        why.decision,
+        authorize(e, fixture_directory(), &req).expect("decided")
+    );
     assert_eq!(why.decision.effect(), Effect::Deny);
     assert!(why.decision.policies().is_empty());
     assert!(why
@@ -670,6 +727,14 @@ fn explain_a_default_deny() {
     let total = e.policy_ids().count();
     assert_eq!(why.out_of_scope + why.policies.len(), total);
     assert!(why.out_of_scope > 0);
+    assert_eq!(
+        (why.member.as_str(), why.field.as_str(), why.at),
+        ("m-eligible", "phone", t("2021-06-01T09:00:00Z"))
+    );
+    assert_eq!(
+        (&why.principal, why.action),
+        (&ask.principal, Action::Update)
+    );
     // Each trace names where its policy is.
     for tr in &why.policies {
         let src = e.policy_source(&tr.id).expect("source");
@@ -700,15 +765,20 @@ fn explain_a_default_deny() {
 fn explain_a_forbid_names_it_and_the_overridden_permit() {
     let e = engine();
     // Campaign B has not paid the fee: its permit holds, the forbid overrides it.
-    let req = Request::new(
+    let ask = Ask::new(
+        fixture(),
         p(r#"CampaignStaff::"cs-b""#),
         Action::Read,
         "m-eligible",
         "phone",
         Context::at(t("2020-03-01T12:00:00Z")).election("leader-2020"),
     );
-    let why = e.explain(fixture(), &req).expect("explained");
-    assert_eq!(why.decision, e.authorize(fixture(), &req).expect("decided"));
+    let req = ask.request();
+    let why = explain(e, fixture_directory(), &req).expect("explained");
+    assert_eq!(
+        why.decision,
+        authorize(e, fixture_directory(), &req).expect("decided")
+    );
     assert_eq!(why.decision.policies(), ["campaign-candidate-not-cleared"]);
     let outcome = |id: &str| {
         why.policies
@@ -765,14 +835,15 @@ fn explain_a_forbid_names_it_and_the_overridden_permit() {
 #[test]
 fn explain_an_allow_lists_the_permit_as_deciding() {
     let e = engine();
-    let req = Request::new(
+    let ask = Ask::new(
+        fixture(),
         p(r#"CampaignStaff::"cs-a""#),
         Action::Read,
         "m-eligible",
         "phone",
         Context::at(t("2020-03-01T12:00:00Z")).election("leader-2020"),
     );
-    let why = e.explain(fixture(), &req).expect("explained");
+    let why = explain(e, fixture_directory(), &ask.request()).expect("explained");
     assert!(why.decision.is_allowed());
     let determining: Vec<(&str, Effect)> = why
         .policies
@@ -788,66 +859,55 @@ fn explain_an_allow_lists_the_permit_as_deciding() {
 
 #[test]
 fn break_glass_decisions_are_flagged_and_no_others() {
-    let e = engine();
+    let (e, dir) = (engine(), fixture_directory());
     let dpo = p(r#"Staff::"s-dpo""#);
     let glass = Context::at(t("2021-06-01T09:00:00Z")).reason("complaint 2021/4");
-    let req = Request::new(
-        dpo.clone(),
-        Action::Read,
-        "m-eligible",
-        "political_views",
-        glass.clone(),
-    );
-    let d = e.authorize(fixture(), &req).expect("decided");
+    let eligible = member(fixture(), "m-eligible");
+    let asked = MemberRequest {
+        principal: &dpo,
+        action: Action::Read,
+        member: eligible,
+        context: &glass,
+    };
+    let req = asked.field("political_views");
+    let d = authorize(e, dir, &req).expect("decided");
     assert!(d.is_allowed());
     assert_eq!(d.policies(), ["dpo-break-glass"]);
     assert_eq!(d.flags(), ["break_glass"]);
-    let why = e.explain(fixture(), &req).expect("explained");
+    let why = explain(e, dir, &req).expect("explained");
     assert!(why.to_string().contains("flagged: break_glass"), "{why}");
     // Every field the break-glass permit opens is flagged.
     for (_, info) in e.catalogue().iter() {
-        let req = Request::new(
-            dpo.clone(),
-            Action::Read,
-            "m-eligible",
-            &info.name,
-            glass.clone(),
-        );
-        let d = e.authorize(fixture(), &req).expect("decided");
+        let d = authorize(e, dir, &asked.field(&info.name)).expect("decided");
         assert!(d.is_allowed(), "{}", info.name);
         assert_eq!(d.flags(), ["break_glass"], "{}", info.name);
     }
     // Without a reason, nothing is opened and nothing is flagged.
-    let plain = Request::new(
-        dpo,
-        Action::Read,
-        "m-eligible",
-        "political_views",
-        Context::at(t("2021-06-01T09:00:00Z")),
-    );
-    let d = e.authorize(fixture(), &plain).expect("decided");
+    let plain_ctx = Context::at(t("2021-06-01T09:00:00Z"));
+    let plain = MemberRequest {
+        context: &plain_ctx,
+        ..asked
+    };
+    let d = authorize(e, dir, &plain.field("political_views")).expect("decided");
     assert!(!d.is_allowed());
     assert!(d.flags().is_empty());
+    // The same on the bundled sample.
+    let dpo = PrincipalId::new(PrincipalKind::Staff, ids::S_DPO);
+    let complaint = Context::at(t("2024-05-01T09:00:00Z")).reason("a subject access complaint");
+    let req = Request {
+        principal: &dpo,
+        action: Action::Read,
+        member: member(bundled(), ids::MEMBER_ELIGIBLE),
+        field: "political_views",
+        context: &complaint,
+    };
+    let d = every_question(e, directory(), &req).expect("decided");
+    assert_eq!(d.flags(), ["break_glass"]);
 
     // A sample of other decisions: every principal of the fixture, some members, fields,
     // actions and contexts. None is flagged; both effects occur.
-    let dir = fixture();
-    let mut principals: Vec<PrincipalId> = Vec::new();
-    let mut add = |kind, keys: Vec<&String>| {
-        principals.extend(keys.into_iter().map(|k| PrincipalId::new(kind, k.clone())));
-    };
-    add(PrincipalKind::Staff, dir.staff.keys().collect());
-    add(
-        PrincipalKind::CampaignStaff,
-        dir.campaign_staff.keys().collect(),
-    );
-    add(PrincipalKind::Volunteer, dir.volunteers.keys().collect());
-    add(PrincipalKind::Officer, dir.officers.keys().collect());
-    add(
-        PrincipalKind::Representative,
-        dir.representatives.keys().collect(),
-    );
-    add(PrincipalKind::Processor, dir.processors.keys().collect());
+    let principals: Vec<PrincipalId> = fixture().principal_ids().collect();
+    assert!(principals.len() > 20, "{} principals", principals.len());
     let contexts = [
         Context::at(t("2020-03-01T12:00:00Z"))
             .election("leader-2020")
@@ -856,7 +916,7 @@ fn break_glass_decisions_are_flagged_and_no_others() {
     ];
     let (mut allowed, mut denied) = (0, 0);
     for principal in &principals {
-        for member in ["m-eligible", "m-former-2009", "m-neighbour"] {
+        for id in ["m-eligible", "m-former-2009", "m-neighbour"] {
             for field in [
                 "name",
                 "phone",
@@ -868,8 +928,14 @@ fn break_glass_decisions_are_flagged_and_no_others() {
                     .into_iter()
                     .zip(contexts.iter().cycle())
                 {
-                    let req = Request::new(principal.clone(), action, member, field, ctx.clone());
-                    let d = e.authorize(dir, &req).expect("decided");
+                    let req = Request {
+                        principal,
+                        action,
+                        member: member(fixture(), id),
+                        field,
+                        context: ctx,
+                    };
+                    let d = authorize(e, dir, &req).expect("decided");
                     assert!(d.flags().is_empty(), "{req:?} flagged {:?}", d.flags());
                     if d.is_allowed() {
                         allowed += 1;
@@ -892,15 +958,17 @@ fn break_glass_decisions_are_flagged_and_no_others() {
 fn time_is_what_the_caller_passes() {
     let e = engine();
     let election = &fixture().elections["leader-2020"];
+    let staffer = p(r#"CampaignStaff::"cs-a""#);
     let ask = |now: Timestamp| {
-        let req = Request::new(
-            p(r#"CampaignStaff::"cs-a""#),
-            Action::Read,
-            "m-eligible",
-            "phone",
-            Context::at(now).election("leader-2020"),
-        );
-        e.authorize(fixture(), &req).expect("decided")
+        let ctx = Context::at(now).election("leader-2020");
+        let req = Request {
+            principal: &staffer,
+            action: Action::Read,
+            member: member(fixture(), "m-eligible"),
+            field: "phone",
+            context: &ctx,
+        };
+        authorize(e, fixture_directory(), &req).expect("decided")
     };
     let ms = SignedDuration::from_millis(1);
     let open = election.nominations_close;
@@ -984,31 +1052,19 @@ fn field_set_operations() {
     assert_eq!(names, in_file);
 }
 
-/// The engine builds each request's entities without asking Cedar to validate them
+/// The reference builds each request's entities without asking Cedar to validate them
 /// against the schema again; this checks that what it builds does conform, for every
 /// principal of the bundled sample, with every optional part of the context present.
 #[test]
 fn the_entities_the_engine_builds_conform_to_the_schema() {
     let party = bundled();
-    let mut principals = Vec::new();
-    let kinds = [
-        (PrincipalKind::Staff, party.staff.keys().collect::<Vec<_>>()),
-        (
-            PrincipalKind::CampaignStaff,
-            party.campaign_staff.keys().collect(),
-        ),
-        (PrincipalKind::Volunteer, party.volunteers.keys().collect()),
-        (PrincipalKind::Officer, party.officers.keys().collect()),
-        (
-            PrincipalKind::Representative,
-            party.representatives.keys().collect(),
-        ),
-        (PrincipalKind::Processor, party.processors.keys().collect()),
-    ];
-    for (kind, keys) in kinds {
-        principals.extend(keys.into_iter().map(|k| PrincipalId::new(kind, k.clone())));
-    }
-    let members: Vec<&String> = party.members.keys().step_by(97).collect();
+    let principals: Vec<PrincipalId> = party.principal_ids().collect();
+    let members: Vec<MemberRef> = party
+        .members
+        .keys()
+        .step_by(97)
+        .map(|id| member(party, id))
+        .collect();
     let ctx = Context::at(t("2020-03-01T12:00:00Z"))
         .election(ids::LEADER_2020)
         .session(ids::SESSION_A)
@@ -1017,15 +1073,17 @@ fn the_entities_the_engine_builds_conform_to_the_schema() {
     let schema = engine().schema();
     let mut checked = 0;
     for (i, principal) in principals.iter().enumerate() {
-        let member = members[i % members.len()];
-        let req = Request::new(
-            principal.clone(),
-            Action::Read,
-            member,
-            "phone",
-            ctx.clone(),
-        );
-        let (_, entities) = engine().cedar_inputs(party, &req).expect("inputs");
+        let req = Request {
+            principal,
+            action: Action::Read,
+            member: members[i % members.len()],
+            field: "phone",
+            context: &ctx,
+        };
+        let (_, entities) = engine()
+            .reference()
+            .cedar_inputs(directory(), &req)
+            .expect("inputs");
         // Cedar adds the schema's action entities itself when validating.
         let records = entities
             .iter()

@@ -6,7 +6,6 @@ mod cli;
 mod coverage;
 mod crm;
 mod engine_api;
-mod fast_path;
 mod load_errors;
 mod meter;
 mod proptest_engine;

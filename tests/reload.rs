@@ -1,5 +1,6 @@
-//! Live reload: a new policy directory swapped in while requests are decided, refused
-//! reloads that keep the old set, and the invariant gate.
+//! Live reload: a new policy directory swapped in (with the directory of principals
+//! rebuilt for it) while requests are decided, refused reloads that keep the old set, the
+//! invariant gate, and records upserted while serving.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,8 +10,9 @@ use std::sync::{Arc, Barrier};
 use crate::support::{bundled, copy_dir};
 use membergate::sample::ids;
 use membergate::{
-    Action, Context, Effect, Engine, PolicyVersion, PrincipalId, PrincipalKind, ReloadCheck,
-    ReloadError, ReloadableEngine, Request,
+    Action, Context, Effect, Engine, PolicyVersion, PrincipalId, PrincipalKind, RecordError,
+    ReloadCheck, ReloadError, ReloadOutcome, ReloadStartError, ReloadableEngine, Request,
+    RequestError, Serving, Staff, Team,
 };
 
 /// Two versions of the bundled policies (v2 without the `role-ended` forbid), a broken
@@ -59,21 +61,50 @@ impl Deployment {
 }
 
 /// Staff who left reads a member's name: denied by v1 (`role-ended`), allowed by v2.
-fn request() -> Request {
-    Request::new(
-        PrincipalId::new(PrincipalKind::Staff, ids::S_LEFT),
-        Action::Read,
-        ids::MEMBER_ELIGIBLE,
-        "name",
-        Context::at("2020-03-01T12:00:00Z".parse().expect("time")),
-    )
+fn decide(serving: &Serving) -> Effect {
+    decide_as(serving, ids::S_LEFT).expect("decided")
 }
 
-fn decide(engine: &Engine) -> Effect {
-    engine
-        .authorize(bundled(), &request())
-        .expect("decided")
-        .effect()
+/// Staffer `staff` reads a member's name, on the snapshot `serving`: the engine's answer,
+/// after checking that Cedar's own authorizer gives the same.
+fn decide_as(serving: &Serving, staff: &str) -> Result<Effect, RequestError> {
+    let principal = PrincipalId::new(PrincipalKind::Staff, staff);
+    let ctx = Context::at("2020-03-01T12:00:00Z".parse().expect("time"));
+    let req = Request {
+        principal: &principal,
+        action: Action::Read,
+        member: bundled().member(ids::MEMBER_ELIGIBLE).expect("a member"),
+        field: "name",
+        context: &ctx,
+    };
+    let engine = &serving.engine;
+    let got = engine
+        .authorize(&serving.directory, &req)
+        .map(|d| d.effect());
+    let oracle = engine
+        .reference()
+        .authorize(&serving.directory, &req)
+        .map(|d| d.effect());
+    assert_eq!(
+        got, oracle,
+        "the engine and Cedar's authorizer disagree for {staff}"
+    );
+    got
+}
+
+/// A new member of the membership team, unknown to the sample.
+fn new_starter() -> Staff {
+    Staff {
+        name: "A new starter".into(),
+        teams: vec![Team::Membership],
+        region: None,
+        ended_at: None,
+        hourly_read_limit: 500,
+    }
+}
+
+fn start(dir: &Path) -> ReloadableEngine {
+    ReloadableEngine::from_dir(dir, bundled()).expect("loads")
 }
 
 fn version_of(dir: &Path) -> PolicyVersion {
@@ -83,11 +114,11 @@ fn version_of(dir: &Path) -> PolicyVersion {
 #[test]
 fn a_reload_swaps_the_set_and_old_snapshots_keep_their_answers() {
     let d = Deployment::new();
-    let engine = ReloadableEngine::from_dir(d.current()).expect("loads");
+    let engine = start(&d.current());
     let (v1, v2) = (version_of(&d.dir("v1")), version_of(&d.dir("v2")));
     assert_ne!(v1, v2);
     let before = engine.current();
-    assert_eq!(before.version(), &v1);
+    assert_eq!(before.engine.version(), &v1);
     assert_eq!(decide(&before), Effect::Deny);
 
     assert!(!engine.reload().expect("unchanged").swapped());
@@ -101,18 +132,37 @@ fn a_reload_swaps_the_set_and_old_snapshots_keep_their_answers() {
         }
     );
     // A request that started before the reload finishes on the old set...
-    assert_eq!(before.version(), &v1);
+    assert_eq!(before.engine.version(), &v1);
     assert_eq!(decide(&before), Effect::Deny);
-    // ... and new requests decide on the new one.
-    assert_eq!(engine.current().version(), &v2);
-    assert_eq!(decide(&engine.current()), Effect::Allow);
+    // ... and new requests decide on the new one, with the directory rebuilt for it.
+    let after = engine.current();
+    assert_eq!(after.engine.version(), &v2);
+    assert_eq!(decide(&after), Effect::Allow);
+    assert_eq!(after.directory.records(), before.directory.records());
+    // A directory belongs to its engine: the old one is refused by the new engine.
+    let principal = PrincipalId::new(PrincipalKind::Staff, ids::S_LEFT);
+    let ctx = Context::at("2020-03-01T12:00:00Z".parse().expect("time"));
+    let req = Request {
+        principal: &principal,
+        action: Action::Read,
+        member: bundled().member(ids::MEMBER_ELIGIBLE).expect("a member"),
+        field: "name",
+        context: &ctx,
+    };
+    assert_eq!(
+        after
+            .engine
+            .authorize(&before.directory, &req)
+            .map(|d| d.effect()),
+        Err(RequestError::ForeignDirectory)
+    );
 }
 
 #[test]
 fn refused_reloads_keep_serving_the_old_set() {
     let d = Deployment::new();
-    let engine = ReloadableEngine::from_dir(d.current()).expect("loads");
-    let v1 = engine.current().version().clone();
+    let engine = start(&d.current());
+    let v1 = engine.current().engine.version().clone();
 
     // A policy that does not parse: refused, with the file and position.
     d.point_to("broken");
@@ -127,7 +177,7 @@ fn refused_reloads_keep_serving_the_old_set() {
         other => panic!("unexpected {other}"),
     }
     assert!(err.to_string().contains(v1.short()), "{err}");
-    assert_eq!(engine.current().version(), &v1);
+    assert_eq!(engine.current().engine.version(), &v1);
     assert_eq!(decide(&engine.current()), Effect::Deny);
 
     // The directory disappears: refused, still serving.
@@ -135,21 +185,21 @@ fn refused_reloads_keep_serving_the_old_set() {
     fs::remove_dir_all(d.dir("v2")).expect("remove");
     let err = engine.reload().expect_err("no directory");
     assert!(matches!(err, ReloadError::Load { .. }), "{err}");
-    assert_eq!(engine.current().version(), &v1);
+    assert_eq!(engine.current().engine.version(), &v1);
 
     // A file missing from it: refused, still serving.
     copy_dir(Path::new("policies"), &d.dir("v2"));
     fs::remove_file(d.dir("v2").join("schema.cedarschema")).expect("remove");
     let err = engine.reload().expect_err("no schema");
     assert!(err.to_string().contains("schema.cedarschema"), "{err}");
-    assert_eq!(engine.current().version(), &v1);
+    assert_eq!(engine.current().engine.version(), &v1);
     assert_eq!(decide(&engine.current()), Effect::Deny);
 }
 
 #[test]
 fn reloads_under_concurrent_requests_never_mix_versions() {
     let d = Arc::new(Deployment::new());
-    let engine = Arc::new(ReloadableEngine::from_dir(d.current()).expect("loads"));
+    let engine = Arc::new(start(&d.current()));
     let expected = [
         (version_of(&d.dir("v1")), Effect::Deny),
         (version_of(&d.dir("v2")), Effect::Allow),
@@ -165,7 +215,7 @@ fn reloads_under_concurrent_requests_never_mix_versions() {
                 let mut seen = Vec::new();
                 while !done.load(Ordering::Acquire) {
                     let snapshot = engine.current();
-                    seen.push((snapshot.version().clone(), decide(&snapshot)));
+                    seen.push((snapshot.engine.version().clone(), decide(&snapshot)));
                 }
                 seen
             })
@@ -211,9 +261,9 @@ fn reloads_under_concurrent_requests_never_mix_versions() {
 #[test]
 fn the_invariant_gate_refuses_a_set_that_breaks_an_invariant() {
     let d = Deployment::new();
-    let engine =
-        ReloadableEngine::with_check(d.current(), ReloadCheck::Invariants).expect("proved");
-    let v1 = engine.current().version().clone();
+    let engine = ReloadableEngine::with_check(d.current(), bundled(), ReloadCheck::Invariants)
+        .expect("proved");
+    let v1 = engine.current().engine.version().clone();
     // v2 lets staff who left keep reading: `role-ended-nothing` is refuted.
     d.point_to("v2");
     match engine.reload() {
@@ -228,9 +278,164 @@ fn the_invariant_gate_refuses_a_set_that_breaks_an_invariant() {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
-    assert_eq!(engine.current().version(), &v1);
+    assert_eq!(engine.current().engine.version(), &v1);
     // Starting on a set that breaks an invariant is refused too.
-    let err = ReloadableEngine::with_check(d.dir("v2"), ReloadCheck::Invariants)
+    let err = ReloadableEngine::with_check(d.dir("v2"), bundled(), ReloadCheck::Invariants)
         .expect_err("refuted at start");
+    assert!(matches!(err, ReloadStartError::Check(_)), "{err}");
     assert!(err.to_string().contains("role-ended-nothing"), "{err}");
+}
+
+// ------------------------------------------------------------------ records while serving
+
+#[test]
+fn an_upsert_is_seen_by_the_next_snapshot_and_not_by_earlier_ones() {
+    let d = Deployment::new();
+    let engine = start(&d.current());
+    let before = engine.current();
+    assert_eq!(
+        decide_as(&before, "s-new"),
+        Err(RequestError::UnknownPrincipal(r#"Staff::"s-new""#.into()))
+    );
+    engine.upsert("s-new", new_starter()).expect("upserted");
+    let after = engine.current();
+    assert_eq!(
+        after.engine.version(),
+        before.engine.version(),
+        "same policies"
+    );
+    assert_eq!(decide_as(&after, "s-new"), Ok(Effect::Allow));
+    assert_eq!(
+        after.directory.records().staff.get("s-new"),
+        Some(&new_starter())
+    );
+    // A request that started before the upsert finishes on its own snapshot.
+    assert_eq!(
+        decide_as(&before, "s-new"),
+        Err(RequestError::UnknownPrincipal(r#"Staff::"s-new""#.into()))
+    );
+    // A replacement is seen too: the starter leaves.
+    let left = Staff {
+        ended_at: Some("2020-01-01T00:00:00Z".parse().expect("time")),
+        ..new_starter()
+    };
+    engine.upsert("s-new", left).expect("replaced");
+    assert_eq!(decide_as(&engine.current(), "s-new"), Ok(Effect::Deny));
+    assert_eq!(decide_as(&after, "s-new"), Ok(Effect::Allow));
+
+    // A record that refers to a missing one is refused, and nothing changes.
+    let served = engine.current();
+    let lost = Staff {
+        teams: vec![Team::Regional],
+        region: Some("atlantis".into()),
+        ..new_starter()
+    };
+    match engine.upsert("s-lost", lost) {
+        Err(RecordError::Dangling { from, kind, id }) => {
+            assert_eq!(from, r#"Staff::"s-lost""#);
+            assert_eq!((kind, id.as_str()), ("region", "atlantis"));
+        }
+        other => panic!("expected a dangling reference, got {other:?}"),
+    }
+    let now = engine.current();
+    assert!(
+        Arc::ptr_eq(&now, &served),
+        "the refused upsert swapped nothing"
+    );
+    assert!(!now.directory.records().staff.contains_key("s-lost"));
+}
+
+#[test]
+fn a_reload_keeps_the_records_upserted_before_it() {
+    let d = Deployment::new();
+    let engine = start(&d.current());
+    engine.upsert("s-new", new_starter()).expect("upserted");
+    let ended = Staff {
+        ended_at: Some("2020-01-01T00:00:00Z".parse().expect("time")),
+        ..new_starter()
+    };
+    engine.upsert("s-ended", ended.clone()).expect("upserted");
+    let before = engine.current();
+    assert_eq!(decide_as(&before, "s-ended"), Ok(Effect::Deny));
+
+    d.point_to("v2");
+    assert!(engine.reload().expect("reloads").swapped());
+    let after = engine.current();
+    assert_eq!(after.engine.version(), &version_of(&d.dir("v2")));
+    assert_eq!(after.directory.records(), before.directory.records());
+    assert_eq!(
+        after.directory.records().staff.get("s-new"),
+        Some(&new_starter())
+    );
+    assert_eq!(after.directory.records().staff.get("s-ended"), Some(&ended));
+    // Both are principals of the new version: v2 has no `role-ended`, so the one who
+    // left reads again, on the engine and on Cedar's authorizer alike.
+    for staff in ["s-new", "s-ended"] {
+        assert_eq!(decide_as(&after, staff), Ok(Effect::Allow), "{staff}");
+    }
+    // And back: the records are still there on v1.
+    d.point_to("v1");
+    assert!(engine.reload().expect("reloads").swapped());
+    let back = engine.current();
+    assert_eq!(back.directory.records(), before.directory.records());
+    assert_eq!(decide_as(&back, "s-new"), Ok(Effect::Allow));
+    assert_eq!(decide_as(&back, "s-ended"), Ok(Effect::Deny));
+}
+
+#[test]
+fn a_reload_whose_catalogue_lacks_a_contract_field_is_refused_and_the_old_set_kept() {
+    let d = Deployment::new();
+    // v3: the bundled policies without the `address` field, which the mailing house's
+    // contract names.
+    let contract = &bundled().processors[ids::P_MAILING].contract.fields;
+    assert!(
+        contract.iter().any(|f| f == "address"),
+        "the fixture changed"
+    );
+    copy_dir(Path::new("policies"), &d.dir("v3"));
+    let catalogue = d.dir("v3").join("fields.toml");
+    let text = fs::read_to_string(&catalogue).expect("read");
+    let address =
+        "[[field]]\nname = \"address\"\nclass = \"contact\"\ndescription = \"postal address\"\n";
+    assert!(text.contains(address), "the catalogue changed");
+    fs::write(&catalogue, text.replace(address, "")).expect("write");
+    let v3 = version_of(&d.dir("v3"));
+
+    let engine = start(&d.current());
+    let v1 = engine.current().engine.version().clone();
+    assert_ne!(v1, v3);
+    d.point_to("v3");
+    let err = engine
+        .reload()
+        .expect_err("a contract names a field v3 lacks");
+    match &err {
+        ReloadError::Records {
+            serving,
+            source: RecordError::UnknownField { what, field },
+        } => {
+            assert_eq!(serving, &v1);
+            assert_eq!(what, &format!("Processor::{:?}", ids::P_MAILING));
+            assert_eq!(field, "address");
+        }
+        other => panic!("expected the records refused, got {other:?}"),
+    }
+    assert!(err.to_string().contains(v1.short()), "{err}");
+    assert_eq!(engine.current().engine.version(), &v1);
+    assert_eq!(decide(&engine.current()), Effect::Deny);
+    // Refused at every reload while the directory holds it; served again once fixed.
+    assert!(matches!(engine.reload(), Err(ReloadError::Records { .. })));
+    d.point_to("v2");
+    match engine.reload() {
+        Ok(ReloadOutcome::Swapped { from, to }) => {
+            assert_eq!((from, to), (v1, version_of(&d.dir("v2"))));
+        }
+        other => panic!("expected v2 served, got {other:?}"),
+    }
+    // Starting on v3 is refused the same way.
+    match ReloadableEngine::from_dir(d.dir("v3"), bundled()) {
+        Err(ReloadStartError::Records(RecordError::UnknownField { field, .. })) => {
+            assert_eq!(field, "address");
+        }
+        other => panic!("expected the records refused at start, got {other:?}"),
+    }
 }

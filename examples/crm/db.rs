@@ -1,9 +1,14 @@
-//! The CRM's SQLite database: the party's records, and each member's field values.
+//! The CRM's SQLite database: the party's records, each member's row, and each member's
+//! field values.
 //!
-//! - `records(kind, id, body)`: every record but the members (staff, campaigns, CLPs, call
-//!   sessions, ...) as JSON, `kind` naming its collection of `membergate::Membership`.
-//! - `members(id, clp, body)`: each member's standing (status, CLP, dates, consents) as
-//!   JSON, without the field values.
+//! - `records(kind, id, body)`: the principal side (staff, campaigns, CLPs, call
+//!   sessions, ...) as JSON, `kind` naming its collection of `membergate::Membership`;
+//!   loaded once into the engine's `Directory`.
+//! - `members(id, clp, status, joined, left_at, in_good_standing, consents, opt_outs)`:
+//!   each member's policy-relevant attributes, one column each, read with the member's
+//!   row for every request (a `membergate::Member`). Times are RFC 3339 text, a status
+//!   is its policy spelling (`registered_supporter`), channels are comma-separated
+//!   (`phone,email`, empty for none).
 //! - `member_values(member_id, field, value)`: the field values, one row per field, read
 //!   only for the fields a request was granted.
 
@@ -12,8 +17,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use membergate::{Member, Membership};
-use rusqlite::{params, Connection, OpenFlags};
+use jiff::Timestamp;
+use membergate::{Channel, Member, MemberStatus, Membership};
+use rusqlite::{params, Connection, OpenFlags, Row};
 
 /// The errors of the database, as text for the operator.
 pub type DbError = String;
@@ -32,7 +38,13 @@ CREATE TABLE records (
 CREATE TABLE members (
   id TEXT PRIMARY KEY,
   clp TEXT NOT NULL,
-  body TEXT NOT NULL
+  status TEXT NOT NULL CHECK (status IN
+    ('member', 'registered_supporter', 'affiliated_supporter', 'former', 'expelled')),
+  joined TEXT NOT NULL,
+  left_at TEXT,
+  in_good_standing INTEGER NOT NULL CHECK (in_good_standing IN (0, 1)),
+  consents TEXT NOT NULL,
+  opt_outs TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX members_by_clp ON members (clp, id);
 CREATE TABLE member_values (
@@ -43,6 +55,24 @@ CREATE TABLE member_values (
 ) WITHOUT ROWID;
 ";
 
+/// The columns a `Member` is read from, in the order [`member_of`] expects them (a macro,
+/// so that each statement is one literal, prepared and cached without formatting).
+macro_rules! member_columns {
+    () => {
+        "status, clp, joined, left_at, in_good_standing, consents, opt_outs"
+    };
+}
+
+const CHANNELS: [Channel; 3] = [Channel::Phone, Channel::Email, Channel::Post];
+
+fn channels_text(channels: &[Channel]) -> String {
+    channels
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Creates the database at `path` and fills it with `membership`, in one transaction:
 /// a crash leaves no half-seeded database (the file is written beside and renamed).
 pub fn create(path: &Path, membership: &Membership) -> Result<(), DbError> {
@@ -52,11 +82,11 @@ pub fn create(path: &Path, membership: &Membership) -> Result<(), DbError> {
     let tx = conn.transaction().map_err(sql)?;
     tx.execute_batch(SCHEMA).map_err(sql)?;
     {
-        let mut others = serde_json::to_value(Membership {
-            members: BTreeMap::new(),
-            ..membership.clone()
-        })
-        .map_err(|e| format!("encoding the records: {e}"))?;
+        let mut principal_side = membership.clone();
+        principal_side.members.clear();
+        principal_side.values.clear();
+        let mut others = serde_json::to_value(principal_side)
+            .map_err(|e| format!("encoding the records: {e}"))?;
         let mut put = tx
             .prepare("INSERT INTO records (kind, id, body) VALUES (?1, ?2, ?3)")
             .map_err(sql)?;
@@ -69,20 +99,29 @@ pub fn create(path: &Path, membership: &Membership) -> Result<(), DbError> {
             }
         }
         let mut member = tx
-            .prepare("INSERT INTO members (id, clp, body) VALUES (?1, ?2, ?3)")
+            .prepare(concat!(
+                "INSERT INTO members (id, ",
+                member_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ))
             .map_err(sql)?;
         let mut value = tx
             .prepare("INSERT INTO member_values (member_id, field, value) VALUES (?1, ?2, ?3)")
             .map_err(sql)?;
         for (id, m) in &membership.members {
-            let standing = Member {
-                values: BTreeMap::new(),
-                ..m.clone()
-            };
-            let body = serde_json::to_string(&standing)
-                .map_err(|e| format!("encoding member {id}: {e}"))?;
-            member.execute(params![id, m.clp, body]).map_err(sql)?;
-            for (field, v) in &m.values {
+            member
+                .execute(params![
+                    id,
+                    m.status.as_str(),
+                    m.clp,
+                    m.joined.to_string(),
+                    m.left.map(|t| t.to_string()),
+                    m.in_good_standing,
+                    channels_text(&m.consents),
+                    channels_text(&m.opt_outs),
+                ])
+                .map_err(sql)?;
+            for (field, v) in membership.values.get(id).into_iter().flatten() {
                 value.execute(params![id, field, v]).map_err(sql)?;
             }
         }
@@ -93,7 +132,8 @@ pub fn create(path: &Path, membership: &Membership) -> Result<(), DbError> {
         .map_err(|e| format!("moving {} into place: {e}", partial.display()))
 }
 
-/// Reads every record but the field values: what the engine decides on.
+/// Reads the principal side of the records (no members): what the engine's directory
+/// holds.
 pub fn load(conn: &Connection) -> Result<Membership, DbError> {
     let mut collections = serde_json::Map::new();
     let mut stmt = conn
@@ -116,19 +156,92 @@ pub fn load(conn: &Connection) -> Result<Membership, DbError> {
             map.insert(id, body);
         }
     }
-    let mut membership: Membership = serde_json::from_value(serde_json::Value::Object(collections))
-        .map_err(|e| format!("the records do not make a membership: {e}"))?;
+    serde_json::from_value(serde_json::Value::Object(collections))
+        .map_err(|e| format!("the records do not make a membership: {e}"))
+}
+
+/// How many members the database holds.
+pub fn member_count(conn: &Connection) -> Result<i64, DbError> {
+    conn.query_row("SELECT COUNT(*) FROM members", [], |row| row.get(0))
+        .map_err(sql)
+}
+
+/// The member attributes of a row whose `member_columns!()` start at column `at`.
+fn member_of(id: &str, row: &Row<'_>, at: usize) -> Result<Member, DbError> {
+    let text = |i: usize| -> Result<String, DbError> { row.get(at + i).map_err(sql) };
+    let bad = |what: &str, value: &str| format!("member {id}: {what} `{value}` is not valid");
+    let time = |what: &str, value: &str| -> Result<Timestamp, DbError> {
+        value.parse().map_err(|_| bad(what, value))
+    };
+    let channels = |what: &str, value: &str| -> Result<Vec<Channel>, DbError> {
+        value
+            .split(',')
+            .filter(|c| !c.is_empty())
+            .map(|c| {
+                CHANNELS
+                    .into_iter()
+                    .find(|ch| ch.as_str() == c)
+                    .ok_or_else(|| bad(what, value))
+            })
+            .collect()
+    };
+    let status = text(0)?;
+    let left: Option<String> = row.get(at + 3).map_err(sql)?;
+    Ok(Member {
+        status: MemberStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == status)
+            .ok_or_else(|| bad("status", &status))?,
+        clp: text(1)?,
+        joined: time("joined", &text(2)?)?,
+        left: left.map(|l| time("left_at", &l)).transpose()?,
+        in_good_standing: row.get(at + 4).map_err(sql)?,
+        consents: channels("consents", &text(5)?)?,
+        opt_outs: channels("opt_outs", &text(6)?)?,
+    })
+}
+
+/// Member `id`'s policy-relevant attributes, read with its row; `None` if there is no
+/// such member.
+pub fn member(conn: &Connection, id: &str) -> Result<Option<Member>, DbError> {
     let mut stmt = conn
-        .prepare("SELECT id, body FROM members ORDER BY id")
+        .prepare_cached(concat!(
+            "SELECT ",
+            member_columns!(),
+            " FROM members WHERE id = ?1"
+        ))
         .map_err(sql)?;
-    let mut rows = stmt.query([]).map_err(sql)?;
+    let mut rows = stmt.query([id]).map_err(sql)?;
+    rows.next()
+        .map_err(sql)?
+        .map(|row| member_of(id, row, 0))
+        .transpose()
+}
+
+/// The members of a CLP after `after`, in id order, at most `limit`, each with its
+/// attributes.
+pub fn page(
+    conn: &Connection,
+    clp: &str,
+    after: &str,
+    limit: usize,
+) -> Result<Vec<(String, Member)>, DbError> {
+    let mut stmt = conn
+        .prepare_cached(concat!(
+            "SELECT id, ",
+            member_columns!(),
+            " FROM members WHERE clp = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+        ))
+        .map_err(sql)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut rows = stmt.query(params![clp, after, limit]).map_err(sql)?;
+    let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(sql)? {
-        let (id, body): (String, String) = (row.get(0).map_err(sql)?, row.get(1).map_err(sql)?);
-        let member: Member =
-            serde_json::from_str(&body).map_err(|e| format!("member {id}: {e}"))?;
-        membership.members.insert(id, member);
+        let id: String = row.get(0).map_err(sql)?;
+        let attrs = member_of(&id, row, 1)?;
+        out.push((id, attrs));
     }
-    Ok(membership)
+    Ok(out)
 }
 
 /// A few read-only connections, handed out in turn (a connection serves one request at a
@@ -172,25 +285,6 @@ impl Pool {
             Err(poisoned) => poisoned.into_inner(),
         }
     }
-}
-
-/// The ids of a CLP's members after `after`, in id order, at most `limit`.
-pub fn page(
-    conn: &Connection,
-    clp: &str,
-    after: &str,
-    limit: usize,
-) -> Result<Vec<String>, DbError> {
-    let mut stmt = conn
-        .prepare_cached("SELECT id FROM members WHERE clp = ?1 AND id > ?2 ORDER BY id LIMIT ?3")
-        .map_err(sql)?;
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let ids = stmt
-        .query_map(params![clp, after, limit], |row| row.get(0))
-        .map_err(sql)?
-        .collect::<Result<Vec<String>, _>>()
-        .map_err(sql)?;
-    Ok(ids)
 }
 
 /// The values of `member`'s fields among `fields` (names), by field name.

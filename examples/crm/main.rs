@@ -18,17 +18,21 @@
 //! this example trusts it. A real deployment takes the principal from its own
 //! authentication (a session or a verified token), never from a header the client sets.
 //!
-//! Each request: the principal must be one the CRM knows (else 401, no member data); the
-//! volume meter counts the records about to be read and puts the count in the context
-//! (rule 9; in a page, each member is decided with the reads before it, so a page that
-//! crosses the hourly limit is served up to the limit and no further); the compiled path
-//! decides every field of every member with the policies that decided; each decision, and
-//! each request rejected before a decision, is appended to the hash-chained decision log
-//! *before* any data is read from the database. If the log cannot take the record (disk
-//! full), the answer is 503 and no member data. The policy directory is re-read every
-//! `--reload-ms`; a version that does not load is refused and the old one kept serving
-//! (see `GET /policy`). This work blocks (the log's write, SQLite), so each request runs it
-//! on tokio's blocking pool, never on the threads that serve connections.
+//! Each request: the principal must be one the CRM knows (else 401, no member data); each
+//! member's row is read from SQLite with its policy-relevant attributes (status, CLP,
+//! joined, left, good standing, consents, opt-outs: a `membergate::Member`), which go with
+//! the request (the engine keeps only the principal side, in its `Directory`); the volume
+//! meter counts the records about to be read and puts the count in the context (rule 9;
+//! in a page, each member is decided with the reads before it, so a page that crosses the
+//! hourly limit is served up to the limit and no further); the compiled path decides every
+//! field of every member with the policies that decided; each decision, and each request
+//! rejected before a decision, is appended to the hash-chained decision log *before* any
+//! field value is read from the database. If the log cannot take the record (disk full),
+//! the answer is 503 and no member data. The policy directory is re-read every
+//! `--reload-ms`; a version that does not load, or that the directory's records do not
+//! fit, is refused and the old one kept serving (see `GET /policy`). This work blocks (the
+//! log's write, SQLite), so each request runs it on tokio's blocking pool, never on the
+//! threads that serve connections.
 //!
 //! The meter is in this process; built with `--features redis`, `--redis URL` makes every
 //! instance started with it share one count (a scraper cannot spread reads over instances).
@@ -42,7 +46,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -54,8 +57,8 @@ use jiff::Timestamp;
 use membergate::audit::{DecisionRecord, DecisionSink, Durability, JsonlSink};
 use membergate::meter::{LocalMeter, VolumeMeter};
 use membergate::{
-    sample, Action, Context, Directory, Engine, EntityStore, FieldDecisions, Membership,
-    PrincipalId, ReloadCheck, ReloadableEngine,
+    sample, Action, Context, FieldDecisions, Member, MemberRef, MemberRequest, PrincipalId,
+    ReloadCheck, ReloadOutcome, ReloadStartError, ReloadableEngine, RequestError, Serving,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -104,12 +107,6 @@ struct Args {
     redis_prefix: String,
 }
 
-/// What serves requests: one policy version and the records converted for it.
-struct Serving {
-    engine: Arc<Engine>,
-    store: EntityStore,
-}
-
 /// The last reload's outcome, for `GET /policy`.
 #[derive(Default)]
 struct ReloadStatus {
@@ -118,10 +115,9 @@ struct ReloadStatus {
 }
 
 struct App {
-    serving: ArcSwap<Serving>,
+    /// The policies and the directory of principals built for them: each request decides
+    /// on one snapshot (`current()`); a reload swaps both.
     policies: ReloadableEngine,
-    /// The records the engine decides on, kept to rebuild the store after a reload.
-    membership: Membership,
     pool: db::Pool,
     log: JsonlSink,
     meter: Box<dyn VolumeMeter>,
@@ -237,30 +233,41 @@ impl App {
         })
     }
 
-    /// Decides every field of member `id` and logs the decision; the reply to give instead
-    /// if the engine refuses the request (400) or the log cannot take it (503).
+    /// Decides every field of `member` (read with its row) and logs the decision; the
+    /// reply to give instead if the engine refuses the request (400; 500 if it is the
+    /// member's row it refuses: a CLP the directory lacks, a member who left without a
+    /// date) or the log cannot take it (503).
     fn decide<'s>(
         &self,
         asked: &Asked,
         serving: &'s Serving,
         principal: &PrincipalId,
         action: Action,
-        id: &str,
+        member: MemberRef<'_>,
         ctx: &Context,
     ) -> Result<(FieldDecisions<'s>, DecisionRecord), Reply> {
-        let decided = serving
-            .engine
-            .field_decisions_in(&serving.store, principal, action, id, ctx)
-            .map_err(|e| self.reject(asked, serving, StatusCode::BAD_REQUEST, &e.to_string()))?;
-        let record = DecisionRecord::for_field_decisions(
-            &asked.request_id,
-            &serving.engine,
+        let req = MemberRequest {
             principal,
             action,
-            id,
-            ctx,
-            &decided,
-        );
+            member,
+            context: ctx,
+        };
+        let decided = serving
+            .engine
+            .field_decisions(&serving.directory, &req)
+            .map_err(|e| {
+                let status = match e {
+                    // The CRM's own records are at fault, not the request.
+                    RequestError::DanglingReference { .. } | RequestError::InvalidData { .. } => {
+                        eprintln!("crm: request {}: {e}", asked.request_id);
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    }
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                self.reject(asked, serving, status, &e.to_string())
+            })?;
+        let record =
+            DecisionRecord::for_field_decisions(&asked.request_id, &serving.engine, &req, &decided);
         self.record(asked, &record)?;
         Ok((decided, record))
     }
@@ -277,14 +284,14 @@ impl App {
             .to_str()
             .map_err(|_| "X-Principal is not visible ASCII".to_string())?;
         let principal: PrincipalId = text.parse().map_err(|e| format!("X-Principal: {e}"))?;
-        if serving.store.membership().principal(&principal).is_none() {
+        if serving.directory.records().principal(&principal).is_none() {
             return Err(format!("unknown principal {principal}"));
         }
         Ok(principal)
     }
 
     fn get_member(&self, headers: &HeaderMap, id: &str, params: Params) -> Reply {
-        let serving = self.serving.load_full();
+        let serving = self.policies.current();
         let action = params.action.as_deref().unwrap_or("read");
         let asked = self.asked(headers, action, id);
         let principal = match self.principal(headers, &serving) {
@@ -299,11 +306,18 @@ impl App {
             Ok(x) => x,
             Err(why) => return self.reject(&asked, &serving, StatusCode::BAD_REQUEST, &why),
         };
-        if serving.store.membership().member(id).is_none() {
-            return self.reject(&asked, &serving, StatusCode::NOT_FOUND, "no such member");
-        }
+        // The member's row: its attributes go with the request (no field value yet).
+        let attrs = match db::member(&self.pool.get(), id) {
+            Ok(Some(attrs)) => attrs,
+            Ok(None) => {
+                return self.reject(&asked, &serving, StatusCode::NOT_FOUND, "no such member")
+            }
+            Err(e) => return self.failed(&asked, &e),
+        };
+        let member = MemberRef { id, attrs: &attrs };
         let ctx = self.metered(&principal, ctx, 1);
-        let (decided, record) = match self.decide(&asked, &serving, &principal, action, id, &ctx) {
+        let decided = self.decide(&asked, &serving, &principal, action, member, &ctx);
+        let (decided, record) = match decided {
             Ok(x) => x,
             Err(reply) => return reply,
         };
@@ -335,7 +349,7 @@ impl App {
     }
 
     fn get_page(&self, headers: &HeaderMap, params: Params) -> Reply {
-        let serving = self.serving.load_full();
+        let serving = self.policies.current();
         let action = params.action.as_deref().unwrap_or("read");
         let clp = params.clp.clone().unwrap_or_default();
         let asked = self.asked(headers, action, &format!("clp:{clp}"));
@@ -361,31 +375,34 @@ impl App {
             Ok(x) => x,
             Err(why) => return bad(&why),
         };
-        if serving.store.membership().clp(&clp).is_none() {
+        if !serving.directory.records().clps.contains_key(&clp) {
             return self.reject(&asked, &serving, StatusCode::NOT_FOUND, "no such CLP");
         }
         let after = params.after.as_deref().unwrap_or("");
-        let ids = match db::page(&self.pool.get(), &clp, after, limit) {
-            Ok(ids) => ids,
+        // The page's rows, each with its member's attributes (no field value yet).
+        let rows: Vec<(String, Member)> = match db::page(&self.pool.get(), &clp, after, limit) {
+            Ok(rows) => rows,
             Err(e) => return self.failed(&asked, &e),
         };
-        let ctx = self.metered(&principal, ctx, ids.len());
+        let ctx = self.metered(&principal, ctx, rows.len());
         // Each member of the page is one more read: the i-th is decided with the reads
         // before it, so a page that crosses the hourly limit is served up to the limit and
-        // refused past it (one count for the whole page would let it overshoot).
-        let mut decided = Vec::with_capacity(ids.len());
-        for (i, id) in ids.iter().enumerate() {
+        // refused past it (one count for the whole page would let it overshoot). So the
+        // page is decided member by member, not as one `PageRequest` with one context.
+        let mut decided = Vec::with_capacity(rows.len());
+        for (i, (id, attrs)) in rows.iter().enumerate() {
             let before = u64::try_from(i).unwrap_or(u64::MAX);
             let ctx = ctx
                 .clone()
                 .reads_this_hour(ctx.reads_this_hour.saturating_add(before));
-            match self.decide(&asked, &serving, &principal, action, id, &ctx) {
+            let member = MemberRef { id, attrs };
+            match self.decide(&asked, &serving, &principal, action, member, &ctx) {
                 Ok((d, _)) => decided.push(d),
                 Err(reply) => return reply,
             }
         }
         let mut members = Vec::new();
-        for (id, d) in ids.iter().zip(&decided) {
+        for ((id, _), d) in rows.iter().zip(&decided) {
             if d.granted().is_empty() {
                 continue;
             }
@@ -394,7 +411,9 @@ impl App {
                 Err(e) => return self.failed(&asked, &e),
             }
         }
-        let next = (ids.len() == limit).then(|| ids.last().cloned()).flatten();
+        let next = (rows.len() == limit)
+            .then(|| rows.last().map(|(id, _)| id.clone()))
+            .flatten();
         Reply {
             status: StatusCode::OK,
             body: json!({
@@ -451,35 +470,25 @@ impl App {
         }
     }
 
-    /// Re-reads the policy directory; a new version is served once the records are
-    /// converted for it. Errors keep the old version and show in `GET /policy`.
+    /// Re-reads the policy directory; a new version is served once the directory of
+    /// principals is rebuilt for it (`ReloadableEngine::reload` does both). Errors keep the
+    /// old version and show in `GET /policy`.
     fn reload(&self) {
-        let outcome = self.policies.reload();
-        let current = self.policies.current();
-        let serving = self.serving.load();
-        let mut error = outcome.err().map(|e| e.to_string());
-        if current.version() != serving.engine.version() {
-            match current.store(&self.membership) {
-                Ok(store) => {
+        let error = match self.policies.reload() {
+            Ok(outcome) => {
+                if let ReloadOutcome::Swapped { from, to } = outcome {
                     println!(
                         "crm: now serving policies {} (was {})",
-                        current.version().short(),
-                        serving.engine.version().short()
+                        to.short(),
+                        from.short()
                     );
-                    self.serving.store(Arc::new(Serving {
-                        engine: current,
-                        store,
-                    }));
                 }
-                Err(e) => {
-                    error = Some(format!(
-                        "policies {} cannot decide on the records ({e}); still serving {}",
-                        current.version().short(),
-                        serving.engine.version().short()
-                    ))
-                }
+                None
             }
-        }
+            // Refused (does not load, fails the check, or the records do not fit it):
+            // the error names the version still served.
+            Err(e) => Some(e.to_string()),
+        };
         if let Some(e) = &error {
             eprintln!("crm: reload refused: {e}");
         }
@@ -518,7 +527,7 @@ async fn member(
     blocking(app, move |app| match (id, params) {
         (Ok(Path(id)), Ok(Query(params))) => app.get_member(&headers, &id, params),
         (id, params) => {
-            let serving = app.serving.load_full();
+            let serving = app.policies.current();
             let asked = app.asked(&headers, "", "");
             let why = match (id, params) {
                 (Err(e), _) => e.body_text(),
@@ -539,7 +548,7 @@ async fn page(
     blocking(app, move |app| match params {
         Ok(Query(params)) => app.get_page(&headers, params),
         Err(e) => {
-            let serving = app.serving.load_full();
+            let serving = app.policies.current();
             let asked = app.asked(&headers, "", "");
             app.reject(&asked, &serving, StatusCode::BAD_REQUEST, &e.body_text())
         }
@@ -548,7 +557,7 @@ async fn page(
 }
 
 async fn policy(State(app): State<Arc<App>>) -> Json<Value> {
-    let serving = app.serving.load();
+    let serving = app.policies.current();
     let (reloads, error) = match app.reload.lock() {
         Ok(s) => (s.reloads, s.error.clone()),
         Err(poisoned) => (poisoned.get_ref().reloads, poisoned.get_ref().error.clone()),
@@ -569,7 +578,7 @@ async fn fallback(
     headers: HeaderMap,
 ) -> Reply {
     blocking(app, move |app| {
-        let serving = app.serving.load_full();
+        let serving = app.policies.current();
         let asked = app.asked(&headers, "", "");
         let why = format!("no such route: {method} {}", clipped(uri.path()));
         app.reject(&asked, &serving, StatusCode::NOT_FOUND, &why)
@@ -588,18 +597,20 @@ fn start(args: &Args) -> Result<App, String> {
         );
     }
     let pool = db::Pool::open(&args.db, 4)?;
-    let membership = db::load(&pool.get())?;
+    // The principal side only: members are read with their rows, request by request.
+    let records = db::load(&pool.get())?;
+    let members = db::member_count(&pool.get())?;
     let check = if args.verify_reloads {
         ReloadCheck::Invariants
     } else {
         ReloadCheck::Validate
     };
     let policies =
-        ReloadableEngine::with_check(&args.policies, check).map_err(|e| e.to_string())?;
-    let engine = policies.current();
-    let store = engine
-        .store(&membership)
-        .map_err(|e| format!("the records do not fit the policies: {e}"))?;
+        ReloadableEngine::with_check(&args.policies, &records, check).map_err(|e| match e {
+            ReloadStartError::Records(e) => format!("the records do not fit the policies: {e}"),
+            e => e.to_string(),
+        })?;
+    let serving = policies.current();
     let durability = if args.fsync {
         Durability::Fsync
     } else {
@@ -611,17 +622,15 @@ fn start(args: &Args) -> Result<App, String> {
     }
     println!(
         "crm: {} members, policies {} from {}, decision log {} ({} records)",
-        membership.members.len(),
-        engine.version().short(),
+        members,
+        serving.engine.version().short(),
         policies.dir().display(),
         args.audit_log.display(),
         log.records()
     );
     let started = Timestamp::now().as_millisecond();
     Ok(App {
-        serving: ArcSwap::from_pointee(Serving { engine, store }),
         policies,
-        membership,
         pool,
         log,
         meter: meter(args)?,

@@ -287,17 +287,20 @@ pub enum ReadError {
 /// # Example
 /// ```
 /// use membergate::audit::{self, BreakKind, DecisionRecord, DecisionSink, Durability, JsonlSink};
-/// use membergate::{sample, Action, Context, Engine, PrincipalId, PrincipalKind};
+/// use membergate::{sample, Action, Context, Engine, MemberRef, MemberRequest, PrincipalId, PrincipalKind};
 ///
 /// let engine = Engine::from_dir("policies")?;
+/// let party = sample::bundled();
 /// let staffer = PrincipalId::new(PrincipalKind::Staff, sample::ids::S_MEMBERSHIP);
 /// let ctx = Context::at("2024-05-01T09:00:00Z".parse()?);
+/// let attrs = &party.members[sample::ids::MEMBER_ELIGIBLE];
 /// let dir = tempfile::tempdir()?;
 /// let log = dir.path().join("decisions.jsonl");
 /// let sink = JsonlSink::open(&log, Durability::Flush)?;
 /// for member in ["m-1", "m-2", "m-3"] {
 ///     let fields = engine.catalogue().all();
-///     sink.record(&DecisionRecord::for_fields(member, &engine, &staffer, Action::Read, member, &ctx, fields))?;
+///     let req = MemberRequest { principal: &staffer, action: Action::Read, member: MemberRef { id: member, attrs }, context: &ctx };
+///     sink.record(&DecisionRecord::for_fields(member, &engine, &req, fields))?;
 /// }
 /// drop(sink);
 /// assert_eq!(audit::verify(&log)?.records, 3);

@@ -76,13 +76,17 @@ pub enum OpenError {
 /// # Example
 /// ```
 /// use membergate::audit::{self, DecisionRecord, DecisionSink, Durability, JsonlSink};
-/// use membergate::{sample, Action, Context, Engine, PrincipalId, PrincipalKind};
+/// use membergate::{sample, Action, Context, Directory, Engine, MemberRequest, PrincipalId, PrincipalKind};
 ///
 /// let engine = Engine::from_dir("policies")?;
 /// let officer = PrincipalId::new(PrincipalKind::Officer, sample::ids::O_SECRETARY_001);
 /// let ctx = Context::at("2024-05-01T09:00:00Z".parse()?);
-/// let fields = engine.permitted_fields(&sample::bundled(), &officer, Action::Read, sample::ids::MEMBER_ELIGIBLE, &ctx)?;
-/// let record = DecisionRecord::for_fields("req-1", &engine, &officer, Action::Read, sample::ids::MEMBER_ELIGIBLE, &ctx, fields);
+/// let party = sample::bundled();
+/// let directory = Directory::from_membership(&engine, &party)?;
+/// let member = party.member(sample::ids::MEMBER_ELIGIBLE).ok_or("no member")?;
+/// let req = MemberRequest { principal: &officer, action: Action::Read, member, context: &ctx };
+/// let fields = engine.permitted_fields(&directory, &req)?;
+/// let record = DecisionRecord::for_fields("req-1", &engine, &req, fields);
 ///
 /// let dir = tempfile::tempdir()?;
 /// let log = dir.path().join("decisions.jsonl");

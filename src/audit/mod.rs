@@ -11,18 +11,20 @@
 //! # Example
 //! ```
 //! use membergate::audit::{self, DecisionRecord, DecisionSink, Durability, Filter, JsonlSink};
-//! use membergate::{sample, Action, Context, Engine, PrincipalId, PrincipalKind, Request};
+//! use membergate::{sample, Action, Context, Directory, Engine, PrincipalId, PrincipalKind, Request};
 //!
 //! let engine = Engine::from_dir("policies")?;
 //! let party = sample::bundled();
+//! let directory = Directory::from_membership(&engine, &party)?;
 //! let dir = tempfile::tempdir()?;
 //! let log = dir.path().join("decisions.jsonl");
 //! let sink = JsonlSink::open(&log, Durability::Flush)?;
 //!
 //! let staffer = PrincipalId::new(PrincipalKind::CampaignStaff, sample::ids::CS_A_STAFF);
 //! let ctx = Context::at("2020-03-01T12:00:00Z".parse()?).election(sample::ids::LEADER_2020);
-//! let req = Request::new(staffer, Action::Read, sample::ids::MEMBER_ELIGIBLE, "phone", ctx);
-//! let decision = engine.authorize(&party, &req)?;
+//! let member = party.member(sample::ids::MEMBER_ELIGIBLE).ok_or("no member")?;
+//! let req = Request { principal: &staffer, action: Action::Read, member, field: "phone", context: &ctx };
+//! let decision = engine.authorize(&directory, &req)?;
 //! sink.record(&DecisionRecord::for_decision("req-1", &req, &decision, engine.version()))?;
 //!
 //! assert!(audit::verify(&log)?.is_intact());
@@ -37,11 +39,10 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::PolicyVersion;
-use crate::engine::{Decision, Engine};
-use crate::fast::FieldDecisions;
+use crate::decision::{Decision, FieldDecisions};
+use crate::engine::Engine;
 use crate::fields::FieldSet;
-use crate::model::PrincipalId;
-use crate::request::{Action, Context, Request};
+use crate::request::{MemberRequest, Request};
 
 mod chain;
 mod jsonl;
@@ -92,13 +93,16 @@ impl DecisionRecord {
     /// # Example
     /// ```
     /// use membergate::audit::DecisionRecord;
-    /// use membergate::{sample, Action, Context, Engine, PrincipalId, PrincipalKind, Request};
+    /// use membergate::{sample, Action, Context, Directory, Engine, PrincipalId, PrincipalKind, Request};
     ///
     /// let engine = Engine::from_dir("policies")?;
+    /// let party = sample::bundled();
+    /// let directory = Directory::from_membership(&engine, &party)?;
     /// let resigned = PrincipalId::new(PrincipalKind::Representative, sample::ids::MP_RESIGNED);
-    /// let req = Request::new(resigned, Action::Read, sample::ids::MEMBER_OTHER_CLP, "phone",
-    ///     Context::at("2019-02-19T09:00:00Z".parse()?));
-    /// let decision = engine.authorize(&sample::bundled(), &req)?;
+    /// let ctx = Context::at("2019-02-19T09:00:00Z".parse()?);
+    /// let member = party.member(sample::ids::MEMBER_OTHER_CLP).ok_or("no member")?;
+    /// let req = Request { principal: &resigned, action: Action::Read, member, field: "phone", context: &ctx };
+    /// let decision = engine.authorize(&directory, &req)?;
     ///
     /// let record = DecisionRecord::for_decision("req-7", &req, &decision, engine.version());
     /// assert_eq!(record.principal, r#"Representative::"mp-resigned""#);
@@ -109,11 +113,11 @@ impl DecisionRecord {
     /// ```
     pub fn for_decision(
         request_id: impl Into<String>,
-        req: &Request,
-        decision: &Decision,
+        req: &Request<'_>,
+        decision: &Decision<'_>,
         version: &PolicyVersion,
     ) -> DecisionRecord {
-        let field = vec![req.field.clone()];
+        let field = vec![req.field.to_string()];
         let (granted, refused) = if decision.is_allowed() {
             (field, Vec::new())
         } else {
@@ -125,10 +129,10 @@ impl DecisionRecord {
             request_id: request_id.into(),
             principal: req.principal.to_string(),
             action: req.action.as_str().to_string(),
-            member: req.member.clone(),
+            member: req.member.id.to_string(),
             granted,
             refused,
-            policies: decision.policies().to_vec(),
+            policies: decision.policies().iter().map(|p| p.to_string()).collect(),
             version: version.as_str().to_string(),
             rejected: None,
         }
@@ -139,21 +143,24 @@ impl DecisionRecord {
     ///
     /// A field set does not name the policies that decided it, so `policies` is empty;
     /// add them with [`DecisionRecord::with_policies`] if the caller knows them, or decide
-    /// with [`Engine::field_decisions_in`] and record with
+    /// with [`Engine::field_decisions`] and record with
     /// [`DecisionRecord::for_field_decisions`], which names them.
     ///
     /// # Example
     /// ```
     /// use membergate::audit::DecisionRecord;
-    /// use membergate::{sample, Action, Context, Engine, PrincipalId, PrincipalKind};
+    /// use membergate::{sample, Action, Context, Directory, Engine, MemberRequest, PrincipalId, PrincipalKind};
     ///
     /// let engine = Engine::from_dir("policies")?;
     /// let staffer = PrincipalId::new(PrincipalKind::CampaignStaff, sample::ids::CS_A_STAFF);
     /// let ctx = Context::at("2020-03-01T12:00:00Z".parse()?).election(sample::ids::LEADER_2020);
-    /// let member = sample::ids::MEMBER_ELIGIBLE;
-    /// let fields = engine.permitted_fields(&sample::bundled(), &staffer, Action::Read, member, &ctx)?;
+    /// let party = sample::bundled();
+    /// let directory = Directory::from_membership(&engine, &party)?;
+    /// let member = party.member(sample::ids::MEMBER_ELIGIBLE).ok_or("no member")?;
+    /// let req = MemberRequest { principal: &staffer, action: Action::Read, member, context: &ctx };
+    /// let fields = engine.permitted_fields(&directory, &req)?;
     ///
-    /// let record = DecisionRecord::for_fields("req-8", &engine, &staffer, Action::Read, member, &ctx, fields)
+    /// let record = DecisionRecord::for_fields("req-8", &engine, &req, fields)
     ///     .with_policies(["campaign-read-contact"]);
     /// assert_eq!(record.granted, ["name", "membership_number", "email", "phone", "address"]);
     /// assert!(record.refused.iter().any(|f| f == "political_views"));
@@ -164,10 +171,7 @@ impl DecisionRecord {
     pub fn for_fields(
         request_id: impl Into<String>,
         engine: &Engine,
-        principal: &PrincipalId,
-        action: Action,
-        member: &str,
-        ctx: &Context,
+        req: &MemberRequest<'_>,
         granted: FieldSet,
     ) -> DecisionRecord {
         let catalogue = engine.catalogue();
@@ -179,12 +183,12 @@ impl DecisionRecord {
                 .collect()
         };
         DecisionRecord {
-            at: ctx.now,
+            at: req.context.now,
             recorded_at: Timestamp::now(),
             request_id: request_id.into(),
-            principal: principal.to_string(),
-            action: action.as_str().to_string(),
-            member: member.to_string(),
+            principal: req.principal.to_string(),
+            action: req.action.as_str().to_string(),
+            member: req.member.id.to_string(),
             granted: names(granted.intersection(catalogue.all())),
             refused: names(catalogue.all().difference(granted)),
             policies: Vec::new(),
@@ -194,39 +198,37 @@ impl DecisionRecord {
     }
 
     /// The record of a field-set answer with the policies that decided it
-    /// ([`Engine::field_decisions_in`] and the like): as [`DecisionRecord::for_fields`]
+    /// ([`Engine::field_decisions`] and the like): as [`DecisionRecord::for_fields`]
     /// on [`FieldDecisions::granted`], with `policies` the ones that decided any field
     /// ([`FieldDecisions::all_policies`]).
     ///
     /// # Example
     /// ```
     /// use membergate::audit::DecisionRecord;
-    /// use membergate::{sample, Action, Context, Engine, PrincipalId, PrincipalKind};
+    /// use membergate::{sample, Action, Context, Directory, Engine, MemberRequest, PrincipalId, PrincipalKind};
     ///
     /// let engine = Engine::from_dir("policies")?;
-    /// let store = engine.store(&sample::bundled())?;
+    /// let party = sample::bundled();
+    /// let directory = Directory::from_membership(&engine, &party)?;
     /// let staffer = PrincipalId::new(PrincipalKind::CampaignStaff, sample::ids::CS_A_STAFF);
     /// let ctx = Context::at("2020-03-01T12:00:00Z".parse()?).election(sample::ids::LEADER_2020);
-    /// let member = sample::ids::MEMBER_ELIGIBLE;
-    /// let decisions = engine.field_decisions_in(&store, &staffer, Action::Read, member, &ctx)?;
+    /// let member = party.member(sample::ids::MEMBER_ELIGIBLE).ok_or("no member")?;
+    /// let req = MemberRequest { principal: &staffer, action: Action::Read, member, context: &ctx };
+    /// let decisions = engine.field_decisions(&directory, &req)?;
     ///
-    /// let record = DecisionRecord::for_field_decisions("req-10", &engine, &staffer, Action::Read, member, &ctx, &decisions);
+    /// let record = DecisionRecord::for_field_decisions("req-10", &engine, &req, &decisions);
     /// assert_eq!(record.granted, engine.catalogue().names(decisions.granted()));
-    /// assert_eq!(record.policies, decisions.all_policies());
+    /// assert_eq!(record.policies, decisions.all_policies().collect::<Vec<_>>());
     /// assert!(record.policies.iter().any(|p| p == "campaign-read-contact"));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn for_field_decisions(
         request_id: impl Into<String>,
         engine: &Engine,
-        principal: &PrincipalId,
-        action: Action,
-        member: &str,
-        ctx: &Context,
+        req: &MemberRequest<'_>,
         decisions: &FieldDecisions<'_>,
     ) -> DecisionRecord {
-        let granted = decisions.granted();
-        DecisionRecord::for_fields(request_id, engine, principal, action, member, ctx, granted)
+        DecisionRecord::for_fields(request_id, engine, req, decisions.granted())
             .with_policies(decisions.all_policies())
     }
 
@@ -334,13 +336,17 @@ pub enum AuditError {
 /// # Example
 /// ```
 /// use membergate::audit::{DecisionRecord, DecisionSink, TracingSink};
-/// use membergate::{sample, Action, Context, Engine, PrincipalId, PrincipalKind};
+/// use membergate::{sample, Action, Context, Directory, Engine, MemberRequest, PrincipalId, PrincipalKind};
 ///
 /// let engine = Engine::from_dir("policies")?;
 /// let staffer = PrincipalId::new(PrincipalKind::Staff, sample::ids::S_MEMBERSHIP);
 /// let ctx = Context::at("2024-05-01T09:00:00Z".parse()?);
-/// let fields = engine.permitted_fields(&sample::bundled(), &staffer, Action::Read, sample::ids::MEMBER_ELIGIBLE, &ctx)?;
-/// let record = DecisionRecord::for_fields("req-9", &engine, &staffer, Action::Read, sample::ids::MEMBER_ELIGIBLE, &ctx, fields);
+/// let party = sample::bundled();
+/// let directory = Directory::from_membership(&engine, &party)?;
+/// let member = party.member(sample::ids::MEMBER_ELIGIBLE).ok_or("no member")?;
+/// let req = MemberRequest { principal: &staffer, action: Action::Read, member, context: &ctx };
+/// let fields = engine.permitted_fields(&directory, &req)?;
+/// let record = DecisionRecord::for_fields("req-9", &engine, &req, fields);
 /// TracingSink.record(&record)?;   // an event for whichever subscriber is installed
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

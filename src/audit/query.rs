@@ -8,7 +8,7 @@ use jiff::Timestamp;
 
 use super::chain::{self, Lines, ReadError};
 use super::DecisionRecord;
-use crate::model::PrincipalId;
+use crate::records::PrincipalId;
 use crate::request::Action;
 
 /// Which records [`query`] returns: those that match every condition given (`None`
@@ -57,13 +57,17 @@ impl Filter {
     /// # Example
     /// ```
     /// use membergate::audit::{DecisionRecord, Filter};
-    /// use membergate::{sample, Action, Context, Engine, PrincipalId, PrincipalKind};
+    /// use membergate::{sample, Action, Context, Directory, Engine, MemberRequest, PrincipalId, PrincipalKind};
     ///
     /// let engine = Engine::from_dir("policies")?;
     /// let staffer = PrincipalId::new(PrincipalKind::CampaignStaff, sample::ids::CS_A_STAFF);
     /// let ctx = Context::at("2020-03-01T12:00:00Z".parse()?).election(sample::ids::LEADER_2020);
-    /// let fields = engine.permitted_fields(&sample::bundled(), &staffer, Action::Read, sample::ids::MEMBER_ELIGIBLE, &ctx)?;
-    /// let record = DecisionRecord::for_fields("r", &engine, &staffer, Action::Read, sample::ids::MEMBER_ELIGIBLE, &ctx, fields);
+    /// let party = sample::bundled();
+    /// let directory = Directory::from_membership(&engine, &party)?;
+    /// let member = party.member(sample::ids::MEMBER_ELIGIBLE).ok_or("no member")?;
+    /// let req = MemberRequest { principal: &staffer, action: Action::Read, member, context: &ctx };
+    /// let fields = engine.permitted_fields(&directory, &req)?;
+    /// let record = DecisionRecord::for_fields("r", &engine, &req, fields);
     ///
     /// let phone = Filter { field: Some("phone".into()), ..Filter::default() };
     /// let views = Filter { field: Some("political_views".into()), ..Filter::default() };

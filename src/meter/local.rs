@@ -6,7 +6,7 @@ use std::sync::{Mutex, PoisonError};
 use jiff::Timestamp;
 
 use super::{MeterError, Span, VolumeMeter, Window};
-use crate::model::PrincipalId;
+use crate::records::PrincipalId;
 
 /// The in-process [`VolumeMeter`]: per principal, a ring of per-bucket counts, for as many
 /// principals as its capacity allows.

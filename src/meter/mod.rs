@@ -65,7 +65,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::model::PrincipalId;
+use crate::records::PrincipalId;
 
 mod local;
 #[cfg(feature = "redis")]

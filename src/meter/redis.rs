@@ -6,7 +6,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::{MeterError, VolumeMeter, Window};
-use crate::model::PrincipalId;
+use crate::records::PrincipalId;
 
 /// One observation, atomically (Redis runs a script alone). `KEYS[1]` is the principal's
 /// hash: field `<bucket>` holds the reads in that bucket, field `floor` the oldest bucket

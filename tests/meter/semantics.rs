@@ -9,8 +9,8 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use membergate::meter::{Metered, VolumeMeter, Window, REFUSE_ALL};
 use membergate::sample::{self, ids};
-use membergate::{Action, Context, Decision, Engine, EntityStore, PrincipalId, PrincipalKind};
-use membergate::{Membership, Request};
+use membergate::{Action, Context, Decision, Directory, Engine, PrincipalId, PrincipalKind};
+use membergate::{MemberRef, Membership, Request};
 
 pub fn t(s: &str) -> Timestamp {
     s.parse().expect("timestamp")
@@ -211,7 +211,7 @@ pub fn exact_under_concurrency(meters: &[&dyn VolumeMeter], threads: usize, call
 pub struct Party {
     pub engine: Engine,
     pub membership: Membership,
-    pub store: EntityStore,
+    pub directory: Directory,
     /// Members whose phone number campaign A's staffer may read during the ballot.
     pub readable: Vec<String>,
 }
@@ -223,16 +223,22 @@ pub fn party() -> &'static Party {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
         let engine = Engine::from_dir(dir).expect("bundled policies load");
         let membership = sample::bundled();
-        let store = engine.store(&membership).expect("store");
+        let directory = Directory::from_membership(&engine, &membership).expect("directory");
         let staffer = cs_a_staff();
+        let ctx = during_ballot(t(T0)).reads_this_hour(0);
         let readable = membership
             .members
             .keys()
             .filter(|m| {
-                let ctx = during_ballot(t(T0)).reads_this_hour(0);
-                let req = Request::new(staffer.clone(), Action::Read, m.as_str(), "phone", ctx);
+                let req = Request {
+                    principal: &staffer,
+                    action: Action::Read,
+                    member: member(&membership, m),
+                    field: "phone",
+                    context: &ctx,
+                };
                 engine
-                    .authorize_in(&store, &req)
+                    .authorize(&directory, &req)
                     .expect("decide")
                     .is_allowed()
             })
@@ -242,10 +248,17 @@ pub fn party() -> &'static Party {
         Party {
             engine,
             membership,
-            store,
+            directory,
             readable,
         }
     })
+}
+
+/// The member `id` of the sample, as a request names it.
+fn member<'a>(membership: &'a Membership, id: &str) -> MemberRef<'a> {
+    membership
+        .member(id)
+        .unwrap_or_else(|| panic!("no member `{id}` in the sample"))
 }
 
 pub fn cs_a_staff() -> PrincipalId {
@@ -257,16 +270,22 @@ pub fn during_ballot(now: Timestamp) -> Context {
 }
 
 /// Campaign A's staffer asks for `member`'s phone number at `now`, as the CRM does: the
-/// meter first (failing closed), then the compiled path.
-pub fn read_phone(meter: &dyn VolumeMeter, member: &str, now: Timestamp) -> Decision {
+/// meter first (failing closed), then the engine.
+pub fn read_phone(meter: &dyn VolumeMeter, member: &str, now: Timestamp) -> Decision<'static> {
     let party = party();
     let staffer = cs_a_staff();
     let metered = meter.observe_fail_closed(&staffer, now, 1);
     let ctx = during_ballot(now).reads_this_hour(metered.reads_this_hour);
-    let req = Request::new(staffer, Action::Read, member, "phone", ctx);
+    let req = Request {
+        principal: &staffer,
+        action: Action::Read,
+        member: self::member(&party.membership, member),
+        field: "phone",
+        context: &ctx,
+    };
     party
         .engine
-        .authorize_in(&party.store, &req)
+        .authorize(&party.directory, &req)
         .expect("decide")
 }
 
@@ -326,23 +345,24 @@ pub fn a_failed_meter_refuses(metered: Metered) {
     let limit = u64::from(party.membership.staff[ids::S_MEMBERSHIP].hourly_read_limit);
     let decide = |reads: u64| {
         let ctx = Context::at(t(T0)).reads_this_hour(reads);
-        let req = Request::new(
-            staffer.clone(),
-            Action::Read,
-            ids::MEMBER_ELIGIBLE,
-            "name",
-            ctx,
-        );
+        let req = Request {
+            principal: &staffer,
+            action: Action::Read,
+            member: member(&party.membership, ids::MEMBER_ELIGIBLE),
+            field: "name",
+            context: &ctx,
+        };
         let reference = party
             .engine
-            .authorize(&party.membership, &req)
+            .reference()
+            .authorize(&party.directory, &req)
             .expect("decide");
-        let compiled = party
+        let decided = party
             .engine
-            .authorize_in(&party.store, &req)
+            .authorize(&party.directory, &req)
             .expect("decide");
-        assert_eq!(reference, compiled);
-        compiled
+        assert_eq!(reference, decided);
+        decided
     };
     assert!(decide(limit - 1).is_allowed());
     let refused = decide(metered.reads_this_hour);

@@ -1,4 +1,5 @@
-//! Helpers shared by the test modules: the bundled policies, engine, sample and fixture,
+//! Helpers shared by the test modules: the bundled policies, engine, sample and fixture
+//! with their directories, requests with owned parts, both decision paths asked at once,
 //! copies of the policy directory with text mutations, parsing of test literals, and
 //! running the `membergate` binary.
 
@@ -8,7 +9,11 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use jiff::Timestamp;
-use membergate::{Engine, Membership, PrincipalId, ProblemKind};
+use membergate::{
+    Action, Context, Decision, Directory, DirectoryRecord, Engine, Explanation, FieldDecisions,
+    FieldSet, Member, MemberRef, MemberRequest, Membership, PageRequest, PrincipalId, ProblemKind,
+    Request, RequestError,
+};
 use tempfile::TempDir;
 
 // ------------------------------------------------------------------ bundled data
@@ -40,6 +45,265 @@ pub(crate) fn fixture() -> &'static Membership {
         let text = fs::read_to_string(path).expect("read fixture");
         toml::from_str(&text).expect("fixture parses")
     })
+}
+
+/// The bundled sample's principal side, for [`engine`], built once.
+pub(crate) fn directory() -> &'static Directory {
+    static DIRECTORY: OnceLock<Directory> = OnceLock::new();
+    DIRECTORY.get_or_init(|| {
+        Directory::from_membership(engine(), bundled()).expect("the bundled sample is valid")
+    })
+}
+
+/// The fixture's principal side, for [`engine`], built once.
+pub(crate) fn fixture_directory() -> &'static Directory {
+    static DIRECTORY: OnceLock<Directory> = OnceLock::new();
+    DIRECTORY.get_or_init(|| {
+        Directory::from_membership(engine(), fixture()).expect("the fixture's records are valid")
+    })
+}
+
+/// The member `id` of `party`, which must be there.
+pub(crate) fn member<'a>(party: &'a Membership, id: &str) -> MemberRef<'a> {
+    party
+        .member(id)
+        .unwrap_or_else(|| panic!("no member `{id}` in the party"))
+}
+
+/// Puts `record` into `party` under `id`, as [`Directory::upsert`] puts it in a directory.
+pub(crate) fn insert_record(party: &mut Membership, id: &str, record: DirectoryRecord) {
+    let id = id.to_string();
+    match record {
+        DirectoryRecord::Region(r) => drop(party.regions.insert(id, r)),
+        DirectoryRecord::Clp(r) => drop(party.clps.insert(id, r)),
+        DirectoryRecord::Election(r) => drop(party.elections.insert(id, r)),
+        DirectoryRecord::Candidate(r) => drop(party.candidates.insert(id, r)),
+        DirectoryRecord::Campaign(r) => drop(party.campaigns.insert(id, r)),
+        DirectoryRecord::Staff(r) => drop(party.staff.insert(id, r)),
+        DirectoryRecord::CampaignStaff(r) => drop(party.campaign_staff.insert(id, r)),
+        DirectoryRecord::Volunteer(r) => drop(party.volunteers.insert(id, r)),
+        DirectoryRecord::Officer(r) => drop(party.officers.insert(id, r)),
+        DirectoryRecord::Representative(r) => drop(party.representatives.insert(id, r)),
+        DirectoryRecord::Processor(r) => drop(party.processors.insert(id, r)),
+        DirectoryRecord::CallSession(r) => drop(party.call_sessions.insert(id, r)),
+    }
+}
+
+// ------------------------------------------------------------------ requests
+
+/// A request with owned parts (the member's attributes too), for tests that keep many
+/// requests, send them to threads or change one part: [`Ask::request`] borrows it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Ask {
+    pub(crate) principal: PrincipalId,
+    pub(crate) action: Action,
+    pub(crate) member: String,
+    pub(crate) attrs: Member,
+    pub(crate) field: String,
+    pub(crate) context: Context,
+}
+
+impl Ask {
+    /// `principal` asks to `action` the `field` of `party`'s member `member` (which must
+    /// be there) in `context`.
+    pub(crate) fn new(
+        party: &Membership,
+        principal: PrincipalId,
+        action: Action,
+        member: &str,
+        field: &str,
+        context: Context,
+    ) -> Ask {
+        Ask {
+            principal,
+            action,
+            member: member.to_string(),
+            attrs: self::member(party, member).attrs.clone(),
+            field: field.to_string(),
+            context,
+        }
+    }
+
+    /// The member, as a request names it.
+    pub(crate) fn member(&self) -> MemberRef<'_> {
+        MemberRef {
+            id: &self.member,
+            attrs: &self.attrs,
+        }
+    }
+
+    /// The question on the one field.
+    pub(crate) fn request(&self) -> Request<'_> {
+        Request {
+            principal: &self.principal,
+            action: self.action,
+            member: self.member(),
+            field: &self.field,
+            context: &self.context,
+        }
+    }
+
+    /// The question on every field of the member.
+    pub(crate) fn all_fields(&self) -> MemberRequest<'_> {
+        self.request().all_fields()
+    }
+}
+
+/// The page request of `req`'s principal, action and context on `members`.
+pub(crate) fn page<'a>(req: &MemberRequest<'a>, members: &'a [MemberRef<'a>]) -> PageRequest<'a> {
+    PageRequest {
+        principal: req.principal,
+        action: req.action,
+        members,
+        context: req.context,
+    }
+}
+
+// ------------------------------------------------------------------ both paths
+
+/// [`Engine::authorize`] on `req`, after checking that the reference gives the same
+/// answer (the same decision, or the same error).
+pub(crate) fn authorize<'e>(
+    e: &'e Engine,
+    dir: &Directory,
+    req: &Request<'_>,
+) -> Result<Decision<'e>, RequestError> {
+    let got = e.authorize(dir, req);
+    assert_eq!(got, e.reference().authorize(dir, req), "authorize {req:?}");
+    got
+}
+
+/// [`Engine::explain`] on `req`, after checking that the reference gives the same account
+/// (or the same error), and that its decision is `authorize`'s.
+pub(crate) fn explain<'e>(
+    e: &'e Engine,
+    dir: &Directory,
+    req: &Request<'_>,
+) -> Result<Explanation<'e>, RequestError> {
+    let got = e.explain(dir, req);
+    assert_eq!(got, e.reference().explain(dir, req), "explain {req:?}");
+    assert_eq!(
+        got.as_ref().map(|x| &x.decision),
+        e.authorize(dir, req).as_ref(),
+        "explain's decision {req:?}"
+    );
+    got
+}
+
+/// [`Engine::permitted_fields`] on `req`, after checking that the reference gives the
+/// same answer.
+pub(crate) fn permitted_fields(
+    e: &Engine,
+    dir: &Directory,
+    req: &MemberRequest<'_>,
+) -> Result<FieldSet, RequestError> {
+    let got = e.permitted_fields(dir, req);
+    assert_eq!(
+        got,
+        e.reference().permitted_fields(dir, req),
+        "permitted_fields {req:?}"
+    );
+    got
+}
+
+/// [`Engine::field_decisions`] on `req`, after checking that the reference gives the
+/// same answer and that its granted fields are `permitted_fields`'.
+pub(crate) fn field_decisions<'e>(
+    e: &'e Engine,
+    dir: &Directory,
+    req: &MemberRequest<'_>,
+) -> Result<FieldDecisions<'e>, RequestError> {
+    let got = e.field_decisions(dir, req);
+    assert_eq!(
+        got,
+        e.reference().field_decisions(dir, req),
+        "field_decisions {req:?}"
+    );
+    assert_eq!(
+        got.as_ref()
+            .map(FieldDecisions::granted)
+            .map_err(Clone::clone),
+        e.permitted_fields(dir, req),
+        "field_decisions' fields {req:?}"
+    );
+    got
+}
+
+/// [`Engine::field_decisions_page`] on `req`, after checking that the reference gives the
+/// same answer and that `permitted_fields_page` on both paths gives its granted fields.
+pub(crate) fn field_decisions_page<'e>(
+    e: &'e Engine,
+    dir: &Directory,
+    req: &PageRequest<'_>,
+) -> Result<Vec<FieldDecisions<'e>>, RequestError> {
+    let got = e.field_decisions_page(dir, req);
+    assert_eq!(
+        got,
+        e.reference().field_decisions_page(dir, req),
+        "field_decisions_page {req:?}"
+    );
+    let granted = granted(&got);
+    assert_eq!(
+        e.permitted_fields_page(dir, req),
+        granted,
+        "permitted_fields_page {req:?}"
+    );
+    assert_eq!(
+        e.reference().permitted_fields_page(dir, req),
+        granted,
+        "reference permitted_fields_page {req:?}"
+    );
+    got
+}
+
+/// The granted fields of each of `decisions`.
+pub(crate) fn granted(
+    decisions: &Result<Vec<FieldDecisions<'_>>, RequestError>,
+) -> Result<Vec<FieldSet>, RequestError> {
+    decisions
+        .as_ref()
+        .map(|ds| ds.iter().map(FieldDecisions::granted).collect())
+        .map_err(Clone::clone)
+}
+
+/// Every question on `req` (and on its member alone in a page) asked of both paths: each
+/// answer the same on both, and consistent across questions (the field's decision is the
+/// field decisions' entry for it, the page's entry is the member's). Returns the decision.
+pub(crate) fn every_question<'e>(
+    e: &'e Engine,
+    dir: &Directory,
+    req: &Request<'_>,
+) -> Result<Decision<'e>, RequestError> {
+    let decision = authorize(e, dir, req);
+    // Each helper checks its answer against a sibling question too: explain's decision
+    // is authorize's, field decisions grant permitted_fields', the page's grant the
+    // permitted_fields_page's.
+    explain(e, dir, req).ok();
+    let all = req.all_fields();
+    let decisions = field_decisions(e, dir, &all);
+    permitted_fields(e, dir, &all).ok();
+    let members = [req.member];
+    let paged = field_decisions_page(e, dir, &page(&all, &members));
+    assert_eq!(
+        paged.as_ref().map(|ds| ds.first()),
+        decisions.as_ref().map(Some),
+        "page of one {req:?}"
+    );
+    match (&decision, &decisions, e.catalogue().id(req.field)) {
+        (Ok(d), Ok(ds), Some(field)) => {
+            assert_eq!(ds.granted().contains(field), d.is_allowed(), "{req:?}");
+            assert_eq!(
+                ds.policies(field).collect::<Vec<_>>(),
+                d.policies(),
+                "{req:?}"
+            );
+        }
+        // An unknown field fails the one-field questions only.
+        (Err(RequestError::UnknownField(_)), _, None) => {}
+        (Err(a), Err(b), _) => assert_eq!(a, b, "{req:?}"),
+        (a, b, _) => panic!("{req:?}: authorize gives {a:?}, field_decisions {b:?}"),
+    }
+    decision
 }
 
 // ------------------------------------------------------------------ literals

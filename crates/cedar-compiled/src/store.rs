@@ -315,6 +315,21 @@ impl Store {
         self.symbols.uid(ty, id)
     }
 
+    /// Every interned uid of entity type `ty`: its id string and its uid id.
+    pub fn uids_of_type(&self, ty: &str) -> impl Iterator<Item = (&str, u32)> {
+        self.symbols
+            .types
+            .get(ty)
+            .and_then(|t| self.symbols.uids.get(&t))
+            .into_iter()
+            .flat_map(|m| m.iter().map(|(id, u)| (&**id, *u)))
+    }
+
+    /// The id of the uid `ty::"id"`, if interned (no new id is made).
+    pub fn lookup_uid(&self, ty: &str, id: &str) -> Option<u32> {
+        self.symbols.lookup_uid(ty, id)
+    }
+
     /// The id of the attribute `name`, interned if new.
     pub fn intern_attr(&mut self, name: &str) -> u32 {
         self.symbols.attrs.intern(name)

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use jiff::Timestamp;
 use membergate::audit::{self, DecisionRecord, DecisionSink, Durability, Filter, JsonlSink};
 use membergate::sample::{self, ids};
-use membergate::{Action, Context, PrincipalId, PrincipalKind};
+use membergate::{Action, Context, MemberRef, MemberRequest, PrincipalId, PrincipalKind};
 
 use crate::common::{engine, NO_VERDICT};
 
@@ -146,13 +146,17 @@ pub fn exec(dir: &Path, args: Args) -> Result<ExitCode, String> {
         AuditCommand::WriteSample { file, count, fsync } => {
             let engine = engine(dir)?;
             let party = sample::bundled();
-            let store = engine.store(&party).map_err(|e| e.to_string())?;
+            let dir = crate::common::directory(&engine, &party)?;
             let staffer = PrincipalId::new(PrincipalKind::CampaignStaff, ids::CS_A_STAFF);
             let at = "2020-03-01T12:00:00Z"
                 .parse::<Timestamp>()
                 .map_err(|e| e.to_string())?;
             let ctx = Context::at(at).election(ids::LEADER_2020);
-            let members: Vec<&str> = party.members.keys().map(String::as_str).collect();
+            let members: Vec<MemberRef> = party
+                .members
+                .keys()
+                .filter_map(|id| party.member(id))
+                .collect();
             let durability = if fsync {
                 Durability::Fsync
             } else {
@@ -163,18 +167,17 @@ pub fn exec(dir: &Path, args: Args) -> Result<ExitCode, String> {
                 eprintln!("removed a torn last line: {torn}");
             }
             for (i, member) in (0..count).zip(members.iter().cycle()) {
+                let req = MemberRequest {
+                    principal: &staffer,
+                    action: Action::Read,
+                    member: *member,
+                    context: &ctx,
+                };
                 let fields = engine
-                    .permitted_fields_in(&store, &staffer, Action::Read, member, &ctx)
+                    .permitted_fields(&dir, &req)
                     .map_err(|e| e.to_string())?;
-                let record = DecisionRecord::for_fields(
-                    format!("sample-{i}"),
-                    &engine,
-                    &staffer,
-                    Action::Read,
-                    member,
-                    &ctx,
-                    fields,
-                );
+                let record =
+                    DecisionRecord::for_fields(format!("sample-{i}"), &engine, &req, fields);
                 sink.record(&record).map_err(|e| e.to_string())?;
             }
             println!(

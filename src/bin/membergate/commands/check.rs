@@ -18,21 +18,15 @@ pub fn exec(policies: &Path, _args: Args) -> Result<ExitCode, String> {
         engine.policy_ids().count(),
         engine.catalogue().len()
     );
-    match engine.compiled() {
-        Some(c) => {
-            println!(
-                "compiled: {} of {} policies; {} fall back to the reference evaluator",
-                c.len() - c.fallbacks().len(),
-                c.len(),
-                c.fallbacks().len()
-            );
-            for f in c.fallbacks() {
-                println!("  fallback `{}`: {}", f.id, f.reason);
-            }
-        }
-        None => println!(
-            "compiled: none (the policy set cannot be compiled); every request takes the reference path"
-        ),
+    let c = engine.compiled();
+    println!(
+        "compiled: {} of {} policies; {} fall back to the reference evaluator",
+        c.len() - c.fallbacks().len(),
+        c.len(),
+        c.fallbacks().len()
+    );
+    for f in c.fallbacks() {
+        println!("  fallback `{}`: {}", f.id, f.reason);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,9 +7,12 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use membergate::sample::ids;
-use membergate::{Action, Context, Engine, FieldSet, PrincipalId, PrincipalKind};
+use membergate::{
+    Action, Context, Directory, Engine, FieldSet, MemberRef, MemberRequest, PageRequest,
+    PrincipalId, PrincipalKind,
+};
 
-use crate::common::{data, engine, print_table};
+use crate::common::{data, directory, engine, is_jsonl, member, open_jsonl, print_table};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,18 +34,35 @@ struct Row {
 
 pub fn exec(dir: &Path, args: Args) -> Result<ExitCode, String> {
     let engine = engine(dir)?;
-    let party = data(args.data.as_deref())?;
+    // A JSON-lines file is read member by member: only the principal side and the
+    // well-known first members (for the table) are held.
+    let streamed = args.data.as_deref().filter(|p| is_jsonl(p));
+    let party = match streamed {
+        Some(path) => {
+            let (mut party, lines) = open_jsonl(path)?;
+            for line in lines.take(WELL_KNOWN_MEMBERS) {
+                let line = line?;
+                party.members.insert(line.id, line.member);
+            }
+            party
+        }
+        None => data(args.data.as_deref())?,
+    };
     // The same party, had candidate A not paid the fee.
     let mut unpaid = party.clone();
     if let Some(c) = unpaid.candidates.get_mut(ids::CAND_A) {
         c.fee_paid = false;
     }
+    let built = Instant::now();
+    let paid: Directory = directory(&engine, &party)?;
+    let directory_ms = built.elapsed().as_secs_f64() * 1e3;
+    let unpaid = directory(&engine, &unpaid)?;
     let t = |s: &str| s.parse::<Timestamp>().map_err(|e| e.to_string());
     let phases = [
-        ("before close", t("2020-02-13T18:00:00Z")?, &party),
-        ("after close, paid", t("2020-02-20T18:00:00Z")?, &party),
+        ("before close", t("2020-02-13T18:00:00Z")?, &paid),
+        ("after close, paid", t("2020-02-20T18:00:00Z")?, &paid),
         ("after close, unpaid", t("2020-02-20T18:00:00Z")?, &unpaid),
-        ("after ballot", t("2020-04-03T18:00:00Z")?, &party),
+        ("after ballot", t("2020-04-03T18:00:00Z")?, &paid),
     ];
     let p = PrincipalId::new;
     let rows = [
@@ -143,56 +163,141 @@ pub fn exec(dir: &Path, args: Args) -> Result<ExitCode, String> {
         .collect::<Vec<_>>()];
     for row in &rows {
         let mut cells = vec![row.label.to_string()];
-        for (_, at, party) in &phases {
+        for (_, at, dir) in &phases {
             let ctx = (row.context)(Context::at(*at));
-            cells.push(
-                match engine.permitted_fields(
-                    *party,
-                    &row.principal,
-                    Action::Read,
-                    row.member,
-                    &ctx,
-                ) {
-                    Ok(set) => describe(&engine, set),
-                    Err(e) => format!("error: {e}"),
-                },
-            );
+            let req = MemberRequest {
+                principal: &row.principal,
+                action: Action::Read,
+                member: member(&party, row.member)?,
+                context: &ctx,
+            };
+            cells.push(match engine.permitted_fields(dir, &req) {
+                Ok(set) => describe(&engine, set),
+                Err(e) => format!("error: {e}"),
+            });
         }
         table.push(cells);
     }
     print_table(&table);
     println!("\nclasses: {}", class_legend(&engine));
 
-    // Throughput: permitted_fields on pages of 100 members, for a cleared campaign's staff,
-    // on the compiled path (the store a CRM keeps) and on the reference path.
+    // Throughput: permitted fields on pages of 100 members (each read with its row), for
+    // a cleared campaign's staff, on the engine and on Cedar's own authorizer.
     let staffer = p(PrincipalKind::CampaignStaff, ids::CS_A_STAFF);
     let ctx = Context::at(t("2020-03-01T12:00:00Z")?).election(ids::LEADER_2020);
-    let members: Vec<&str> = party.members.keys().map(String::as_str).collect();
+    if let Some(path) = streamed {
+        println!(
+            "\ndirectory of {} principals built in {directory_ms:.1} ms",
+            party.principal_ids().count()
+        );
+        let rate = streamed_throughput(&engine, &paid, path, &staffer, &ctx)?;
+        println!(
+            "the members of {}, read {CHUNK} at a time, decided in pages of 100: {rate}",
+            path.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let members: Vec<MemberRef> = party
+        .members
+        .keys()
+        .filter_map(|id| party.member(id))
+        .collect();
     let budget = Duration::from_secs_f64(args.seconds.clamp(0.1, 600.0));
-    let built = Instant::now();
-    let store = engine.store(&party).map_err(|e| e.to_string())?;
     println!(
-        "\ncompiled store of {} members built in {:.0} ms",
-        store.member_count(),
-        built.elapsed().as_secs_f64() * 1e3
+        "\ndirectory of {} principals built in {directory_ms:.1} ms; {} members, each read with its request",
+        party.principal_ids().count(),
+        members.len(),
     );
-    let compiled = throughput(&engine, &members, budget, |page| {
-        engine.permitted_fields_page_in(&store, &staffer, Action::Read, page, &ctx)
+    let compiled = throughput(&engine, &members, budget, |members| {
+        let page = PageRequest {
+            principal: &staffer,
+            action: Action::Read,
+            members,
+            context: &ctx,
+        };
+        engine.permitted_fields_page(&paid, &page)
     })?;
-    println!("throughput, compiled path:  {compiled}");
-    let reference = throughput(&engine, &members, budget, |page| {
-        engine.permitted_fields_page(&party, &staffer, Action::Read, page, &ctx)
+    println!("throughput, compiled engine:       {compiled}");
+    let reference = throughput(&engine, &members, budget, |members| {
+        let page = PageRequest {
+            principal: &staffer,
+            action: Action::Read,
+            members,
+            context: &ctx,
+        };
+        engine.reference().permitted_fields_page(&paid, &page)
     })?;
-    println!("throughput, reference path: {reference}");
+    println!("throughput, Cedar's authorizer:    {reference}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The members the demo table asks about: the sample's first ones (see `sample::ids`).
+const WELL_KNOWN_MEMBERS: usize = 6;
+
+/// How many members a streamed run reads at a time.
+const CHUNK: usize = 10_000;
+
+/// Every member of a JSON-lines file, read `CHUNK` at a time, decided in pages of 100 on
+/// the engine; describes the rate.
+fn streamed_throughput(
+    engine: &Engine,
+    dir: &Directory,
+    path: &Path,
+    staffer: &PrincipalId,
+    ctx: &Context,
+) -> Result<String, String> {
+    let (_, mut lines) = open_jsonl(path)?;
+    let start = Instant::now();
+    let (mut read, mut deciding, mut allowed) = (Duration::ZERO, Duration::ZERO, 0usize);
+    let mut members = 0usize;
+    let mut chunk: Vec<(String, membergate::Member)> = Vec::with_capacity(CHUNK);
+    loop {
+        let t = Instant::now();
+        chunk.clear();
+        for line in lines.by_ref().take(CHUNK) {
+            let line = line?;
+            chunk.push((line.id, line.member));
+        }
+        read += t.elapsed();
+        if chunk.is_empty() {
+            break;
+        }
+        let t = Instant::now();
+        let refs: Vec<MemberRef> = chunk
+            .iter()
+            .map(|(id, attrs)| MemberRef { id, attrs })
+            .collect();
+        for page in refs.chunks(100) {
+            let req = PageRequest {
+                principal: staffer,
+                action: Action::Read,
+                members: page,
+                context: ctx,
+            };
+            let sets = engine
+                .permitted_fields_page(dir, &req)
+                .map_err(|e| e.to_string())?;
+            allowed += sets.iter().map(|s| s.len()).sum::<usize>();
+        }
+        deciding += t.elapsed();
+        members += chunk.len();
+    }
+    let secs = |d: Duration| d.as_secs_f64().max(f64::MIN_POSITIVE);
+    Ok(format!(
+        "{members} members ({allowed} fields allowed) in {:.2} s: reading {:.2} s, deciding {:.2} s ({:.0} members per second)",
+        secs(start.elapsed()),
+        secs(read),
+        secs(deciding),
+        members as f64 / secs(deciding)
+    ))
 }
 
 /// Runs `page_fields` over pages of 100 members until `budget` is spent; describes the rate.
 fn throughput(
     engine: &Engine,
-    members: &[&str],
+    members: &[MemberRef<'_>],
     budget: Duration,
-    mut page_fields: impl FnMut(&[&str]) -> Result<Vec<FieldSet>, membergate::RequestError>,
+    mut page_fields: impl FnMut(&[MemberRef<'_>]) -> Result<Vec<FieldSet>, membergate::RequestError>,
 ) -> Result<String, String> {
     let start = Instant::now();
     let (mut decisions, mut allowed, mut pages) = (0usize, 0usize, 0usize);

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use membergate::Request;
 
-use crate::common::{data, engine, Ask};
+use crate::common::{data, directory, engine, member, Ask};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,14 +18,16 @@ pub struct Args {
 
 pub fn exec(policies: &Path, Args { ask, field }: Args) -> Result<ExitCode, String> {
     let engine = engine(policies)?;
-    let dir = data(ask.data.as_deref())?;
-    let req = Request::new(
-        ask.principal.clone(),
-        ask.action,
-        &ask.member,
-        field,
-        ask.context(),
-    );
+    let party = data(ask.data.as_deref())?;
+    let dir = directory(&engine, &party)?;
+    let ctx = ask.context();
+    let req = Request {
+        principal: &ask.principal,
+        action: ask.action,
+        member: member(&party, &ask.member)?,
+        field: &field,
+        context: &ctx,
+    };
     let why = engine.explain(&dir, &req).map_err(|e| e.to_string())?;
     println!("{why}");
     Ok(ExitCode::SUCCESS)

@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use membergate::Request;
+use membergate::MemberRequest;
 
-use crate::common::{data, engine, Ask};
+use crate::common::{data, directory, engine, member, Ask};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -20,20 +20,22 @@ pub struct Args {
 pub fn exec(policies: &Path, Args { ask, json }: Args) -> Result<ExitCode, String> {
     let engine = engine(policies)?;
     let party = data(ask.data.as_deref())?;
+    let dir = directory(&engine, &party)?;
     let ctx = ask.context();
+    let req = MemberRequest {
+        principal: &ask.principal,
+        action: ask.action,
+        member: member(&party, &ask.member)?,
+        context: &ctx,
+    };
     let set = engine
-        .permitted_fields(&party, &ask.principal, ask.action, &ask.member, &ctx)
+        .permitted_fields(&dir, &req)
         .map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
     for (_, info) in engine.catalogue().iter() {
-        let req = Request::new(
-            ask.principal.clone(),
-            ask.action,
-            &ask.member,
-            &info.name,
-            ctx.clone(),
-        );
-        let d = engine.authorize(&party, &req).map_err(|e| e.to_string())?;
+        let d = engine
+            .authorize(&dir, &req.field(&info.name))
+            .map_err(|e| e.to_string())?;
         rows.push((info, d));
     }
     if json {

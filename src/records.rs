@@ -1,9 +1,10 @@
 //! Typed records of the party's CRM: members, staff, campaigns, elections and the rest.
 //!
-//! These are the shapes a CRM backend hands to the [`Engine`](crate::Engine). They are
-//! plain serde structs; [`Membership`] holds them keyed by id and implements
-//! [`Directory`], the lookup trait the engine uses to take, for one request, only the
-//! slice of records that request needs.
+//! These are the shapes a CRM backend hands to the [`Engine`](crate::Engine): plain
+//! serde structs. The principal side (staff, campaigns, elections, places, ...) goes
+//! into a [`Directory`](crate::Directory) kept between requests; a [`Member`] comes with
+//! each request, read by the CRM with the member's row. [`Membership`] is a whole party
+//! in one value (a data file, the policy tests' fixtures, the generated sample).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -73,7 +74,10 @@ impl Channel {
     }
 }
 
-/// A member record (members, registered and affiliated supporters, former members).
+/// The policy-relevant attributes of a member record (members, registered and
+/// affiliated supporters, former members): what the CRM reads with the member's row and
+/// passes with each request. No field values: the engine decides which of them the CRM
+/// may show, it never sees them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Member {
@@ -95,9 +99,6 @@ pub struct Member {
     /// Channels the member opted out of.
     #[serde(default)]
     pub opt_outs: Vec<Channel>,
-    /// The record's field values, by catalogue field name (`name`, `phone`, ...).
-    #[serde(default)]
-    pub values: BTreeMap<String, String>,
 }
 
 fn yes() -> bool {
@@ -461,31 +462,12 @@ pub enum PrincipalRecord<'a> {
     Processor(&'a Processor),
 }
 
-/// Lookups of CRM records by id: what the engine needs to build the entities of one
-/// request. Implemented by [`Membership`]; a CRM on a database implements it over its
-/// own storage (or loads the slice of a page into a `Membership`).
-pub trait Directory {
-    /// The principal with this id, if any.
-    fn principal(&self, id: &PrincipalId) -> Option<PrincipalRecord<'_>>;
-    /// The member with this id, if any.
-    fn member(&self, id: &str) -> Option<&Member>;
-    /// The CLP with this id, if any.
-    fn clp(&self, id: &str) -> Option<&Clp>;
-    /// The region with this id, if any.
-    fn region(&self, id: &str) -> Option<&Region>;
-    /// The election with this id, if any.
-    fn election(&self, id: &str) -> Option<&Election>;
-    /// The candidate with this id, if any.
-    fn candidate(&self, id: &str) -> Option<&Candidate>;
-    /// The campaign with this id, if any.
-    fn campaign(&self, id: &str) -> Option<&Campaign>;
-    /// The call session with this id, if any.
-    fn call_session(&self, id: &str) -> Option<&CallSession>;
-}
-
-/// The party's records, keyed by id: an in-memory [`Directory`].
+/// A whole party in one value, keyed by id: the principal side, the members, and
+/// optionally the members' field values (for a demo or an example CRM).
 ///
 /// Loads from JSON or TOML with serde; [`sample`](crate::sample) generates a large one.
+/// [`Directory::from_membership`](crate::Directory::from_membership) takes its
+/// principal side; each request takes a member from [`Membership::members`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Membership {
@@ -528,10 +510,14 @@ pub struct Membership {
     /// Members by id.
     #[serde(default)]
     pub members: BTreeMap<String, Member>,
+    /// Members' field values by member id, then by catalogue field name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, BTreeMap<String, String>>,
 }
 
-impl Directory for Membership {
-    fn principal(&self, id: &PrincipalId) -> Option<PrincipalRecord<'_>> {
+impl Membership {
+    /// The principal with this id, if any.
+    pub fn principal(&self, id: &PrincipalId) -> Option<PrincipalRecord<'_>> {
         let key = id.id.as_str();
         Some(match id.kind {
             PrincipalKind::Staff => PrincipalRecord::Staff(self.staff.get(key)?),
@@ -546,25 +532,67 @@ impl Directory for Membership {
             PrincipalKind::Processor => PrincipalRecord::Processor(self.processors.get(key)?),
         })
     }
-    fn member(&self, id: &str) -> Option<&Member> {
-        self.members.get(id)
+
+    /// Every principal id, kind by kind in [`PrincipalKind::ALL`] order, then by id.
+    pub fn principal_ids(&self) -> impl Iterator<Item = PrincipalId> + '_ {
+        fn ids<'a, T>(
+            kind: PrincipalKind,
+            m: &'a BTreeMap<String, T>,
+        ) -> impl Iterator<Item = PrincipalId> + 'a {
+            m.keys().map(move |id| PrincipalId::new(kind, id.clone()))
+        }
+        ids(PrincipalKind::Staff, &self.staff)
+            .chain(ids(PrincipalKind::CampaignStaff, &self.campaign_staff))
+            .chain(ids(PrincipalKind::Volunteer, &self.volunteers))
+            .chain(ids(PrincipalKind::Officer, &self.officers))
+            .chain(ids(PrincipalKind::Representative, &self.representatives))
+            .chain(ids(PrincipalKind::Processor, &self.processors))
     }
-    fn clp(&self, id: &str) -> Option<&Clp> {
-        self.clps.get(id)
+
+    /// The member `id` as a request names it, if there is one.
+    pub fn member(&self, id: &str) -> Option<MemberRef<'_>> {
+        self.members
+            .get_key_value(id)
+            .map(|(id, attrs)| MemberRef { id, attrs })
     }
-    fn region(&self, id: &str) -> Option<&Region> {
-        self.regions.get(id)
-    }
-    fn election(&self, id: &str) -> Option<&Election> {
-        self.elections.get(id)
-    }
-    fn candidate(&self, id: &str) -> Option<&Candidate> {
-        self.candidates.get(id)
-    }
-    fn campaign(&self, id: &str) -> Option<&Campaign> {
-        self.campaigns.get(id)
-    }
-    fn call_session(&self, id: &str) -> Option<&CallSession> {
-        self.call_sessions.get(id)
+}
+
+/// A member as a request names it: the id and the policy-relevant attributes.
+///
+/// # Example
+/// ```
+/// use membergate::{Member, MemberRef, MemberStatus};
+/// let attrs = Member {
+///     status: MemberStatus::Member,
+///     clp: "islington-north".into(),
+///     joined: "2015-03-01T00:00:00Z".parse()?,
+///     left: None,
+///     in_good_standing: true,
+///     consents: vec![],
+///     opt_outs: vec![],
+/// };
+/// let member = MemberRef { id: "m-1", attrs: &attrs };
+/// assert_eq!(member.id, "m-1");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MemberRef<'a> {
+    /// The member's id.
+    pub id: &'a str,
+    /// The member's attributes.
+    pub attrs: &'a Member,
+}
+
+impl PrincipalRecord<'_> {
+    /// The kind of principal this record is.
+    pub fn kind(&self) -> PrincipalKind {
+        match self {
+            PrincipalRecord::Staff(_) => PrincipalKind::Staff,
+            PrincipalRecord::CampaignStaff(_) => PrincipalKind::CampaignStaff,
+            PrincipalRecord::Volunteer(_) => PrincipalKind::Volunteer,
+            PrincipalRecord::Officer(_) => PrincipalKind::Officer,
+            PrincipalRecord::Representative(_) => PrincipalKind::Representative,
+            PrincipalRecord::Processor(_) => PrincipalKind::Processor,
+        }
     }
 }

@@ -1,0 +1,1038 @@
+//! The engine's compiled policies, indexed by action, principal type and scope entity,
+//! so that a decision touches only the policies that can apply and evaluates them with
+//! the compiled evaluator of [`cedar_compiled`].
+//!
+//! For permitted fields, each policy's conditions are evaluated over every catalogue
+//! field at once as bitsets (`FieldSet` masks): a condition that does not read
+//! `context.field` is evaluated once per member (or once per page if it does not read the
+//! member either), and atoms that read only the field (`context.field in
+//! FieldClass::"contact"`) are folded into constant masks when the engine is built.
+
+use cedar_compiled::lowlevel::{eval_expr, BinOp, Expr, PolicyView, Scope, Var};
+use cedar_compiled::{CompiledPolicies, Ctx, Query, Store, Value};
+use cedar_policy::Entities;
+use smallvec::SmallVec;
+
+use crate::directory::{kind_index, Directory, MemberEntity};
+use crate::entities::{millis, Attr, Val};
+use crate::error::RequestError;
+use crate::fields::{FieldCatalogue, FieldSet};
+use crate::records::{Channel, MemberStatus, PrincipalKind};
+use crate::request::{Action, Context};
+
+/// The store's id maps and the policy index hash with `rustc-hash`'s Fx hasher: ids come
+/// from the CRM and the policies, not from an adversary choosing collisions.
+type FxMap<K, V> = rustc_hash::FxHashMap<K, V>;
+
+/// The action's position in [`Action::ALL`] (an exhaustive match: no silent default).
+fn action_index(a: Action) -> usize {
+    match a {
+        Action::Read => 0,
+        Action::Export => 1,
+        Action::Update => 2,
+        Action::Erase => 3,
+        Action::BulkExport => 4,
+        Action::ContactPhone => 5,
+        Action::ContactEmail => 6,
+        Action::ContactPost => 7,
+    }
+}
+
+/// A boolean condition evaluated over every field at once: `(true, false)` masks; the
+/// fields in neither errored.
+#[derive(Debug, Clone)]
+enum MNode {
+    /// Masks known when the engine is built (the condition reads only the field).
+    Const(u64, u64),
+    /// An atom: evaluated once if it does not read the field, else once per field.
+    Leaf {
+        expr: Expr,
+        field: bool,
+    },
+    Not(Box<MNode>),
+    And(Box<MNode>, Box<MNode>),
+    Or(Box<MNode>, Box<MNode>),
+    If(Box<MNode>, Box<MNode>, Box<MNode>),
+}
+
+/// One `&&` operand of a policy's condition.
+#[derive(Debug, Clone)]
+struct Conj {
+    expr: Expr,
+    mask: MNode,
+    /// Whether it reads `context.field`.
+    field: bool,
+    /// Whether it reads `resource` (the member).
+    resource: bool,
+}
+
+/// A compiled policy with the scope constraints the index resolves taken out.
+#[derive(Debug, Clone)]
+struct Rule {
+    forbid: bool,
+    conjuncts: Vec<Conj>,
+}
+
+/// The policies that can apply to one action and one principal kind.
+#[derive(Debug, Clone, Default)]
+struct Bucket {
+    /// Policies without an entity in their principal or resource scope.
+    open: Vec<u32>,
+    /// `principal == E`, by E.
+    principal_eq: FxMap<u32, Vec<u32>>,
+    /// `principal in E` (or `is T in E`), by E.
+    principal_in: FxMap<u32, Vec<u32>>,
+    /// `resource == E`, by E (the principal scope has no entity).
+    resource_eq: FxMap<u32, Vec<u32>>,
+    /// `resource in E` (or `is T in E`), by E.
+    resource_in: FxMap<u32, Vec<u32>>,
+}
+
+/// Per policy (in compiled order): the id, effect and `@flag`.
+#[derive(Debug, Clone)]
+struct Meta {
+    id: String,
+    flag: Option<String>,
+}
+
+/// The engine's compiled policies and their index, and what the compiled writers need
+/// (attribute ids, the values of enumerations): built with the
+/// [`Engine`](crate::Engine), shared with every [`Directory`] built for it.
+#[derive(Debug)]
+pub(crate) struct Index {
+    compiled: CompiledPolicies,
+    /// Per compiled policy; `None` for a policy that falls back to Cedar.
+    rules: Vec<Option<Rule>>,
+    meta: Vec<Meta>,
+    /// `[action][kind]`.
+    buckets: Vec<Bucket>,
+    /// The field and action entities: every [`Directory`] starts from a copy.
+    base: Store,
+    /// The id of each [`Attr`], by `Attr as usize`.
+    attrs: [u32; Attr::ALL.len()],
+    /// Each member status as a value, in [`MemberStatus::ALL`] order.
+    statuses: [Value; 5],
+    /// Each set of channels as a value, by bitmask (phone 1, email 2, post 4).
+    channels: [Value; 8],
+    /// The type id of `Member`.
+    member_type: u32,
+    catalogue: FieldCatalogue,
+    /// The uid of each catalogue field, in catalogue order.
+    field_uids: Vec<u32>,
+    /// The uid of each action, in [`Action::ALL`] order.
+    action_uids: Vec<u32>,
+    all: u64,
+}
+
+/// Whether `e` reads `context.field` (or the whole context, which holds it).
+fn reads_field(e: &Expr, field: u32) -> bool {
+    match e {
+        Expr::GetAttr(a, attr) if matches!(&**a, Expr::Var(Var::Context)) => *attr == field,
+        Expr::HasAttr(a, chain) if matches!(&**a, Expr::Var(Var::Context)) => {
+            // `context has field` holds for every field; `context has field.x` reads it.
+            chain.first() == Some(&field) && chain.len() > 1
+        }
+        Expr::Var(Var::Context) => true,
+        _ => children(e).iter().any(|c| reads_field(c, field)),
+    }
+}
+
+fn reads_var(e: &Expr, var: Var) -> bool {
+    match e {
+        Expr::Var(v) => *v == var,
+        _ => children(e).iter().any(|c| reads_var(c, var)),
+    }
+}
+
+fn is_field(e: &Expr, field: u32) -> bool {
+    matches!(e, Expr::GetAttr(a, attr) if *attr == field && matches!(&**a, Expr::Var(Var::Context)))
+}
+
+/// Whether `e` depends on nothing but `context.field` and the field entities (their
+/// ancestors): its value per field is then fixed when the engine is built.
+fn field_only(e: &Expr, field: u32) -> bool {
+    match e {
+        Expr::Lit(_) | Expr::Error => true,
+        _ if is_field(e, field) => true,
+        Expr::Var(_) | Expr::GetAttr(..) | Expr::HasAttr(..) => false,
+        Expr::Bin(BinOp::GetTag | BinOp::HasTag, _, _) => false,
+        Expr::Bin(BinOp::In, l, r) => is_field(l, field) && field_only(r, field),
+        Expr::Is(l, _, Some(r)) => is_field(l, field) && field_only(r, field),
+        _ => children(e).iter().all(|c| field_only(c, field)),
+    }
+}
+
+fn children(e: &Expr) -> Vec<&Expr> {
+    match e {
+        Expr::Lit(_) | Expr::Error | Expr::Var(_) => Vec::new(),
+        Expr::Not(a)
+        | Expr::Neg(a)
+        | Expr::IsEmpty(a)
+        | Expr::GetAttr(a, _)
+        | Expr::HasAttr(a, _)
+        | Expr::Like(a, _) => vec![a],
+        Expr::Is(a, _, w) => {
+            let mut v = vec![&**a];
+            if let Some(w) = w {
+                v.push(w);
+            }
+            v
+        }
+        Expr::Bin(_, a, b) | Expr::And(a, b) | Expr::Or(a, b) => vec![a, b],
+        Expr::If(c, t, f) => vec![c, t, f],
+        Expr::Set(items) | Expr::Call(_, items) => items.iter().collect(),
+        Expr::Record(pairs) => pairs.iter().map(|(_, v)| v).collect(),
+    }
+}
+
+/// The result of evaluating a boolean atom: `Some(b)` or `None` on an error (or a value
+/// that is not a boolean).
+#[inline]
+fn truth(e: &Expr, q: &Query<'_>) -> Option<bool> {
+    match eval_expr(e, q) {
+        Ok(Value::Bool(b)) => Some(b),
+        _ => None,
+    }
+}
+
+fn channel_bit(c: Channel) -> usize {
+    match c {
+        Channel::Phone => 1,
+        Channel::Email => 2,
+        Channel::Post => 4,
+    }
+}
+
+fn status_index(s: MemberStatus) -> usize {
+    match s {
+        MemberStatus::Member => 0,
+        MemberStatus::RegisteredSupporter => 1,
+        MemberStatus::AffiliatedSupporter => 2,
+        MemberStatus::Former => 3,
+        MemberStatus::Expelled => 4,
+    }
+}
+
+impl Index {
+    /// Compiles the engine's policies and indexes them.
+    ///
+    /// # Errors
+    /// A message if the policies cannot be compiled (templates, which loading refuses
+    /// first) or the field and action entities cannot be read.
+    pub(crate) fn build(
+        policies: &cedar_policy::PolicySet,
+        catalogue: &FieldCatalogue,
+        field_entities: &[cedar_policy::Entity],
+        action_entities: &[cedar_policy::Entity],
+    ) -> Result<Index, String> {
+        let compiled = CompiledPolicies::compile(policies).map_err(|e| e.to_string())?;
+        let entities = Entities::from_entities(
+            field_entities.iter().chain(action_entities.iter()).cloned(),
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut base = Store::from_entities(&compiled, &entities).map_err(|e| e.to_string())?;
+        let attrs = Attr::ALL.map(|a| base.intern_attr(a.name()));
+        let statuses = MemberStatus::ALL.map(|s| Value::String(s.as_str().into()));
+        let channels = std::array::from_fn(|bits| {
+            let items = [Channel::Phone, Channel::Email, Channel::Post]
+                .into_iter()
+                .filter(|c| bits & channel_bit(*c) != 0)
+                .map(|c| Value::String(c.as_str().into()))
+                .collect();
+            Value::set(items)
+        });
+        let field_uids: Vec<u32> = catalogue
+            .iter()
+            .map(|(_, f)| base.intern_uid("Field", &f.name))
+            .collect();
+        let action_uids: Vec<u32> = Action::ALL
+            .iter()
+            .map(|a| base.intern_uid("Action", a.as_str()))
+            .collect();
+        let all = catalogue.all().bits();
+        let kind_types: Vec<Option<u32>> = PrincipalKind::ALL
+            .iter()
+            .map(|k| base.type_id(k.type_name()))
+            .collect();
+        let member_type = base.type_id("Member");
+
+        let mut fast = Index {
+            rules: Vec::new(),
+            meta: Vec::new(),
+            buckets: vec![Bucket::default(); Action::ALL.len() * PrincipalKind::ALL.len()],
+            base,
+            attrs,
+            statuses,
+            channels,
+            member_type: member_type.unwrap_or(u32::MAX),
+            catalogue: catalogue.clone(),
+            field_uids,
+            action_uids,
+            all,
+            compiled,
+        };
+        let views: Vec<PolicyView<'_>> = fast.compiled.views().collect();
+        let mut rules = Vec::with_capacity(views.len());
+        let mut meta = Vec::with_capacity(views.len());
+        let mut placements = Vec::new();
+        for (i, v) in views.iter().enumerate() {
+            let id = v.id.to_string();
+            let flag = policies.policy(v.id).and_then(|p| p.annotation("flag"));
+            meta.push(Meta {
+                id,
+                flag: flag.map(str::to_string),
+            });
+            let Some((conjuncts, shape)) = v.native else {
+                rules.push(None);
+                continue;
+            };
+            let Ok(index) = u32::try_from(i) else {
+                return Err("too many policies".into());
+            };
+            // Which scope constraints the index resolves.
+            let principal_entity = matches!(
+                shape.principal,
+                Scope::Eq(_) | Scope::In(_) | Scope::IsIn(..)
+            );
+            let resource_indexed = !principal_entity
+                && matches!(
+                    shape.resource,
+                    Scope::Eq(_) | Scope::In(_) | Scope::IsIn(..)
+                );
+            let (has_p, has_a, has_r) = shape.parts;
+            // The leading scope conjuncts, in order principal, action, resource, and
+            // whether the index resolves each (the principal by type or entity, the
+            // action by bucket, the resource by type or entity unless the principal's
+            // entity indexes the policy).
+            let resource_resolved =
+                resource_indexed || matches!(shape.resource, Scope::Any | Scope::Is(_));
+            let lead: Vec<bool> = [(has_p, true), (has_a, true), (has_r, resource_resolved)]
+                .into_iter()
+                .filter(|(present, _)| *present)
+                .map(|(_, resolved)| resolved)
+                .collect();
+            let mut residual = Vec::new();
+            for (pos, c) in conjuncts.iter().enumerate() {
+                if lead.get(pos).copied().unwrap_or(false) {
+                    continue;
+                }
+                residual.push(fast.conj(c));
+            }
+            rules.push(Some(Rule {
+                forbid: v.forbid,
+                conjuncts: residual,
+            }));
+            placements.push((index, shape.clone(), principal_entity, resource_indexed));
+        }
+        drop(views);
+        fast.rules = rules;
+        fast.meta = meta;
+        for (index, shape, principal_entity, resource_indexed) in placements {
+            for (ai, a_uid) in fast.action_uids.clone().into_iter().enumerate() {
+                let action_ok = match &shape.actions {
+                    None => true,
+                    Some(list) => {
+                        let anc = fast.base.entity_ancestors(a_uid);
+                        list.iter()
+                            .any(|u| *u == a_uid || anc.binary_search(u).is_ok())
+                    }
+                };
+                if !action_ok {
+                    continue;
+                }
+                for (ki, kt) in kind_types.iter().enumerate() {
+                    let type_ok = |s: Scope, t: Option<u32>, base: &Store| match s {
+                        Scope::Any | Scope::In(_) => true,
+                        Scope::Is(x) | Scope::IsIn(x, _) => Some(x) == t,
+                        Scope::Eq(u) => base.type_of_uid(u).is_some() && base.type_of_uid(u) == t,
+                    };
+                    if !type_ok(shape.principal, *kt, &fast.base)
+                        || !type_ok(shape.resource, member_type, &fast.base)
+                    {
+                        continue;
+                    }
+                    let Some(b) = fast.buckets.get_mut(ai * PrincipalKind::ALL.len() + ki) else {
+                        continue;
+                    };
+                    if principal_entity {
+                        match shape.principal {
+                            Scope::Eq(u) => b.principal_eq.entry(u).or_default().push(index),
+                            Scope::In(u) | Scope::IsIn(_, u) => {
+                                b.principal_in.entry(u).or_default().push(index)
+                            }
+                            _ => {}
+                        }
+                    } else if resource_indexed {
+                        match shape.resource {
+                            Scope::Eq(u) => b.resource_eq.entry(u).or_default().push(index),
+                            Scope::In(u) | Scope::IsIn(_, u) => {
+                                b.resource_in.entry(u).or_default().push(index)
+                            }
+                            _ => {}
+                        }
+                    } else {
+                        b.open.push(index);
+                    }
+                }
+            }
+        }
+        Ok(fast)
+    }
+
+    fn conj(&self, e: &Expr) -> Conj {
+        let f = self.attr(Attr::Field);
+        Conj {
+            expr: e.clone(),
+            mask: self.mnode(e),
+            field: reads_field(e, f),
+            resource: reads_var(e, Var::Resource),
+        }
+    }
+
+    fn mnode(&self, e: &Expr) -> MNode {
+        let f = self.attr(Attr::Field);
+        if !reads_field(e, f) {
+            return MNode::Leaf {
+                expr: e.clone(),
+                field: false,
+            };
+        }
+        match e {
+            Expr::Not(a) => MNode::Not(Box::new(self.mnode(a))),
+            Expr::And(a, b) => MNode::And(Box::new(self.mnode(a)), Box::new(self.mnode(b))),
+            Expr::Or(a, b) => MNode::Or(Box::new(self.mnode(a)), Box::new(self.mnode(b))),
+            Expr::If(c, t, x) => MNode::If(
+                Box::new(self.mnode(c)),
+                Box::new(self.mnode(t)),
+                Box::new(self.mnode(x)),
+            ),
+            _ if field_only(e, f) => {
+                let mut q = self.base_query();
+                let (mut t, mut fl) = (0u64, 0u64);
+                for (i, u) in self.field_uids.iter().enumerate() {
+                    q.field = Some((f, *u));
+                    match truth(e, &q) {
+                        Some(true) => t |= 1 << i,
+                        Some(false) => fl |= 1 << i,
+                        None => {}
+                    }
+                }
+                MNode::Const(t, fl)
+            }
+            _ => MNode::Leaf {
+                expr: e.clone(),
+                field: true,
+            },
+        }
+    }
+
+    fn base_query(&self) -> Query<'_> {
+        Query::direct(&self.base, 0, 0, 0, Ctx::Pairs(&[]))
+    }
+
+    /// The compiled policies.
+    pub(crate) fn compiled(&self) -> &CompiledPolicies {
+        &self.compiled
+    }
+
+    /// The id of `attr`.
+    #[inline]
+    pub(crate) fn attr(&self, attr: Attr) -> u32 {
+        self.attrs.get(attr as usize).copied().unwrap_or(u32::MAX)
+    }
+
+    /// The store every directory starts from.
+    pub(crate) fn base_store(&self) -> &Store {
+        &self.base
+    }
+
+    /// The type id of `Member`.
+    pub(crate) fn member_type(&self) -> u32 {
+        self.member_type
+    }
+
+    /// The catalogue field `name`'s uid, if the catalogue has it.
+    pub(crate) fn field(&self, name: &str) -> Option<u32> {
+        let id = self.catalogue.id(name)?;
+        self.field_uids.get(id.index()).copied()
+    }
+
+    /// A described value as the compiled evaluator holds it; `uid` interns references.
+    #[inline]
+    pub(crate) fn value(&self, v: Val<'_>, uid: &mut dyn FnMut(&str, &str) -> u32) -> Value {
+        match v {
+            Val::Bool(b) => Value::Bool(b),
+            Val::Long(n) => Value::Long(n),
+            Val::Str(s) => Value::String(s.into()),
+            Val::Time(t) => Value::DateTime(millis(t)),
+            Val::Status(s) => self
+                .statuses
+                .get(status_index(s))
+                .cloned()
+                .unwrap_or(Value::Bool(false)),
+            Val::Ref(ty, id) => Value::Entity(uid(ty, id)),
+            Val::Channels(cs) => {
+                let bits = cs.iter().fold(0, |b, c| b | channel_bit(*c));
+                self.channels
+                    .get(bits)
+                    .cloned()
+                    .unwrap_or(Value::Bool(false))
+            }
+            Val::Statuses(ss) => Value::set(
+                ss.iter()
+                    .filter_map(|s| self.statuses.get(status_index(*s)).cloned())
+                    .collect(),
+            ),
+            Val::Refs(ty, ids) => {
+                Value::set(ids.iter().map(|id| Value::Entity(uid(ty, id))).collect())
+            }
+        }
+    }
+
+    /// `(T, F)` of `n` over every field.
+    fn masks(&self, n: &MNode, q: &mut Query<'_>) -> (u64, u64) {
+        match n {
+            MNode::Const(t, f) => (*t, *f),
+            MNode::Leaf { expr, field: false } => match truth(expr, q) {
+                Some(true) => (self.all, 0),
+                Some(false) => (0, self.all),
+                None => (0, 0),
+            },
+            MNode::Leaf { expr, field: true } => {
+                let (mut t, mut f) = (0u64, 0u64);
+                let saved = q.field;
+                for (i, u) in self.field_uids.iter().enumerate() {
+                    q.field = Some((self.attr(Attr::Field), *u));
+                    match truth(expr, q) {
+                        Some(true) => t |= 1 << i,
+                        Some(false) => f |= 1 << i,
+                        None => {}
+                    }
+                }
+                q.field = saved;
+                (t, f)
+            }
+            MNode::Not(a) => {
+                let (t, f) = self.masks(a, q);
+                (f, t)
+            }
+            MNode::And(a, b) => {
+                let (ta, fa) = self.masks(a, q);
+                if ta == 0 {
+                    return (0, fa);
+                }
+                let (tb, fb) = self.masks(b, q);
+                (ta & tb, fa | (ta & fb))
+            }
+            MNode::Or(a, b) => {
+                let (ta, fa) = self.masks(a, q);
+                if fa == 0 {
+                    return (ta, 0);
+                }
+                let (tb, fb) = self.masks(b, q);
+                (ta | (fa & tb), fa & fb)
+            }
+            MNode::If(c, t, e) => {
+                let (tc, fc) = self.masks(c, q);
+                let (tt, ft) = if tc == 0 { (0, 0) } else { self.masks(t, q) };
+                let (te, fe) = if fc == 0 { (0, 0) } else { self.masks(e, q) };
+                ((tc & tt) | (fc & te), (tc & ft) | (fc & fe))
+            }
+        }
+    }
+
+    /// The fields on which `c` holds.
+    #[inline]
+    fn holds(&self, c: &Conj, q: &mut Query<'_>) -> u64 {
+        if c.field {
+            self.masks(&c.mask, q).0
+        } else if truth(&c.expr, q) == Some(true) {
+            self.all
+        } else {
+            0
+        }
+    }
+
+    fn bucket(&self, action: Action, kind: PrincipalKind) -> Option<&Bucket> {
+        self.buckets
+            .get(action_index(action) * PrincipalKind::ALL.len() + kind_index(kind))
+    }
+
+    fn rule(&self, i: u32) -> Option<&Rule> {
+        self.rules.get(i as usize).and_then(Option::as_ref)
+    }
+}
+
+/// A request's context as the compiled evaluator reads it: `(attribute id, value)`
+/// pairs sorted by attribute id, on the stack (the field asked for is given apart).
+pub(crate) struct ContextPairs {
+    pairs: [(u32, Value); 6],
+    len: usize,
+}
+
+impl ContextPairs {
+    fn as_slice(&self) -> &[(u32, Value)] {
+        self.pairs.get(..self.len).unwrap_or(&[])
+    }
+}
+
+/// A request resolved against a directory: who, what, when; the member comes apart.
+pub(crate) struct Asked<'a> {
+    index: &'a Index,
+    dir: &'a Directory,
+    principal: u32,
+    action: u32,
+    bucket: Option<&'a Bucket>,
+    context: &'a ContextPairs,
+}
+
+/// The policies that held for one field: their indices, and whether forbids decided.
+pub(crate) struct Held {
+    pub(crate) forbid: bool,
+    pub(crate) policies: SmallVec<[u32; 4]>,
+}
+
+impl Index {
+    /// The context's pairs; errors for an election or session the directory lacks.
+    pub(crate) fn context(
+        &self,
+        dir: &Directory,
+        ctx: &Context,
+    ) -> Result<ContextPairs, RequestError> {
+        dir.check_context(ctx)?;
+        let mut pairs: [(u32, Value); 6] = std::array::from_fn(|_| (0, Value::Bool(false)));
+        let mut len = 0;
+        let mut push = |a: Attr, v: Value| {
+            if let Some(slot) = pairs.get_mut(len) {
+                *slot = (self.attr(a), v);
+                len += 1;
+            }
+        };
+        push(Attr::Now, Value::DateTime(millis(ctx.now)));
+        push(
+            Attr::ReadsThisHour,
+            Value::Long(i64::try_from(ctx.reads_this_hour).unwrap_or(i64::MAX)),
+        );
+        if let Some(e) = &ctx.election {
+            push(Attr::Election, Value::Entity(dir.election_uid(e)?));
+        }
+        if let Some(s) = &ctx.session {
+            push(Attr::Session, Value::Entity(dir.session_uid(s)?));
+        }
+        if let Some(p) = &ctx.purpose {
+            push(Attr::Purpose, Value::String(p.as_str().into()));
+        }
+        if let Some(r) = &ctx.reason {
+            push(Attr::Reason, Value::String(r.as_str().into()));
+        }
+        if let Some(used) = pairs.get_mut(..len) {
+            used.sort_unstable_by_key(|(a, _)| *a);
+        }
+        Ok(ContextPairs { pairs, len })
+    }
+
+    /// Who asks what, when.
+    pub(crate) fn asked<'a>(
+        &'a self,
+        dir: &'a Directory,
+        principal: u32,
+        kind: PrincipalKind,
+        action: Action,
+        context: &'a ContextPairs,
+    ) -> Asked<'a> {
+        Asked {
+            index: self,
+            dir,
+            principal,
+            action: self
+                .action_uids
+                .get(action_index(action))
+                .copied()
+                .unwrap_or(u32::MAX),
+            bucket: self.bucket(action, kind),
+            context,
+        }
+    }
+
+    /// The policy `i`'s id and `@flag`.
+    pub(crate) fn policy(&self, i: u32) -> Option<(&str, Option<&str>)> {
+        self.meta
+            .get(i as usize)
+            .map(|m| (m.id.as_str(), m.flag.as_deref()))
+    }
+
+    /// The uid of the catalogue field at `index`.
+    pub(crate) fn field_uid(&self, index: usize) -> Option<u32> {
+        self.field_uids.get(index).copied()
+    }
+
+    /// Whether every policy was compiled (none falls back to Cedar).
+    pub(crate) fn complete(&self) -> bool {
+        self.compiled.fallbacks().is_empty()
+    }
+}
+
+impl<'a> Asked<'a> {
+    fn query(&self) -> Query<'a> {
+        Query::direct(
+            self.dir.store(),
+            self.principal,
+            self.action,
+            u32::MAX,
+            Ctx::Pairs(self.context.as_slice()),
+        )
+    }
+
+    fn member_query<'m>(&self, member: &'m MemberEntity<'_>) -> Query<'m>
+    where
+        'a: 'm,
+    {
+        let mut q = self.query();
+        q.resource = member.uid;
+        q.with_entity(member.uid, self.index.member_type(), member.view())
+    }
+
+    /// The policies that held for `field` of `member`, or `None` if one failed to
+    /// evaluate (the caller then asks Cedar, whose messages the decision carries).
+    pub(crate) fn authorize(&self, member: &MemberEntity<'_>, field: u32) -> Option<Held> {
+        let index = self.index;
+        let mut held = Held {
+            forbid: false,
+            policies: SmallVec::new(),
+        };
+        let Some(bucket) = self.bucket else {
+            return Some(held);
+        };
+        let mut q = self.member_query(member);
+        q.field = Some((index.attr(Attr::Field), field));
+        let (mut permits, mut forbids): (SmallVec<[u32; 4]>, SmallVec<[u32; 4]>) =
+            (SmallVec::new(), SmallVec::new());
+        let mut errored = false;
+        let mut decide = |i: u32| {
+            let Some(rule) = index.rule(i) else { return };
+            for c in &rule.conjuncts {
+                match truth(&c.expr, &q) {
+                    Some(true) => {}
+                    Some(false) => return,
+                    None => {
+                        errored = true;
+                        return;
+                    }
+                }
+            }
+            if rule.forbid {
+                forbids.push(i);
+            } else {
+                permits.push(i);
+            }
+        };
+        bucket.open.iter().for_each(|i| decide(*i));
+        for_each_principal(self.dir.store(), bucket, self.principal, &mut decide);
+        for_each_resource(bucket, member, decide);
+        if errored {
+            return None;
+        }
+        if forbids.is_empty() {
+            held.policies = permits;
+        } else {
+            held.forbid = true;
+            held.policies = forbids;
+        }
+        Some(held)
+    }
+
+    /// Each policy's part in the decision on `field` of `member`, in compiled order:
+    /// `None` out of scope, else whether its condition held; `None` overall if a policy
+    /// failed to evaluate (Cedar then gives the account, with its message).
+    pub(crate) fn trace(
+        &self,
+        member: &MemberEntity<'_>,
+        field: u32,
+    ) -> Option<Vec<(u32, Option<bool>)>> {
+        let mut q = self.member_query(member);
+        q.field = Some((self.index.attr(Attr::Field), field));
+        let mut out = Vec::new();
+        for (i, v) in self.index.compiled.views().enumerate() {
+            let (conjuncts, shape) = v.native?;
+            let (p, a, r) = shape.parts;
+            let scope = usize::from(p) + usize::from(a) + usize::from(r);
+            let mut in_scope = true;
+            let mut held = true;
+            for (n, c) in conjuncts.iter().enumerate() {
+                match truth(c, &q)? {
+                    true => {}
+                    false if n < scope => {
+                        in_scope = false;
+                        break;
+                    }
+                    false => {
+                        held = false;
+                        break;
+                    }
+                }
+            }
+            out.push((u32::try_from(i).ok()?, in_scope.then_some(held)));
+        }
+        Some(out)
+    }
+
+    /// The fields of each member on which the request is allowed, in order.
+    pub(crate) fn fields<'m>(
+        &self,
+        members: impl Iterator<Item = Result<MemberEntity<'m>, RequestError>>,
+        mut emit: impl FnMut(FieldSet),
+    ) -> Result<(), RequestError> {
+        let index = self.index;
+        let all = index.all;
+        let Some(bucket) = self.bucket else {
+            for m in members {
+                m?;
+                emit(FieldSet::EMPTY);
+            }
+            return Ok(());
+        };
+        // Page level: what does not read the member.
+        let (mut p0, mut f0) = (0u64, 0u64);
+        with_page_list(|list| {
+            let mut q = self.query();
+            page_pass(
+                index,
+                self.dir.store(),
+                bucket,
+                self.principal,
+                &mut q,
+                |_, forbid, m| {
+                    if forbid {
+                        f0 |= m;
+                    } else {
+                        p0 |= m;
+                    }
+                },
+                |i, m| list.push((i, m)),
+            );
+            let scoped = !bucket.resource_eq.is_empty() || !bucket.resource_in.is_empty();
+            for member in members {
+                let member = member?;
+                let mut q = self.member_query(&member);
+                let (mut p, mut f) = (p0, f0);
+                for (i, mask) in list.iter() {
+                    let Some(rule) = index.rule(*i) else { continue };
+                    if rule.forbid {
+                        continue;
+                    }
+                    let want = mask & !p;
+                    if want != 0 {
+                        p |= member_pass(index, rule, &mut q, want, true);
+                    }
+                }
+                if scoped {
+                    for_each_resource(bucket, &member, |i| {
+                        if let Some(rule) = index.rule(i) {
+                            if !rule.forbid && all & !p != 0 {
+                                p |= member_pass(index, rule, &mut q, all & !p, false);
+                            }
+                        }
+                    });
+                }
+                for (i, mask) in list.iter() {
+                    let Some(rule) = index.rule(*i) else { continue };
+                    if !rule.forbid {
+                        continue;
+                    }
+                    let want = mask & p & !f;
+                    if want != 0 {
+                        f |= member_pass(index, rule, &mut q, want, true);
+                    }
+                }
+                if scoped {
+                    for_each_resource(bucket, &member, |i| {
+                        if let Some(rule) = index.rule(i) {
+                            if rule.forbid && p & !f != 0 {
+                                f |= member_pass(index, rule, &mut q, p & !f, false);
+                            }
+                        }
+                    });
+                }
+                emit(FieldSet::from_bits(p & !f));
+            }
+            Ok(())
+        })
+    }
+
+    /// For each member, every policy that held and the fields on which it held:
+    /// `emit(granted, [(policy, fields it decided)])`. Every policy that can apply is
+    /// evaluated on every field (none is settled early); one whose evaluation fails
+    /// holds on no field, as Cedar skips it.
+    pub(crate) fn decisions<'m>(
+        &self,
+        members: impl Iterator<Item = Result<MemberEntity<'m>, RequestError>>,
+        mut emit: impl FnMut(FieldSet, &[(u32, u64)]),
+    ) -> Result<(), RequestError> {
+        let index = self.index;
+        let Some(bucket) = self.bucket else {
+            for m in members {
+                m?;
+                emit(FieldSet::EMPTY, &[]);
+            }
+            return Ok(());
+        };
+        // `(policy, forbid, fields on which it held)`: first the policies settled for the
+        // whole page, then the member's.
+        let mut held: SmallVec<[(u32, bool, u64); 16]> = SmallVec::new();
+        let mut deciding: SmallVec<[(u32, u64); 16]> = SmallVec::new();
+        with_page_list(|list| {
+            let mut q = self.query();
+            page_pass(
+                index,
+                self.dir.store(),
+                bucket,
+                self.principal,
+                &mut q,
+                |i, forbid, m| held.push((i, forbid, m)),
+                |i, m| list.push((i, m)),
+            );
+            let whole = held.len();
+            for member in members {
+                let member = member?;
+                let mut q = self.member_query(&member);
+                held.truncate(whole);
+                for (i, mask) in list.iter() {
+                    if let Some(rule) = index.rule(*i) {
+                        let m = member_pass(index, rule, &mut q, *mask, true);
+                        if m != 0 {
+                            held.push((*i, rule.forbid, m));
+                        }
+                    }
+                }
+                for_each_resource(bucket, &member, |i| {
+                    if let Some(rule) = index.rule(i) {
+                        let m = member_pass(index, rule, &mut q, index.all, false);
+                        if m != 0 {
+                            held.push((i, rule.forbid, m));
+                        }
+                    }
+                });
+                let (mut permitted, mut forbidden) = (0u64, 0u64);
+                for (_, forbid, fields) in &held {
+                    if *forbid {
+                        forbidden |= fields;
+                    } else {
+                        permitted |= fields;
+                    }
+                }
+                let granted = permitted & !forbidden;
+                deciding.clear();
+                deciding.extend(held.iter().filter_map(|(i, forbid, fields)| {
+                    let decided = if *forbid { *fields } else { fields & granted };
+                    (decided != 0).then_some((*i, decided))
+                }));
+                emit(FieldSet::from_bits(granted), &deciding);
+            }
+            Ok(())
+        })
+    }
+}
+
+thread_local! {
+    /// The per-page list of policies that read the member, reused between pages.
+    static PAGE: std::cell::Cell<Vec<(u32, u64)>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's page list, emptied: the list's memory is kept for the next
+/// page.
+fn with_page_list<T>(f: impl FnOnce(&mut Vec<(u32, u64)>) -> T) -> T {
+    PAGE.with(|cell| {
+        let mut list = cell.take();
+        list.clear();
+        let out = f(&mut list);
+        cell.set(list);
+        out
+    })
+}
+
+/// The fields among `want` on which every conjunct of `rule` holds (only those that read
+/// the member if `member_only`, the others having been folded into `want`).
+#[inline]
+fn member_pass(index: &Index, rule: &Rule, q: &mut Query<'_>, want: u64, member_only: bool) -> u64 {
+    let mut alive = want;
+    for c in &rule.conjuncts {
+        if member_only && !c.resource {
+            continue;
+        }
+        alive &= index.holds(c, q);
+        if alive == 0 {
+            break;
+        }
+    }
+    alive
+}
+
+/// Evaluates once for a page, on every field, the conjuncts that do not read the member
+/// of the bucket's policies that apply whatever the member (open, or scoped on the
+/// principal). A policy that holds on no field is left out; `whole(i, forbid, fields)`
+/// gets one none of whose conjuncts reads the member, with the fields on which it holds;
+/// `partial(i, fields)` the others, with the fields on which the conjuncts that do not
+/// read the member hold (see [`member_pass`] for the rest).
+fn page_pass(
+    index: &Index,
+    store: &Store,
+    bucket: &Bucket,
+    principal: u32,
+    q: &mut Query<'_>,
+    mut whole: impl FnMut(u32, bool, u64),
+    mut partial: impl FnMut(u32, u64),
+) {
+    let mut page = |i: u32| {
+        let Some(rule) = index.rule(i) else { return };
+        let mut m = index.all;
+        let mut per_member = false;
+        for c in &rule.conjuncts {
+            if c.resource {
+                per_member = true;
+                continue;
+            }
+            m &= index.holds(c, q);
+            if m == 0 {
+                return;
+            }
+        }
+        if per_member {
+            partial(i, m);
+        } else {
+            whole(i, rule.forbid, m);
+        }
+    };
+    bucket.open.iter().for_each(|i| page(*i));
+    for_each_principal(store, bucket, principal, page);
+}
+
+/// Calls `f` on each policy indexed under the principal's scope entities.
+fn for_each_principal(store: &Store, bucket: &Bucket, principal: u32, mut f: impl FnMut(u32)) {
+    if let Some(l) = bucket.principal_eq.get(&principal) {
+        l.iter().for_each(|i| f(*i));
+    }
+    if !bucket.principal_in.is_empty() {
+        let anc = store.entity_ancestors(principal);
+        for e in std::iter::once(&principal).chain(anc.iter()) {
+            if let Some(l) = bucket.principal_in.get(e) {
+                l.iter().for_each(|i| f(*i));
+            }
+        }
+    }
+}
+
+/// Calls `f` on each policy indexed under the member's scope entities.
+fn for_each_resource(bucket: &Bucket, member: &MemberEntity<'_>, mut f: impl FnMut(u32)) {
+    if let Some(l) = bucket.resource_eq.get(&member.uid) {
+        l.iter().for_each(|i| f(*i));
+    }
+    if !bucket.resource_in.is_empty() {
+        let anc = member.view().ancestors;
+        for e in std::iter::once(&member.uid).chain(anc.iter()) {
+            if let Some(l) = bucket.resource_in.get(e) {
+                l.iter().for_each(|i| f(*i));
+            }
+        }
+    }
+}
