@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
-use cedar_compiled::{EntityRef, Store, Value};
+use cedar_compiled::{Store, Value};
 
 use crate::entities::{
     cedar_can_hold, check_member, display_uid, ty, Attr, CedarSlice, Record, Sink, Val,
 };
 use crate::error::{RecordError, RequestError};
-use crate::index::Index;
+use crate::index::{kind_index, Index, MemberEntity};
 use crate::records::{
     CallSession, Campaign, CampaignStaff, Candidate, Clp, Election, MemberRef, Membership, Officer,
     PrincipalId, PrincipalKind, PrincipalRecord, Processor, Region, Representative, Staff,
@@ -124,40 +124,6 @@ pub struct Directory {
     /// The uids of the members the policies name or call sessions list (every other
     /// member's uid is [`FRESH_MEMBER`]: no stored value refers to it).
     listed_members: FxMap<Box<str>, u32>,
-}
-
-/// The position of a kind in [`PrincipalKind::ALL`].
-pub(crate) fn kind_index(k: PrincipalKind) -> usize {
-    match k {
-        PrincipalKind::Staff => 0,
-        PrincipalKind::CampaignStaff => 1,
-        PrincipalKind::Volunteer => 2,
-        PrincipalKind::Officer => 3,
-        PrincipalKind::Representative => 4,
-        PrincipalKind::Processor => 5,
-    }
-}
-
-/// A member of a request, resolved for the compiled evaluator: its uid and its data,
-/// on the stack.
-pub(crate) struct MemberEntity<'d> {
-    pub(crate) uid: u32,
-    attrs: [(u32, Value); 6],
-    len: usize,
-    ancestors: &'d [u32],
-}
-
-impl<'d> MemberEntity<'d> {
-    pub(crate) fn view(&self) -> EntityRef<'_>
-    where
-        'd: 'd,
-    {
-        EntityRef {
-            attrs: self.attrs.get(..self.len).unwrap_or(&[]),
-            ancestors: self.ancestors,
-            tags: &[],
-        }
-    }
 }
 
 /// The compiled writer: a record's description as interned attributes and parents.
@@ -509,6 +475,15 @@ impl Directory {
     /// The check a request's context passes before either path decides: its time fits
     /// Cedar's `datetime`, and its election and call session are in the directory.
     pub(crate) fn check_context(&self, ctx: &Context) -> Result<(), RequestError> {
+        self.context_uids(ctx).map(|_| ())
+    }
+
+    /// The uids of the context's election and call session, after
+    /// [`Directory::check_context`]'s checks.
+    pub(crate) fn context_uids(
+        &self,
+        ctx: &Context,
+    ) -> Result<(Option<u32>, Option<u32>), RequestError> {
         if !cedar_can_hold(ctx.now) {
             return Err(RequestError::InvalidData {
                 what: "the request's context".into(),
@@ -518,13 +493,17 @@ impl Directory {
                 ),
             });
         }
-        if let Some(e) = &ctx.election {
-            self.election_uid(e)?;
-        }
-        if let Some(s) = &ctx.session {
-            self.session_uid(s)?;
-        }
-        Ok(())
+        let election = ctx
+            .election
+            .as_deref()
+            .map(|e| self.election_uid(e))
+            .transpose()?;
+        let session = ctx
+            .session
+            .as_deref()
+            .map(|s| self.session_uid(s))
+            .transpose()?;
+        Ok((election, session))
     }
 
     /// The election's uid.
@@ -572,12 +551,7 @@ impl Directory {
             .get(m.id)
             .copied()
             .unwrap_or(FRESH_MEMBER);
-        Ok(MemberEntity {
-            uid,
-            attrs,
-            len,
-            ancestors,
-        })
+        Ok(MemberEntity::new(uid, attrs, len, ancestors))
     }
 
     /// The Cedar entities a request (or a page) reads: the principal, the context's

@@ -11,12 +11,12 @@ use smallvec::SmallVec;
 
 use crate::bundle::{self, Bundle, PolicySource, PolicyVersion};
 use crate::decision::{Decision, Effect, FieldDecisions, PolicyError};
-use crate::directory::{Directory, MemberEntity};
+use crate::directory::Directory;
 use crate::entities::cedar_time;
 use crate::error::{LoadError, RequestError};
 use crate::explain::{Explanation, Outcome, PolicyTrace};
 use crate::fields::{FieldCatalogue, FieldId, FieldSet};
-use crate::index::{Asked, ContextPairs, Index};
+use crate::index::{Asked, ContextPairs, Index, MemberEntity};
 use crate::records::{MemberRef, PrincipalId};
 use crate::request::{Action, Context, MemberRequest, PageRequest, Request};
 
@@ -441,14 +441,20 @@ impl Engine {
     ) -> Result<Option<T>, RequestError> {
         self.check_directory(directory)?;
         let puid = directory.principal_uid(req.principal)?;
-        let pairs = self.index.context(directory, req.context)?;
+        let pairs = self
+            .index
+            .context(req.context, directory.context_uids(req.context)?);
         let entity = directory.member(req.member)?;
         if !self.index.complete() {
             return Ok(None);
         }
-        let asked = self
-            .index
-            .asked(directory, puid, req.principal.kind, req.action, &pairs);
+        let asked = self.index.asked(
+            directory.store(),
+            puid,
+            req.principal.kind,
+            req.action,
+            &pairs,
+        );
         Ok(Some(f(&asked, &entity)))
     }
 
@@ -462,7 +468,9 @@ impl Engine {
     ) -> Result<Option<(u32, ContextPairs)>, RequestError> {
         self.check_directory(directory)?;
         let puid = directory.principal_uid(req.principal)?;
-        let pairs = self.index.context(directory, req.context)?;
+        let pairs = self
+            .index
+            .context(req.context, directory.context_uids(req.context)?);
         Ok(self.index.complete().then_some((puid, pairs)))
     }
 
@@ -477,9 +485,13 @@ impl Engine {
             sets.into_iter().for_each(emit);
             return Ok(());
         };
-        let asked = self
-            .index
-            .asked(directory, puid, req.principal.kind, req.action, &pairs);
+        let asked = self.index.asked(
+            directory.store(),
+            puid,
+            req.principal.kind,
+            req.action,
+            &pairs,
+        );
         asked.fields(req.members.iter().map(|m| directory.member(*m)), emit)
     }
 
@@ -494,9 +506,13 @@ impl Engine {
             all.into_iter().for_each(emit);
             return Ok(());
         };
-        let asked = self
-            .index
-            .asked(directory, puid, req.principal.kind, req.action, &pairs);
+        let asked = self.index.asked(
+            directory.store(),
+            puid,
+            req.principal.kind,
+            req.action,
+            &pairs,
+        );
         asked.decisions(
             req.members.iter().map(|m| directory.member(*m)),
             |granted, deciding| {

@@ -9,11 +9,10 @@
 //! FieldClass::"contact"`) are folded into constant masks when the engine is built.
 
 use cedar_compiled::lowlevel::{eval_expr, BinOp, Expr, PolicyView, Scope, Var};
-use cedar_compiled::{CompiledPolicies, Ctx, Query, Store, Value};
+use cedar_compiled::{CompiledPolicies, Ctx, EntityRef, Query, Store, Value};
 use cedar_policy::Entities;
 use smallvec::SmallVec;
 
-use crate::directory::{kind_index, Directory, MemberEntity};
 use crate::entities::{millis, Attr, Val};
 use crate::error::RequestError;
 use crate::fields::{FieldCatalogue, FieldSet};
@@ -97,7 +96,8 @@ struct Meta {
 
 /// The engine's compiled policies and their index, and what the compiled writers need
 /// (attribute ids, the values of enumerations): built with the
-/// [`Engine`](crate::Engine), shared with every [`Directory`] built for it.
+/// [`Engine`](crate::Engine), shared with every [`Directory`](crate::Directory) built for
+/// it.
 #[derive(Debug)]
 pub(crate) struct Index {
     compiled: CompiledPolicies,
@@ -106,7 +106,7 @@ pub(crate) struct Index {
     meta: Vec<Meta>,
     /// `[action][kind]`.
     buckets: Vec<Bucket>,
-    /// The field and action entities: every [`Directory`] starts from a copy.
+    /// The field and action entities: every directory starts from a copy.
     base: Store,
     /// The id of each [`Attr`], by `Attr as usize`.
     attrs: [u32; Attr::ALL.len()],
@@ -564,6 +564,54 @@ impl Index {
     }
 }
 
+/// The position of a kind in [`PrincipalKind::ALL`].
+pub(crate) fn kind_index(k: PrincipalKind) -> usize {
+    match k {
+        PrincipalKind::Staff => 0,
+        PrincipalKind::CampaignStaff => 1,
+        PrincipalKind::Volunteer => 2,
+        PrincipalKind::Officer => 3,
+        PrincipalKind::Representative => 4,
+        PrincipalKind::Processor => 5,
+    }
+}
+
+/// A member of a request, resolved for the compiled evaluator: its uid and its data,
+/// on the stack.
+pub(crate) struct MemberEntity<'d> {
+    pub(crate) uid: u32,
+    attrs: [(u32, Value); 6],
+    len: usize,
+    ancestors: &'d [u32],
+}
+
+impl<'d> MemberEntity<'d> {
+    pub(crate) fn new(
+        uid: u32,
+        attrs: [(u32, Value); 6],
+        len: usize,
+        ancestors: &'d [u32],
+    ) -> MemberEntity<'d> {
+        MemberEntity {
+            uid,
+            attrs,
+            len,
+            ancestors,
+        }
+    }
+
+    pub(crate) fn view(&self) -> EntityRef<'_>
+    where
+        'd: 'd,
+    {
+        EntityRef {
+            attrs: self.attrs.get(..self.len).unwrap_or(&[]),
+            ancestors: self.ancestors,
+            tags: &[],
+        }
+    }
+}
+
 /// A request's context as the compiled evaluator reads it: `(attribute id, value)`
 /// pairs sorted by attribute id, on the stack (the field asked for is given apart).
 pub(crate) struct ContextPairs {
@@ -580,7 +628,7 @@ impl ContextPairs {
 /// A request resolved against a directory: who, what, when; the member comes apart.
 pub(crate) struct Asked<'a> {
     index: &'a Index,
-    dir: &'a Directory,
+    store: &'a Store,
     principal: u32,
     action: u32,
     bucket: Option<&'a Bucket>,
@@ -597,10 +645,9 @@ impl Index {
     /// The context's pairs; errors for an election or session the directory lacks.
     pub(crate) fn context(
         &self,
-        dir: &Directory,
         ctx: &Context,
-    ) -> Result<ContextPairs, RequestError> {
-        dir.check_context(ctx)?;
+        (election, session): (Option<u32>, Option<u32>),
+    ) -> ContextPairs {
         let mut pairs: [(u32, Value); 6] = std::array::from_fn(|_| (0, Value::Bool(false)));
         let mut len = 0;
         let mut push = |a: Attr, v: Value| {
@@ -614,11 +661,11 @@ impl Index {
             Attr::ReadsThisHour,
             Value::Long(i64::try_from(ctx.reads_this_hour).unwrap_or(i64::MAX)),
         );
-        if let Some(e) = &ctx.election {
-            push(Attr::Election, Value::Entity(dir.election_uid(e)?));
+        if let Some(e) = election {
+            push(Attr::Election, Value::Entity(e));
         }
-        if let Some(s) = &ctx.session {
-            push(Attr::Session, Value::Entity(dir.session_uid(s)?));
+        if let Some(s) = session {
+            push(Attr::Session, Value::Entity(s));
         }
         if let Some(p) = &ctx.purpose {
             push(Attr::Purpose, Value::String(p.as_str().into()));
@@ -629,13 +676,13 @@ impl Index {
         if let Some(used) = pairs.get_mut(..len) {
             used.sort_unstable_by_key(|(a, _)| *a);
         }
-        Ok(ContextPairs { pairs, len })
+        ContextPairs { pairs, len }
     }
 
     /// Who asks what, when.
     pub(crate) fn asked<'a>(
         &'a self,
-        dir: &'a Directory,
+        store: &'a Store,
         principal: u32,
         kind: PrincipalKind,
         action: Action,
@@ -643,7 +690,7 @@ impl Index {
     ) -> Asked<'a> {
         Asked {
             index: self,
-            dir,
+            store,
             principal,
             action: self
                 .action_uids
@@ -676,7 +723,7 @@ impl Index {
 impl<'a> Asked<'a> {
     fn query(&self) -> Query<'a> {
         Query::direct(
-            self.dir.store(),
+            self.store,
             self.principal,
             self.action,
             u32::MAX,
@@ -728,7 +775,7 @@ impl<'a> Asked<'a> {
             }
         };
         bucket.open.iter().for_each(|i| decide(*i));
-        for_each_principal(self.dir.store(), bucket, self.principal, &mut decide);
+        for_each_principal(self.store, bucket, self.principal, &mut decide);
         for_each_resource(bucket, member, decide);
         if errored {
             return None;
@@ -798,7 +845,7 @@ impl<'a> Asked<'a> {
             let mut q = self.query();
             page_pass(
                 index,
-                self.dir.store(),
+                self.store,
                 bucket,
                 self.principal,
                 &mut q,
@@ -885,7 +932,7 @@ impl<'a> Asked<'a> {
             let mut q = self.query();
             page_pass(
                 index,
-                self.dir.store(),
+                self.store,
                 bucket,
                 self.principal,
                 &mut q,

@@ -48,12 +48,10 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use crate::decision::Decision;
-use crate::decision::Effect;
+use crate::decision::{Decision, Effect};
 use crate::directory::Directory;
 use crate::engine::Engine;
-use crate::error::RequestError;
-use crate::error::{LoadError, Problem, ProblemKind};
+use crate::error::{LoadError, Problem, ProblemKind, RequestError};
 use crate::fields::FieldSet;
 use crate::records::{Membership, PrincipalId};
 use crate::request::{Action, Context, MemberRequest, Request};
