@@ -11,7 +11,8 @@
 //! `permitted_fields` groups, `engine_field_decisions` is `field_decisions` /
 //! `field_decisions_page`: the same sets with the policies that decided each field.
 //! `setup` measures what a reload costs: the engine from the policy directory, and the
-//! directory of the sample's principal side.
+//! directory of the sample's principal side. `party_scale` decides every field of
+//! 1,000,000 generated members read from a file in chunks.
 
 use std::hint::black_box;
 
@@ -286,12 +287,81 @@ fn setup_costs(c: &mut Criterion) {
     g.finish();
 }
 
+/// Party scale: every field of each of 1,000,000 generated members, read from a JSON-lines
+/// file 10,000 at a time (as a CRM reads rows in chunks) and decided in pages of 100 on the
+/// engine. Only the deciding is timed (`iter_custom`): reading and parsing the rows is the
+/// CRM's cost, not the engine's. The file is generated once, outside the measurement.
+/// (Cedar's authorizer would take about 15 minutes a pass; `permitted_fields_page_100`
+/// puts the two side by side.)
+fn party_scale(c: &mut Criterion) {
+    use std::io::{BufRead, BufWriter, Write};
+    const MEMBERS: usize = 1_000_000;
+    const CHUNK: usize = 10_000;
+    let s = setup();
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("members.jsonl");
+    let config = sample::SampleConfig {
+        seed: 2020,
+        members: MEMBERS,
+    };
+    let mut out = BufWriter::new(std::fs::File::create(&path).unwrap_or_else(|e| panic!("{e}")));
+    let principal_side = sample::generate_each(&config, |id, member, _| {
+        serde_json::to_writer(&mut out, &(id, member)).unwrap_or_else(|e| panic!("{e}"));
+        out.write_all(b"\n").unwrap_or_else(|e| panic!("{e}"));
+    });
+    out.flush().unwrap_or_else(|e| panic!("{e}"));
+    drop(out);
+    let directory =
+        Directory::from_membership(&s.engine, &principal_side).unwrap_or_else(|e| panic!("{e}"));
+    let mut g = c.benchmark_group("party_scale");
+    g.sample_size(10);
+    g.bench_function("engine_1m_members_in_chunks", |b| {
+        b.iter_custom(|iters| {
+            let mut deciding = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{e}"));
+                let mut lines = std::io::BufReader::new(file).lines();
+                let mut chunk: Vec<(String, membergate::Member)> = Vec::with_capacity(CHUNK);
+                loop {
+                    chunk.clear();
+                    for line in lines.by_ref().take(CHUNK) {
+                        let line = line.unwrap_or_else(|e| panic!("{e}"));
+                        chunk.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}")));
+                    }
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    let refs: Vec<MemberRef> = chunk
+                        .iter()
+                        .map(|(id, attrs)| MemberRef { id, attrs })
+                        .collect();
+                    let start = std::time::Instant::now();
+                    for page in refs.chunks(100) {
+                        let req = PageRequest {
+                            principal: &s.staffer,
+                            action: Action::Read,
+                            members: page,
+                            context: &s.context,
+                        };
+                        black_box(s.engine.permitted_fields_page(&directory, &req))
+                            .unwrap_or_else(|e| panic!("{e}"));
+                    }
+                    deciding += start.elapsed();
+                }
+            }
+            deciding
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     setup_costs,
     one_decision,
     permitted_fields_one_member,
     permitted_fields_page_100,
-    policy_scaling
+    policy_scaling,
+    party_scale
 );
 criterion_main!(benches);
