@@ -293,7 +293,8 @@ impl Directory {
         Ok(())
     }
 
-    /// The records the directory holds (its `members` are always empty).
+    /// The records the directory holds: the principal side (its `members` and `values`
+    /// are always empty).
     pub fn records(&self) -> &Membership {
         &self.records
     }

@@ -213,8 +213,9 @@ impl Engine {
         req: &Request<'_>,
     ) -> Result<Decision<'_>, RequestError> {
         let field = self.field_id(req.field)?;
-        let uid = self.index.field_uid(field.index()).unwrap_or(u32::MAX);
-        let held = self.resolve(directory, req, |asked, member| asked.authorize(member, uid))?;
+        let held = self.resolve(directory, req, |asked, member| {
+            asked.authorize(member, field.index())
+        })?;
         match held {
             Some(Some(held)) => {
                 let mut policies = SmallVec::new();

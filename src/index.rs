@@ -542,6 +542,36 @@ impl Index {
         }
     }
 
+    /// [`Index::masks`] on one field (`bit`), with `q.field` set to it: `None` on an
+    /// error, as Cedar's `&&`, `||`, `!` and `if` evaluate it.
+    fn one(&self, n: &MNode, q: &Query<'_>, bit: u64) -> Option<bool> {
+        match n {
+            MNode::Const(t, f) => {
+                if t & bit != 0 {
+                    Some(true)
+                } else if f & bit != 0 {
+                    Some(false)
+                } else {
+                    None
+                }
+            }
+            MNode::Leaf { expr, .. } => truth(expr, q),
+            MNode::Not(a) => self.one(a, q, bit).map(|b| !b),
+            MNode::And(a, b) => match self.one(a, q, bit)? {
+                false => Some(false),
+                true => self.one(b, q, bit),
+            },
+            MNode::Or(a, b) => match self.one(a, q, bit)? {
+                true => Some(true),
+                false => self.one(b, q, bit),
+            },
+            MNode::If(c, t, e) => match self.one(c, q, bit)? {
+                true => self.one(t, q, bit),
+                false => self.one(e, q, bit),
+            },
+        }
+    }
+
     /// The fields on which `c` holds.
     #[inline]
     fn holds(&self, c: &Conj, q: &mut Query<'_>) -> u64 {
@@ -600,10 +630,8 @@ impl<'d> MemberEntity<'d> {
         }
     }
 
-    pub(crate) fn view(&self) -> EntityRef<'_>
-    where
-        'd: 'd,
-    {
+    /// The member's data, as the evaluator reads an entity.
+    pub(crate) fn view(&self) -> EntityRef<'_> {
         EntityRef {
             attrs: self.attrs.get(..self.len).unwrap_or(&[]),
             ancestors: self.ancestors,
@@ -742,7 +770,7 @@ impl<'a> Asked<'a> {
 
     /// The policies that held for `field` of `member`, or `None` if one failed to
     /// evaluate (the caller then asks Cedar, whose messages the decision carries).
-    pub(crate) fn authorize(&self, member: &MemberEntity<'_>, field: u32) -> Option<Held> {
+    pub(crate) fn authorize(&self, member: &MemberEntity<'_>, field: usize) -> Option<Held> {
         let index = self.index;
         let mut held = Held {
             forbid: false,
@@ -751,15 +779,28 @@ impl<'a> Asked<'a> {
         let Some(bucket) = self.bucket else {
             return Some(held);
         };
+        let (Some(uid), Some(bit)) = (
+            index.field_uids.get(field),
+            1u64.checked_shl(u32::try_from(field).ok()?),
+        ) else {
+            return None;
+        };
         let mut q = self.member_query(member);
-        q.field = Some((index.attr(Attr::Field), field));
+        q.field = Some((index.attr(Attr::Field), *uid));
         let (mut permits, mut forbids): (SmallVec<[u32; 4]>, SmallVec<[u32; 4]>) =
             (SmallVec::new(), SmallVec::new());
         let mut errored = false;
         let mut decide = |i: u32| {
             let Some(rule) = index.rule(i) else { return };
             for c in &rule.conjuncts {
-                match truth(&c.expr, &q) {
+                // A condition on the field is read from its masks (atoms on the field
+                // alone were settled when the engine was built).
+                let holds = if c.field {
+                    index.one(&c.mask, &q, bit)
+                } else {
+                    truth(&c.expr, &q)
+                };
+                match holds {
                     Some(true) => {}
                     Some(false) => return,
                     None => {
