@@ -56,7 +56,7 @@ pub struct PolicyError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision<'e> {
     effect: Effect,
-    policies: SmallVec<[&'e str; 2]>,
+    policies: SmallVec<[&'e str; 4]>,
     errors: Vec<PolicyError>,
     flags: SmallVec<[&'e str; 1]>,
 }
@@ -65,7 +65,7 @@ impl<'e> Decision<'e> {
     /// A decision; `policies` and `flags` are sorted here (`flags` deduplicated).
     pub(crate) fn new(
         effect: Effect,
-        mut policies: SmallVec<[&'e str; 2]>,
+        mut policies: SmallVec<[&'e str; 4]>,
         mut errors: Vec<PolicyError>,
         mut flags: SmallVec<[&'e str; 1]>,
     ) -> Decision<'e> {

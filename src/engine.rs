@@ -849,7 +849,7 @@ impl<'e> Reference<'e> {
             cedar_policy::Decision::Allow => Effect::Allow,
             cedar_policy::Decision::Deny => Effect::Deny,
         };
-        let policies: SmallVec<[&'e str; 2]> = response
+        let policies: SmallVec<[&'e str; 4]> = response
             .diagnostics()
             .reason()
             .filter_map(|p| engine.policy_id(p))
