@@ -228,6 +228,25 @@ impl Crm {
         self.err.lock().expect("lines").clone()
     }
 
+    /// Whether a line of the server's standard error matching `wanted` arrives within
+    /// `limit`.
+    fn stderr_line_within(
+        &self,
+        limit: std::time::Duration,
+        wanted: impl Fn(&str) -> bool,
+    ) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if self.stderr_lines().iter().any(|l| wanted(l)) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     fn client(&self) -> Client {
         Client::connect(self.addr)
     }
@@ -1115,10 +1134,12 @@ fn member_rows_that_cannot_be_decided_on_are_server_errors_without_data() {
     assert_eq!(reply.status, 500, "{reply:?}");
     assert!(reply.body.get("fields").is_none());
     assert_eq!(reply.body["error"], "the database failed");
+    // The server writes the line before it answers; the test's reader of its standard
+    // error may not have taken it yet.
     assert!(
-        crm.stderr_lines()
-            .iter()
-            .any(|l| l.contains(ids::MEMBER_JOINED_AFTER_FREEZE) && l.contains("yesterday")),
+        crm.stderr_line_within(std::time::Duration::from_secs(10), |l| {
+            l.contains(ids::MEMBER_JOINED_AFTER_FREEZE) && l.contains("yesterday")
+        }),
         "{:?}",
         crm.stderr_lines()
     );
@@ -1151,10 +1172,13 @@ fn a_log_that_cannot_be_written_refuses_every_request() {
         assert!(reply.body.get("fields").is_none() && reply.body.get("members").is_none());
         assert!(!leaks(&reply.body));
     }
-    assert!(crm
-        .stderr_lines()
-        .iter()
-        .any(|l| l.contains("No space left on device")));
+    assert!(
+        crm.stderr_line_within(std::time::Duration::from_secs(10), |l| {
+            l.contains("No space left on device")
+        }),
+        "{:?}",
+        crm.stderr_lines()
+    );
 }
 
 #[test]
