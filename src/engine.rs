@@ -252,12 +252,7 @@ impl Engine {
         directory: &Directory,
         req: &MemberRequest<'_>,
     ) -> Result<FieldSet, RequestError> {
-        let page = PageRequest {
-            principal: req.principal,
-            action: req.action,
-            members: std::slice::from_ref(&req.member),
-            context: req.context,
-        };
+        let page = req.as_page();
         let mut out = FieldSet::EMPTY;
         self.fields_pass(directory, &page, |set| out = set)?;
         Ok(out)
@@ -310,12 +305,7 @@ impl Engine {
         directory: &Directory,
         req: &MemberRequest<'_>,
     ) -> Result<FieldDecisions<'_>, RequestError> {
-        let page = PageRequest {
-            principal: req.principal,
-            action: req.action,
-            members: std::slice::from_ref(&req.member),
-            context: req.context,
-        };
+        let page = req.as_page();
         let mut out = None;
         self.decisions_pass(directory, &page, |d| out = Some(d))?;
         Ok(out.unwrap_or_else(|| FieldDecisions::new(FieldSet::EMPTY, [])))
@@ -440,15 +430,12 @@ impl Engine {
         req: &Request<'_>,
         f: impl FnOnce(&Asked<'_>, &MemberEntity<'_>) -> T,
     ) -> Result<Option<T>, RequestError> {
-        self.check_directory(directory)?;
-        let puid = directory.principal_uid(req.principal)?;
-        let pairs = self
-            .index
-            .context(req.context, directory.context_uids(req.context)?);
+        // The page's checks, in its order (the principal, the context), then the member.
+        let resolved = self.resolve_page(directory, &req.all_fields().as_page())?;
         let entity = directory.member(req.member)?;
-        if !self.index.complete() {
+        let Some((puid, pairs)) = resolved else {
             return Ok(None);
-        }
+        };
         let asked = self.index.asked(
             directory.store(),
             puid,
@@ -581,12 +568,7 @@ impl<'e> Reference<'e> {
         directory: &Directory,
         req: &MemberRequest<'_>,
     ) -> Result<FieldDecisions<'e>, RequestError> {
-        let page = PageRequest {
-            principal: req.principal,
-            action: req.action,
-            members: std::slice::from_ref(&req.member),
-            context: req.context,
-        };
+        let page = req.as_page();
         let mut all = self.field_decisions_page(directory, &page)?;
         Ok(all
             .pop()

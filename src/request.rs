@@ -242,6 +242,16 @@ impl<'a> Request<'a> {
 }
 
 impl<'a> MemberRequest<'a> {
+    /// The same question as a page of this one member.
+    pub(crate) fn as_page(&self) -> PageRequest<'_> {
+        PageRequest {
+            principal: self.principal,
+            action: self.action,
+            members: std::slice::from_ref(&self.member),
+            context: self.context,
+        }
+    }
+
     /// The same question on one field.
     pub fn field(&self, field: &'a str) -> Request<'a> {
         Request {
