@@ -3,7 +3,7 @@
 //! call sessions, CLPs and regions), kept between requests in the compiled form the
 //! engine decides on. Members are not kept: each request brings its own.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cedar_compiled::{Store, Value};
 
@@ -11,13 +11,13 @@ use crate::entities::{
     cedar_can_hold, check_member, display_uid, ty, Attr, CedarSlice, Record, Sink, Val,
 };
 use crate::error::{RecordError, RequestError};
-use crate::index::{kind_index, Index, MemberEntity};
+use crate::index::{action_index, kind_index, Index, MemberEntity, Plan};
 use crate::records::{
     CallSession, Campaign, CampaignStaff, Candidate, Clp, Election, MemberRef, Membership, Officer,
     PrincipalId, PrincipalKind, PrincipalRecord, Processor, Region, Representative, Staff,
     Volunteer,
 };
-use crate::request::Context;
+use crate::request::{Action, Context};
 
 type FxMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
@@ -115,7 +115,7 @@ pub struct Directory {
     /// The records, as given (members always empty).
     records: Membership,
     store: Store,
-    principals: [FxMap<Box<str>, u32>; 6],
+    principals: [FxMap<Box<str>, Principal>; 6],
     elections: FxMap<Box<str>, u32>,
     sessions: FxMap<Box<str>, u32>,
     /// Per CLP: its uid and the ancestors a member of it has (the CLP and its region),
@@ -124,6 +124,14 @@ pub struct Directory {
     /// The uids of the members the policies name or call sessions list (every other
     /// member's uid is [`FRESH_MEMBER`]: no stored value refers to it).
     listed_members: FxMap<Box<str>, u32>,
+}
+
+/// A principal: its uid and its plan for each action, built when first asked (see
+/// [`Index::plan`]) and forgotten when a record it read changes.
+#[derive(Debug, Clone)]
+struct Principal {
+    uid: u32,
+    plans: [OnceLock<Arc<Plan>>; Action::ALL.len()],
 }
 
 /// The compiled writer: a record's description as interned attributes and parents.
@@ -288,8 +296,29 @@ impl Directory {
         id: &str,
         record: impl Into<DirectoryRecord>,
     ) -> Result<(), RecordError> {
-        self.put(id, record.into(), true)?;
+        let record = record.into();
+        let kind = as_record(&record).entity_type();
+        self.put(id, record, true)?;
         self.refresh_clps();
+        // The plans that read the record (a processor's contract is written with it).
+        let changed: Vec<u32> = [
+            Some(kind),
+            (kind == PrincipalKind::Processor.type_name()).then_some(ty::CONTRACT),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|t| self.store.lookup_uid(t, id))
+        .collect();
+        for p in self.principals.iter_mut().flat_map(|m| m.values_mut()) {
+            for plan in &mut p.plans {
+                if plan
+                    .get()
+                    .is_some_and(|x| changed.iter().any(|u| x.reads(*u)))
+                {
+                    plan.take();
+                }
+            }
+        }
         Ok(())
     }
 
@@ -403,7 +432,13 @@ impl Directory {
                     self.write(id, Record::Contract(&x.contract), close);
                 }
                 if let Some(m) = self.principals.get_mut(kind_index(p.kind())) {
-                    m.insert(id.into(), uid);
+                    m.insert(
+                        id.into(),
+                        Principal {
+                            uid,
+                            plans: Default::default(),
+                        },
+                    );
                 }
             }
             Record::Election(_) => {
@@ -464,13 +499,26 @@ impl Directory {
         &self.store
     }
 
-    /// The principal's uid.
-    pub(crate) fn principal_uid(&self, id: &PrincipalId) -> Result<u32, RequestError> {
+    fn principal(&self, id: &PrincipalId) -> Result<&Principal, RequestError> {
         self.principals
             .get(kind_index(id.kind))
             .and_then(|m| m.get(id.id.as_str()))
-            .copied()
             .ok_or_else(|| RequestError::UnknownPrincipal(id.to_string()))
+    }
+
+    /// The principal's uid and its plan for `action` (built on first use).
+    pub(crate) fn principal_plan(
+        &self,
+        id: &PrincipalId,
+        action: Action,
+    ) -> Result<(u32, &Plan), RequestError> {
+        let p = self.principal(id)?;
+        let plan = p
+            .plans
+            .get(action_index(action))
+            .ok_or_else(|| RequestError::UnknownPrincipal(id.to_string()))?
+            .get_or_init(|| Arc::new(self.index.plan(&self.store, p.uid, id.kind, action)));
+        Ok((p.uid, plan))
     }
 
     /// The check a request's context passes before either path decides: its time fits

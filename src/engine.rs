@@ -16,7 +16,7 @@ use crate::entities::cedar_time;
 use crate::error::{LoadError, RequestError};
 use crate::explain::{Explanation, Outcome, PolicyTrace};
 use crate::fields::{FieldCatalogue, FieldId, FieldSet};
-use crate::index::{Asked, ContextPairs, Index, MemberEntity};
+use crate::index::{Asked, ContextPairs, Index, MemberEntity, Plan};
 use crate::records::{MemberRef, PrincipalId};
 use crate::request::{Action, Context, MemberRequest, PageRequest, Request};
 
@@ -433,14 +433,14 @@ impl Engine {
         // The page's checks, in its order (the principal, the context), then the member.
         let resolved = self.resolve_page(directory, &req.all_fields().as_page())?;
         let entity = directory.member(req.member)?;
-        let Some((puid, pairs)) = resolved else {
+        let Some((puid, plan, pairs)) = resolved else {
             return Ok(None);
         };
         let asked = self.index.asked(
             directory.store(),
-            puid,
-            req.principal.kind,
+            (puid, req.principal.kind),
             req.action,
+            plan,
             &pairs,
         );
         Ok(Some(f(&asked, &entity)))
@@ -449,17 +449,17 @@ impl Engine {
     /// Resolves a page on the compiled path, with the reference's errors in its order
     /// (the principal, the context; each member is checked as the pass reaches it):
     /// `None` when a policy is Cedar's alone.
-    fn resolve_page(
+    fn resolve_page<'d>(
         &self,
-        directory: &Directory,
+        directory: &'d Directory,
         req: &PageRequest<'_>,
-    ) -> Result<Option<(u32, ContextPairs)>, RequestError> {
+    ) -> Result<Option<(u32, &'d Plan, ContextPairs)>, RequestError> {
         self.check_directory(directory)?;
-        let puid = directory.principal_uid(req.principal)?;
+        let (puid, plan) = directory.principal_plan(req.principal, req.action)?;
         let pairs = self
             .index
             .context(req.context, directory.context_uids(req.context)?);
-        Ok(self.index.complete().then_some((puid, pairs)))
+        Ok(self.index.complete().then_some((puid, plan, pairs)))
     }
 
     fn fields_pass(
@@ -468,16 +468,16 @@ impl Engine {
         req: &PageRequest<'_>,
         emit: impl FnMut(FieldSet),
     ) -> Result<(), RequestError> {
-        let Some((puid, pairs)) = self.resolve_page(directory, req)? else {
+        let Some((puid, plan, pairs)) = self.resolve_page(directory, req)? else {
             let sets = self.reference().permitted_fields_page(directory, req)?;
             sets.into_iter().for_each(emit);
             return Ok(());
         };
         let asked = self.index.asked(
             directory.store(),
-            puid,
-            req.principal.kind,
+            (puid, req.principal.kind),
             req.action,
+            plan,
             &pairs,
         );
         asked.fields(req.members.iter().map(|m| directory.member(*m)), emit)
@@ -489,16 +489,16 @@ impl Engine {
         req: &PageRequest<'_>,
         mut emit: impl FnMut(FieldDecisions<'e>),
     ) -> Result<(), RequestError> {
-        let Some((puid, pairs)) = self.resolve_page(directory, req)? else {
+        let Some((puid, plan, pairs)) = self.resolve_page(directory, req)? else {
             let all = self.reference().field_decisions_page(directory, req)?;
             all.into_iter().for_each(emit);
             return Ok(());
         };
         let asked = self.index.asked(
             directory.store(),
-            puid,
-            req.principal.kind,
+            (puid, req.principal.kind),
             req.action,
+            plan,
             &pairs,
         );
         asked.decisions(

@@ -374,7 +374,9 @@ pub(crate) fn cedar_time(ts: Timestamp) -> String {
 /// Milliseconds since the epoch, as Cedar reads [`cedar_time`]'s strings (truncated to
 /// the millisecond, towards the past).
 pub(crate) fn millis(ts: Timestamp) -> i64 {
-    i64::try_from(ts.as_nanosecond().div_euclid(1_000_000)).unwrap_or(i64::MAX)
+    // In i64 arithmetic (a Timestamp's seconds times 1,000 cannot overflow): dividing
+    // its i128 nanoseconds costs more than the rest of writing a member.
+    ts.as_second() * 1000 + i64::from(ts.subsec_nanosecond().div_euclid(1_000_000))
 }
 
 fn uid(type_name: &str, id: &str) -> Result<EntityUid, RequestError> {
@@ -505,4 +507,36 @@ impl CedarSlice {
 /// The Cedar uid `ty::"id"` as text, for error messages.
 pub(crate) fn display_uid(ty: &str, id: &str) -> String {
     uid(ty, id).map_or_else(|_| format!("{ty}::{id:?}"), |u| u.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+
+    use super::millis;
+
+    /// `millis` floors to the millisecond (towards the past), as dividing the i128
+    /// nanoseconds does, before and after the epoch and at the ends of the range.
+    #[test]
+    fn millis_floors_like_the_nanosecond_division() {
+        let nanos: [i128; 12] = [
+            0,
+            1,
+            -1,
+            999_999,
+            -999_999,
+            1_000_000,
+            -1_000_000,
+            -1_000_500_000,
+            1_581_688_800_123_456_789,
+            -62_135_596_800_000_000_001,
+            Timestamp::MIN.as_nanosecond(),
+            Timestamp::MAX.as_nanosecond(),
+        ];
+        for n in nanos {
+            let ts = Timestamp::from_nanosecond(n).unwrap_or_else(|e| panic!("{n}: {e}"));
+            let want = i64::try_from(n.div_euclid(1_000_000)).unwrap_or(i64::MAX);
+            assert_eq!(millis(ts), want, "{n} ns");
+        }
+    }
 }

@@ -8,7 +8,7 @@
 //! member either), and atoms that read only the field (`context.field in
 //! FieldClass::"contact"`) are folded into constant masks when the engine is built.
 
-use cedar_compiled::lowlevel::{eval_expr, BinOp, Expr, PolicyView, Scope, Var};
+use cedar_compiled::lowlevel::{eval_bool, specialize_expr, BinOp, Expr, PolicyView, Scope, Var};
 use cedar_compiled::{CompiledPolicies, Ctx, EntityRef, Query, Store, Value};
 use cedar_policy::Entities;
 use smallvec::SmallVec;
@@ -24,7 +24,7 @@ use crate::request::{Action, Context};
 type FxMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 /// The action's position in [`Action::ALL`] (an exhaustive match: no silent default).
-fn action_index(a: Action) -> usize {
+pub(crate) fn action_index(a: Action) -> usize {
     match a {
         Action::Read => 0,
         Action::Export => 1,
@@ -56,20 +56,41 @@ enum MNode {
 
 /// One `&&` operand of a policy's condition.
 #[derive(Debug, Clone)]
-struct Conj {
-    expr: Expr,
+pub(crate) struct Conj {
+    pub(crate) expr: Expr,
     mask: MNode,
     /// Whether it reads `context.field`.
-    field: bool,
+    pub(crate) field: bool,
     /// Whether it reads `resource` (the member).
-    resource: bool,
+    pub(crate) resource: bool,
 }
 
 /// A compiled policy with the scope constraints the index resolves taken out.
 #[derive(Debug, Clone)]
-struct Rule {
-    forbid: bool,
-    conjuncts: Vec<Conj>,
+pub(crate) struct Rule {
+    pub(crate) forbid: bool,
+    pub(crate) conjuncts: Vec<Conj>,
+}
+
+/// The policies that can apply to one principal and one action whatever the member,
+/// with what the principal determines folded in: its attributes and the records they
+/// reach (a campaign's candidate, an election's dates, a contract), its teams. Built
+/// once per principal and action and kept by the [`Directory`](crate::Directory) until
+/// a record it read changes.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// `(policy, rule)` in the order the index lists them; a rule that cannot hold for
+    /// this principal is left out.
+    pub(crate) rules: Vec<(u32, Rule)>,
+    /// The uids of the records the folding read, sorted.
+    reads: Vec<u32>,
+}
+
+impl Plan {
+    /// Whether the plan read the record `uid` (and must be rebuilt if it changes).
+    pub(crate) fn reads(&self, uid: u32) -> bool {
+        self.reads.binary_search(&uid).is_ok()
+    }
 }
 
 /// The policies that can apply to one action and one principal kind.
@@ -189,10 +210,7 @@ fn children(e: &Expr) -> Vec<&Expr> {
 /// that is not a boolean).
 #[inline]
 fn truth(e: &Expr, q: &Query<'_>) -> Option<bool> {
-    match eval_expr(e, q) {
-        Ok(Value::Bool(b)) => Some(b),
-        _ => None,
-    }
+    eval_bool(e, q).ok()
 }
 
 fn channel_bit(c: Channel) -> usize {
@@ -380,6 +398,75 @@ impl Index {
         Ok(fast)
     }
 
+    /// The plan of `principal` (of `kind`, in `store`) for `action`.
+    pub(crate) fn plan(
+        &self,
+        store: &Store,
+        principal: u32,
+        kind: PrincipalKind,
+        action: Action,
+    ) -> Plan {
+        let mut reads = vec![principal];
+        reads.extend_from_slice(store.entity_ancestors(principal));
+        let mut rules = Vec::new();
+        if let Some(bucket) = self.bucket(action, kind) {
+            let q = Query::direct(
+                store,
+                principal,
+                self.action_uid(action),
+                u32::MAX,
+                Ctx::Pairs(&[]),
+            );
+            let member_type = self.member_type;
+            let mut known = |u: u32| {
+                // A member's data comes with each request.
+                if store.type_of_uid(u) == Some(member_type) {
+                    return false;
+                }
+                reads.push(u);
+                reads.extend_from_slice(store.entity_ancestors(u));
+                true
+            };
+            let mut add = |i: u32| {
+                let Some(rule) = self.rule(i) else { return };
+                let mut conjuncts = Vec::with_capacity(rule.conjuncts.len());
+                for c in &rule.conjuncts {
+                    match specialize_expr(&c.expr, &q, &mut known) {
+                        Expr::Lit(Value::Bool(true)) => {}
+                        // Never holds: left out if nothing before it can error.
+                        e @ Expr::Lit(Value::Bool(false)) => {
+                            if conjuncts.is_empty() {
+                                return;
+                            }
+                            conjuncts.push(self.conj(&e));
+                            break;
+                        }
+                        e => conjuncts.push(self.conj(&e)),
+                    }
+                }
+                rules.push((
+                    i,
+                    Rule {
+                        forbid: rule.forbid,
+                        conjuncts,
+                    },
+                ));
+            };
+            bucket.open.iter().for_each(|i| add(*i));
+            for_each_principal(store, bucket, principal, add);
+        }
+        reads.sort_unstable();
+        reads.dedup();
+        Plan { rules, reads }
+    }
+
+    fn action_uid(&self, action: Action) -> u32 {
+        self.action_uids
+            .get(action_index(action))
+            .copied()
+            .unwrap_or(u32::MAX)
+    }
+
     fn conj(&self, e: &Expr) -> Conj {
         let f = self.attr(Attr::Field);
         Conj {
@@ -393,9 +480,14 @@ impl Index {
     fn mnode(&self, e: &Expr) -> MNode {
         let f = self.attr(Attr::Field);
         if !reads_field(e, f) {
-            return MNode::Leaf {
-                expr: e.clone(),
-                field: false,
+            return match e {
+                Expr::Lit(Value::Bool(true)) => MNode::Const(self.all, 0),
+                Expr::Lit(Value::Bool(false)) => MNode::Const(0, self.all),
+                Expr::Lit(_) | Expr::Error => MNode::Const(0, 0),
+                _ => MNode::Leaf {
+                    expr: e.clone(),
+                    field: false,
+                },
             };
         }
         match e {
@@ -659,6 +751,8 @@ pub(crate) struct Asked<'a> {
     store: &'a Store,
     principal: u32,
     action: u32,
+    plan: &'a Plan,
+    /// For the policies scoped on the member.
     bucket: Option<&'a Bucket>,
     context: &'a ContextPairs,
 }
@@ -707,24 +801,21 @@ impl Index {
         ContextPairs { pairs, len }
     }
 
-    /// Who asks what, when.
+    /// Who asks what, when: `plan` is the principal's [`Index::plan`] for `action`.
     pub(crate) fn asked<'a>(
         &'a self,
         store: &'a Store,
-        principal: u32,
-        kind: PrincipalKind,
+        (principal, kind): (u32, PrincipalKind),
         action: Action,
+        plan: &'a Plan,
         context: &'a ContextPairs,
     ) -> Asked<'a> {
         Asked {
             index: self,
             store,
             principal,
-            action: self
-                .action_uids
-                .get(action_index(action))
-                .copied()
-                .unwrap_or(u32::MAX),
+            action: self.action_uid(action),
+            plan,
             bucket: self.bucket(action, kind),
             context,
         }
@@ -790,8 +881,7 @@ impl<'a> Asked<'a> {
         let (mut permits, mut forbids): (SmallVec<[u32; 4]>, SmallVec<[u32; 4]>) =
             (SmallVec::new(), SmallVec::new());
         let mut errored = false;
-        let mut decide = |i: u32| {
-            let Some(rule) = index.rule(i) else { return };
+        let mut decide = |i: u32, rule: &Rule| {
             for c in &rule.conjuncts {
                 // A condition on the field is read from its masks (atoms on the field
                 // alone were settled when the engine was built).
@@ -815,9 +905,12 @@ impl<'a> Asked<'a> {
                 permits.push(i);
             }
         };
-        bucket.open.iter().for_each(|i| decide(*i));
-        for_each_principal(self.store, bucket, self.principal, &mut decide);
-        for_each_resource(bucket, member, decide);
+        self.plan.rules.iter().for_each(|(i, r)| decide(*i, r));
+        for_each_resource(bucket, member, |i| {
+            if let Some(r) = index.rule(i) {
+                decide(i, r);
+            }
+        });
         if errored {
             return None;
         }
@@ -886,9 +979,7 @@ impl<'a> Asked<'a> {
             let mut q = self.query();
             page_pass(
                 index,
-                self.store,
-                bucket,
-                self.principal,
+                self.plan,
                 &mut q,
                 |_, forbid, m| {
                     if forbid {
@@ -904,8 +995,10 @@ impl<'a> Asked<'a> {
                 let member = member?;
                 let mut q = self.member_query(&member);
                 let (mut p, mut f) = (p0, f0);
-                for (i, mask) in list.iter() {
-                    let Some(rule) = index.rule(*i) else { continue };
+                for (at, mask) in list.iter() {
+                    let Some((_, rule)) = self.plan.rules.get(*at as usize) else {
+                        continue;
+                    };
                     if rule.forbid {
                         continue;
                     }
@@ -923,8 +1016,10 @@ impl<'a> Asked<'a> {
                         }
                     });
                 }
-                for (i, mask) in list.iter() {
-                    let Some(rule) = index.rule(*i) else { continue };
+                for (at, mask) in list.iter() {
+                    let Some((_, rule)) = self.plan.rules.get(*at as usize) else {
+                        continue;
+                    };
                     if !rule.forbid {
                         continue;
                     }
@@ -973,9 +1068,7 @@ impl<'a> Asked<'a> {
             let mut q = self.query();
             page_pass(
                 index,
-                self.store,
-                bucket,
-                self.principal,
+                self.plan,
                 &mut q,
                 |i, forbid, m| held.push((i, forbid, m)),
                 |i, m| list.push((i, m)),
@@ -985,8 +1078,8 @@ impl<'a> Asked<'a> {
                 let member = member?;
                 let mut q = self.member_query(&member);
                 held.truncate(whole);
-                for (i, mask) in list.iter() {
-                    if let Some(rule) = index.rule(*i) {
+                for (at, mask) in list.iter() {
+                    if let Some((i, rule)) = self.plan.rules.get(*at as usize) {
                         let m = member_pass(index, rule, &mut q, *mask, true);
                         if m != 0 {
                             held.push((*i, rule.forbid, m));
@@ -1057,22 +1150,19 @@ fn member_pass(index: &Index, rule: &Rule, q: &mut Query<'_>, want: u64, member_
 }
 
 /// Evaluates once for a page, on every field, the conjuncts that do not read the member
-/// of the bucket's policies that apply whatever the member (open, or scoped on the
-/// principal). A policy that holds on no field is left out; `whole(i, forbid, fields)`
-/// gets one none of whose conjuncts reads the member, with the fields on which it holds;
-/// `partial(i, fields)` the others, with the fields on which the conjuncts that do not
-/// read the member hold (see [`member_pass`] for the rest).
+/// of the plan's policies (those that apply whatever the member). A policy that holds
+/// on no field is left out; `whole(policy, forbid, fields)` gets one none of whose
+/// conjuncts reads the member, with the fields on which it holds; `partial(at, fields)`
+/// the others, by their position in the plan, with the fields on which the conjuncts
+/// that do not read the member hold (see [`member_pass`] for the rest).
 fn page_pass(
     index: &Index,
-    store: &Store,
-    bucket: &Bucket,
-    principal: u32,
+    plan: &Plan,
     q: &mut Query<'_>,
     mut whole: impl FnMut(u32, bool, u64),
     mut partial: impl FnMut(u32, u64),
 ) {
-    let mut page = |i: u32| {
-        let Some(rule) = index.rule(i) else { return };
+    for (at, (i, rule)) in plan.rules.iter().enumerate() {
         let mut m = index.all;
         let mut per_member = false;
         for c in &rule.conjuncts {
@@ -1082,17 +1172,18 @@ fn page_pass(
             }
             m &= index.holds(c, q);
             if m == 0 {
-                return;
+                break;
             }
         }
-        if per_member {
-            partial(i, m);
-        } else {
-            whole(i, rule.forbid, m);
+        if m == 0 {
+            continue;
         }
-    };
-    bucket.open.iter().for_each(|i| page(*i));
-    for_each_principal(store, bucket, principal, page);
+        if per_member {
+            partial(u32::try_from(at).unwrap_or(u32::MAX), m);
+        } else {
+            whole(*i, rule.forbid, m);
+        }
+    }
 }
 
 /// Calls `f` on each policy indexed under the principal's scope entities.

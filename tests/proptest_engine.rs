@@ -325,11 +325,17 @@ fn cases() -> u32 {
 
 /// The fixture's directory with `upserts` made one after the other, and the records it
 /// must then hold. A refused upsert must leave the directory unchanged, with the error a
-/// directory built of the records with that change gives.
-fn upserted(upserts: &[Upsert]) -> Result<(Directory, Membership), TestCaseError> {
+/// directory built of the records with that change gives. `decide` runs before each
+/// upsert, so that what the directory keeps from a decision (a principal's plan) is
+/// there to be outdated by the upsert.
+fn upserted(
+    upserts: &[Upsert],
+    decide: impl Fn(&Directory),
+) -> Result<(Directory, Membership), TestCaseError> {
     let mut dir = fixture_directory().clone();
     let mut records = dir.records().clone();
     for u in upserts {
+        decide(&dir);
         let (id, r) = record(&records, u);
         match dir.upsert(&id, r.clone()) {
             Ok(()) => insert_record(&mut records, &id, r),
@@ -361,8 +367,6 @@ proptest! {
     ) {
         let e = engine();
         let r = e.reference();
-        let (dir, records) = upserted(&upserts)?;
-        let rebuilt = Directory::from_membership(e, &records).expect("the upserted records are valid");
         let member = MemberRef { id: &id, attrs: &attrs };
         let req = Request {
             principal: &asked.principal,
@@ -371,6 +375,10 @@ proptest! {
             field: &asked.field,
             context: &asked.context,
         };
+        let (dir, records) = upserted(&upserts, |dir| {
+            let _ = e.authorize(dir, &req);
+        })?;
+        let rebuilt = Directory::from_membership(e, &records).expect("the upserted records are valid");
         let why = format!("request {req:?}\nupserts {upserts:?}");
 
         // One field: the decision and the account.

@@ -513,6 +513,9 @@ fn directory_upserts_are_seen_by_the_next_decision() {
         every_question(engine, dir, &req)
     };
     assert!(read(&dir, &team).expect("decided").is_allowed());
+    // Every principal decided once first: what the directory keeps from a decision (a
+    // principal's plan, folded from the records it read) must not outlive the records.
+    check(&dir, &party);
 
     // Staff leave; a campaign staffer changes campaign; a processor's contract changes.
     let mut s = party.staff[ids::S_MEMBERSHIP].clone();
@@ -532,6 +535,44 @@ fn directory_upserts_are_seen_by_the_next_decision() {
     p.contract.fields.push("phone".into());
     dir.upsert(ids::P_MAILING, p.clone()).unwrap();
     party.processors.insert(ids::P_MAILING.into(), p.clone());
+    check(&dir, &party);
+
+    // Records a principal reaches through others: a candidate stops being cleared, an
+    // election's ballot closes earlier, a CLP moves region.
+    let contest = Context::at(ts("2020-03-01T12:00:00Z")).election(ids::LEADER_2020);
+    let candidate_staff = PrincipalId::new(PrincipalKind::CampaignStaff, ids::CS_A_CANDIDATE);
+    let campaign_read = |dir: &Directory| {
+        let req = Request {
+            principal: &candidate_staff,
+            action: Action::Read,
+            member: eligible,
+            field: "phone",
+            context: &contest,
+        };
+        every_question(engine, dir, &req).expect("decided")
+    };
+    assert!(campaign_read(&dir).is_allowed());
+    let mut cand = party.candidates[ids::CAND_A].clone();
+    cand.fee_paid = false;
+    dir.upsert(ids::CAND_A, cand.clone()).unwrap();
+    party.candidates.insert(ids::CAND_A.into(), cand.clone());
+    assert_eq!(
+        campaign_read(&dir).policies(),
+        ["campaign-candidate-not-cleared"]
+    );
+    cand.fee_paid = true;
+    dir.upsert(ids::CAND_A, cand.clone()).unwrap();
+    party.candidates.insert(ids::CAND_A.into(), cand);
+    assert!(campaign_read(&dir).is_allowed());
+    let mut election = party.elections[ids::LEADER_2020].clone();
+    election.ballot_close = ts("2020-02-20T00:00:00Z");
+    dir.upsert(ids::LEADER_2020, election.clone()).unwrap();
+    party.elections.insert(ids::LEADER_2020.into(), election);
+    assert_eq!(campaign_read(&dir).policies(), ["campaign-outside-contest"]);
+    let mut clp = party.clps[ids::CLP_OTHER].clone();
+    clp.region = ids::REGION_LONDON.into();
+    dir.upsert(ids::CLP_OTHER, clp.clone()).unwrap();
+    party.clps.insert(ids::CLP_OTHER.into(), clp);
     check(&dir, &party);
 
     // Refused upserts: an unknown campaign, an unknown contract field, an officer's

@@ -1,68 +1,122 @@
 //! The interpreter of compiled expressions, and constant folding with it.
 
+use std::borrow::Cow;
+
 use super::ir::{BinOp, Expr, Var};
 use super::store::Query;
 use super::value::{arith, less, record_get, wildcard_match, EvalError, EvalResult, Value};
 
 /// Evaluates `e` for the request `q`, as Cedar's evaluator does.
 pub(crate) fn eval(e: &Expr, q: &Query<'_>) -> EvalResult {
+    ev(e, q).map(Cow::into_owned)
+}
+
+/// The boolean `e` evaluates to: an error for any other value. `!`, `&&` and `||`
+/// stay booleans, without making values.
+#[inline]
+pub(crate) fn eval_bool(e: &Expr, q: &Query<'_>) -> EvalResult<bool> {
     match e {
-        Expr::Lit(v) => Ok(v.clone()),
+        Expr::Lit(Value::Bool(b)) => Ok(*b),
+        Expr::Not(a) => Ok(!eval_bool(a, q)?),
+        Expr::And(a, b) => Ok(eval_bool(a, q)? && eval_bool(b, q)?),
+        Expr::Or(a, b) => Ok(eval_bool(a, q)? || eval_bool(b, q)?),
+        _ => operand(e, q)?.as_bool(),
+    }
+}
+
+/// [`ev`] with its commonest operands read on the spot: a literal, an attribute of the
+/// context or of the principal, action or resource.
+#[inline(always)]
+fn operand<'a>(e: &'a Expr, q: &'a Query<'_>) -> EvalResult<Cow<'a, Value>> {
+    match e {
+        Expr::Lit(v) => Ok(Cow::Borrowed(v)),
+        Expr::GetAttr(a, attr) => match &**a {
+            Expr::Var(Var::Context) => q.context_attr(*attr).ok_or(EvalError),
+            Expr::Var(v) => var_uid(*v, q)
+                .and_then(|u| q.entity(u))
+                .and_then(|x| record_get(x.attrs, *attr))
+                .map(Cow::Borrowed)
+                .ok_or(EvalError),
+            _ => ev(e, q),
+        },
+        _ => ev(e, q),
+    }
+}
+
+/// [`eval`], borrowing what it reads (literals, attributes of entities and of the
+/// context) instead of copying it: only computed values are owned.
+fn ev<'a>(e: &'a Expr, q: &'a Query<'_>) -> EvalResult<Cow<'a, Value>> {
+    let owned = |v: Value| Ok(Cow::Owned(v));
+    match e {
+        Expr::Lit(v) => Ok(Cow::Borrowed(v)),
         Expr::Error => Err(EvalError),
-        Expr::Var(v) => Ok(match v {
-            Var::Principal => Value::Entity(q.principal),
-            Var::Action => Value::Entity(q.action),
-            Var::Resource => Value::Entity(q.resource),
-            Var::Context => q.context_value(),
-        }),
-        Expr::Not(a) => Ok(Value::Bool(!eval(a, q)?.as_bool()?)),
-        Expr::Neg(a) => eval(a, q)?
-            .as_long()?
-            .checked_neg()
-            .map(Value::Long)
-            .ok_or(EvalError),
-        Expr::IsEmpty(a) => Ok(Value::Bool(eval(a, q)?.as_set()?.is_empty())),
+        Expr::Not(_) | Expr::And(..) | Expr::Or(..) => owned(Value::Bool(eval_bool(e, q)?)),
         Expr::Bin(op, a, b) => {
             // Cedar evaluates both operands before applying any binary operator.
             if let (BinOp::Eq, Expr::Var(v), Expr::Lit(Value::Entity(u))) = (op, &**a, &**b) {
-                return Ok(Value::Bool(var_uid(*v, q) == Some(*u)));
+                return owned(Value::Bool(var_uid(*v, q) == Some(*u)));
             }
             if let (BinOp::In, Expr::Var(v), Expr::Lit(rhs)) = (op, &**a, &**b) {
                 if let Some(uid) = var_uid(*v, q) {
-                    return in_op(uid, rhs, q).map(Value::Bool);
+                    return in_op(uid, rhs, q).map(|b| Cow::Owned(Value::Bool(b)));
                 }
             }
-            let x = eval(a, q)?;
-            let y = eval(b, q)?;
+            let x = operand(a, q)?;
+            let y = operand(b, q)?;
             binary(*op, &x, &y, q)
         }
-        Expr::And(a, b) => Ok(Value::Bool(
-            eval(a, q)?.as_bool()? && eval(b, q)?.as_bool()?,
-        )),
-        Expr::Or(a, b) => Ok(Value::Bool(
-            eval(a, q)?.as_bool()? || eval(b, q)?.as_bool()?,
-        )),
         Expr::If(c, t, f) => {
-            if eval(c, q)?.as_bool()? {
-                eval(t, q)
+            if eval_bool(c, q)? {
+                ev(t, q)
             } else {
-                eval(f, q)
+                ev(f, q)
             }
         }
         Expr::GetAttr(a, attr) => {
             if let Expr::Var(Var::Context) = &**a {
                 return q.context_attr(*attr).ok_or(EvalError);
             }
-            match eval(a, q)? {
-                Value::Record(r) => record_get(&r, *attr).cloned().ok_or(EvalError),
-                Value::Entity(u) => q
-                    .entity(u)
+            let entity = |u: u32| {
+                q.entity(u)
                     .and_then(|e| record_get(e.attrs, *attr))
+                    .map(Cow::Borrowed)
+                    .ok_or(EvalError)
+            };
+            match ev(a, q)? {
+                Cow::Borrowed(Value::Record(r)) => {
+                    record_get(r, *attr).map(Cow::Borrowed).ok_or(EvalError)
+                }
+                Cow::Owned(Value::Record(r)) => record_get(&r, *attr)
                     .cloned()
+                    .map(Cow::Owned)
                     .ok_or(EvalError),
+                Cow::Borrowed(Value::Entity(u)) => entity(*u),
+                Cow::Owned(Value::Entity(u)) => entity(u),
                 _ => Err(EvalError),
             }
         }
+        _ => ev_cold(e, q),
+    }
+}
+
+/// The rest of [`ev`]: the forms policies use less, kept apart so that the common ones
+/// stay small.
+#[inline(never)]
+fn ev_cold<'a>(e: &'a Expr, q: &'a Query<'_>) -> EvalResult<Cow<'a, Value>> {
+    let owned = |v: Value| Ok(Cow::Owned(v));
+    match e {
+        Expr::Var(v) => owned(match v {
+            Var::Principal => Value::Entity(q.principal),
+            Var::Action => Value::Entity(q.action),
+            Var::Resource => Value::Entity(q.resource),
+            Var::Context => q.context_value(),
+        }),
+        Expr::Neg(a) => ev(a, q)?
+            .as_long()?
+            .checked_neg()
+            .map(|n| Cow::Owned(Value::Long(n)))
+            .ok_or(EvalError),
+        Expr::IsEmpty(a) => owned(Value::Bool(ev(a, q)?.as_set()?.is_empty())),
         Expr::HasAttr(a, chain) => {
             let mut rest: &[u32] = chain;
             let mut cur = match (&**a, chain.split_first()) {
@@ -70,13 +124,13 @@ pub(crate) fn eval(e: &Expr, q: &Query<'_>) -> EvalResult {
                     rest = tail;
                     match q.context_attr(*first) {
                         Some(v) => v,
-                        None => return Ok(Value::Bool(false)),
+                        None => return owned(Value::Bool(false)),
                     }
                 }
-                _ => eval(a, q)?,
+                _ => ev(a, q)?,
             };
             for attr in rest {
-                let next = match &cur {
+                let next = match &*cur {
                     Value::Record(r) => record_get(r, *attr).cloned(),
                     Value::Entity(u) => q
                         .entity(*u)
@@ -85,30 +139,30 @@ pub(crate) fn eval(e: &Expr, q: &Query<'_>) -> EvalResult {
                     _ => return Err(EvalError),
                 };
                 match next {
-                    Some(n) => cur = n,
-                    None => return Ok(Value::Bool(false)),
+                    Some(n) => cur = Cow::Owned(n),
+                    None => return owned(Value::Bool(false)),
                 }
             }
-            Ok(Value::Bool(true))
+            owned(Value::Bool(true))
         }
-        Expr::Like(a, pat) => Ok(Value::Bool(wildcard_match(eval(a, q)?.as_str()?, pat))),
+        Expr::Like(a, pat) => owned(Value::Bool(wildcard_match(ev(a, q)?.as_str()?, pat))),
         Expr::Is(a, t, within) => {
-            let u = eval(a, q)?.as_entity()?;
+            let u = ev(a, q)?.as_entity()?;
             if q.type_of(u) != *t {
-                return Ok(Value::Bool(false));
+                return owned(Value::Bool(false));
             }
             match within {
-                Some(r) => in_op(u, &eval(r, q)?, q).map(Value::Bool),
-                None => Ok(Value::Bool(true)),
+                Some(r) => in_op(u, &*ev(r, q)?, q).map(|b| Cow::Owned(Value::Bool(b))),
+                None => owned(Value::Bool(true)),
             }
         }
-        Expr::Set(items) => Ok(Value::set(
+        Expr::Set(items) => owned(Value::set(
             items
                 .iter()
                 .map(|i| eval(i, q))
                 .collect::<EvalResult<Vec<_>>>()?,
         )),
-        Expr::Record(pairs) => Ok(Value::record(
+        Expr::Record(pairs) => owned(Value::record(
             pairs
                 .iter()
                 .map(|(k, v)| Ok((*k, eval(v, q)?)))
@@ -129,7 +183,17 @@ pub(crate) fn eval(e: &Expr, q: &Query<'_>) -> EvalResult {
                     .collect::<EvalResult<Vec<_>>>()?;
                 f.call(&args)
             }
-        },
+        }
+        .map(Cow::Owned),
+        // The common forms, should they come here.
+        Expr::Lit(_)
+        | Expr::Error
+        | Expr::Not(_)
+        | Expr::And(..)
+        | Expr::Or(..)
+        | Expr::Bin(..)
+        | Expr::If(..)
+        | Expr::GetAttr(..) => ev(e, q),
     }
 }
 
@@ -159,11 +223,11 @@ fn in_op(uid: u32, rhs: &Value, q: &Query<'_>) -> EvalResult<bool> {
     }
 }
 
-fn binary(op: BinOp, x: &Value, y: &Value, q: &Query<'_>) -> EvalResult {
-    Ok(Value::Bool(match op {
+fn binary<'a>(op: BinOp, x: &Value, y: &Value, q: &Query<'_>) -> EvalResult<Cow<'a, Value>> {
+    Ok(Cow::Owned(Value::Bool(match op {
         BinOp::Eq => x == y,
         BinOp::Less(strict) => less(x, y, strict)?,
-        BinOp::Arith(a) => return arith(a, x, y),
+        BinOp::Arith(a) => return arith(a, x, y).map(Cow::Owned),
         BinOp::In => in_op(x.as_entity()?, y, q)?,
         BinOp::Contains => Value::set_contains(x.as_set()?, y),
         BinOp::ContainsAll => {
@@ -177,13 +241,13 @@ fn binary(op: BinOp, x: &Value, y: &Value, q: &Query<'_>) -> EvalResult {
         BinOp::GetTag => {
             let (u, tag) = (x.as_entity()?, y.as_str()?);
             let e = q.entity(u).ok_or(EvalError)?;
-            return e.tag(tag).cloned().ok_or(EvalError);
+            return e.tag(tag).cloned().map(Cow::Owned).ok_or(EvalError);
         }
         BinOp::HasTag => {
             let (u, tag) = (x.as_entity()?, y.as_str()?);
             q.entity(u).is_some_and(|e| e.tag(tag).is_some())
         }
-    }))
+    })))
 }
 
 fn constant(e: &Expr) -> bool {
@@ -241,6 +305,101 @@ pub(crate) fn fold(e: Expr, q: &Query<'_>) -> Expr {
         return e;
     }
     match eval(&e, q) {
+        Ok(v) => Expr::Lit(v),
+        Err(EvalError) => Expr::Error,
+    }
+}
+
+/// Folds into `e` what `q`'s principal and action determine: `principal` and `action`
+/// become their uids, and every subexpression that then reads nothing but constants
+/// and the data of entities `known` accepts is evaluated (to its value, or to
+/// [`Expr::Error`]). `known` is called with each entity whose attributes, ancestors or
+/// tags a folded subexpression reads; `resource`, `context` and what reads them stay.
+///
+/// The result evaluates, for every resource and context, exactly as `e` does on `q`'s
+/// principal and action (errors included) as long as the entities `known` accepted
+/// are unchanged.
+pub(crate) fn specialize(e: &Expr, q: &Query<'_>, known: &mut dyn FnMut(u32) -> bool) -> Expr {
+    let mut s = |x: &Expr| Box::new(specialize(x, q, known));
+    let e = match e {
+        Expr::Var(Var::Principal) => return Expr::Lit(Value::Entity(q.principal)),
+        Expr::Var(Var::Action) => return Expr::Lit(Value::Entity(q.action)),
+        Expr::Lit(_) | Expr::Error | Expr::Var(_) => return e.clone(),
+        Expr::Not(a) => Expr::Not(s(a)),
+        Expr::Neg(a) => Expr::Neg(s(a)),
+        Expr::IsEmpty(a) => Expr::IsEmpty(s(a)),
+        Expr::Bin(op, x, y) => Expr::Bin(*op, s(x), s(y)),
+        Expr::And(x, y) => Expr::And(s(x), s(y)),
+        Expr::Or(x, y) => Expr::Or(s(x), s(y)),
+        Expr::If(c, t, f) => Expr::If(s(c), s(t), s(f)),
+        Expr::GetAttr(a, attr) => Expr::GetAttr(s(a), *attr),
+        Expr::HasAttr(a, chain) => Expr::HasAttr(s(a), chain.clone()),
+        Expr::Like(a, p) => Expr::Like(s(a), p.clone()),
+        Expr::Is(a, t, w) => Expr::Is(s(a), *t, w.as_deref().map(&mut s)),
+        Expr::Set(items) => Expr::Set(items.iter().map(|i| specialize(i, q, known)).collect()),
+        Expr::Record(pairs) => Expr::Record(
+            pairs
+                .iter()
+                .map(|(k, v)| (*k, specialize(v, q, known)))
+                .collect(),
+        ),
+        Expr::Call(f, args) => Expr::Call(
+            *f,
+            args.iter().map(|i| specialize(i, q, known)).collect(),
+        ),
+    };
+    // The short-circuiting forms fold on their first operand alone.
+    match &e {
+        Expr::And(x, y) | Expr::Or(x, y) if constant(x) => {
+            let stop = matches!(e, Expr::Or(..));
+            return match &**x {
+                Expr::Lit(Value::Bool(b)) if *b == stop => Expr::Lit(Value::Bool(stop)),
+                Expr::Lit(Value::Bool(_)) if constant(y) => evaluated(&e, q),
+                Expr::Lit(Value::Bool(_)) => e,
+                _ => Expr::Error,
+            };
+        }
+        Expr::If(c, t, f) if constant(c) => {
+            return match &**c {
+                Expr::Lit(Value::Bool(true)) => (**t).clone(),
+                Expr::Lit(Value::Bool(false)) => (**f).clone(),
+                _ => Expr::Error,
+            };
+        }
+        _ => {}
+    }
+    // The entity whose data the operator reads, if any.
+    let reads = |a: &Expr| match a {
+        Expr::Lit(Value::Entity(u)) => Some(*u),
+        _ => None,
+    };
+    let foldable = match &e {
+        Expr::Not(a) | Expr::Neg(a) | Expr::IsEmpty(a) | Expr::Like(a, _) => constant(a),
+        Expr::Is(a, _, None) => constant(a),
+        Expr::Is(a, _, Some(w)) => constant(a) && constant(w) && reads(a).is_none_or(&mut *known),
+        Expr::Bin(BinOp::In | BinOp::GetTag | BinOp::HasTag, x, y) => {
+            constant(x) && constant(y) && reads(x).is_none_or(&mut *known)
+        }
+        Expr::Bin(_, x, y) => constant(x) && constant(y),
+        Expr::GetAttr(a, _) => constant(a) && reads(a).is_none_or(&mut *known),
+        // A longer chain may step through entities `known` has not seen.
+        Expr::HasAttr(a, chain) => {
+            chain.len() == 1 && constant(a) && reads(a).is_none_or(&mut *known)
+        }
+        Expr::Set(items) => items.iter().all(constant),
+        Expr::Record(pairs) => pairs.iter().all(|(_, v)| constant(v)),
+        Expr::Call(_, args) => args.iter().all(constant),
+        _ => false,
+    };
+    if foldable {
+        evaluated(&e, q)
+    } else {
+        e
+    }
+}
+
+fn evaluated(e: &Expr, q: &Query<'_>) -> Expr {
+    match eval(e, q) {
         Ok(v) => Expr::Lit(v),
         Err(EvalError) => Expr::Error,
     }

@@ -77,7 +77,7 @@ use cedar_policy::{Authorizer, Decision, PolicyId, PolicySet};
 pub mod lowlevel {
     pub use crate::ir::{BinOp, Expr, Scope, Var};
     pub use crate::value::{ArithOp, ExtFn, PatElem};
-    pub use crate::{eval_expr, PolicyView, Shape};
+    pub use crate::{eval_bool, eval_expr, specialize_expr, PolicyView, Shape};
 }
 use ir::{Expr, Scope, TypeKey};
 use store::Symbols;
@@ -89,6 +89,21 @@ pub use value::Value;
 /// Evaluates a compiled expression for a query.
 pub fn eval_expr(e: &Expr, q: &Query<'_>) -> value::EvalResult {
     eval::eval(e, q)
+}
+
+/// Evaluates a compiled condition for a query: its boolean, or an error (for any
+/// other value too), as Cedar evaluates a `when` clause.
+pub fn eval_bool(e: &Expr, q: &Query<'_>) -> value::EvalResult<bool> {
+    eval::eval_bool(e, q)
+}
+
+/// Partially evaluates a compiled expression for a query's principal and action: the
+/// result evaluates, on any resource and context, as `e` does (errors included) while
+/// the entities `known` accepted keep their data. `known` is asked about each entity
+/// whose attributes, ancestors or tags would be read; one it refuses (data that comes
+/// with each request, say) is left to be read when the result is evaluated.
+pub fn specialize_expr(e: &Expr, q: &Query<'_>, known: &mut dyn FnMut(u32) -> bool) -> Expr {
+    eval::specialize(e, q, known)
 }
 
 /// A policy set that cannot be compiled.

@@ -664,17 +664,19 @@ impl<'s> Query<'s> {
         self
     }
 
-    /// The context attribute `attr`.
+    /// The context attribute `attr`, borrowed from the context (the field given apart
+    /// is an entity uid, made on the spot).
     #[inline]
-    pub(crate) fn context_attr(&self, attr: u32) -> Option<Value> {
+    pub(crate) fn context_attr(&self, attr: u32) -> Option<std::borrow::Cow<'_, Value>> {
         if let Some((a, u)) = self.field {
             if a == attr {
-                return Some(Value::Entity(u));
+                return Some(std::borrow::Cow::Owned(Value::Entity(u)));
             }
         }
         self.context
             .pairs()
-            .and_then(|r| super::value::record_get(r, attr).cloned())
+            .and_then(|r| super::value::record_get(r, attr))
+            .map(std::borrow::Cow::Borrowed)
     }
 
     /// The whole context record (with the separately given attribute, if any).

@@ -2,6 +2,9 @@
 //! against `cedar_policy::Authorizer` on generated entity stores, requests and policies.
 //! Every generated case decides each of its requests both ways and asserts the same
 //! decision, the same set of determining policies and the same set of erroring policies.
+//! It also specialises each policy's conditions to the request's principal and action
+//! (`specialize_expr`, the resource's data left unknown) and asserts they evaluate as
+//! the conditions do.
 //!
 //! Three suites share one generator (a schema description drives entities, contexts and
 //! requests; a typed expression generator over the schema's vocabulary drives policies):
@@ -25,6 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+use cedar_compiled::lowlevel::{eval_expr, specialize_expr};
 use cedar_compiled::{CompiledPolicies, Query, Store};
 use cedar_policy::{
     AuthorizationError, Authorizer, Context, Entities, EntityUid, Policy, PolicyId, PolicySet,
@@ -1501,7 +1505,8 @@ fn check(case: &Case, schema: Option<&Schema>, bundled: &[Policy]) -> Result<(),
             "Query::from_request: {:?}\n{case:?}",
             query.err()
         );
-        let got = compiled.is_authorized(&query.expect("checked"));
+        let query = query.expect("checked");
+        let got = compiled.is_authorized(&query);
         prop_assert!(got.is_ok(), "is_authorized: {:?}\n{case:?}", got.err());
         let got = got.expect("checked");
         let expected_errors: BTreeSet<String> = expected
@@ -1535,6 +1540,25 @@ fn check(case: &Case, schema: Option<&Schema>, bundled: &[Policy]) -> Result<(),
             "erroring policies{}",
             show()
         );
+        // Every condition, specialised to the request's principal and action (with the
+        // resource's data left to be read), evaluates as the condition does.
+        for v in compiled.views() {
+            let Some((conjuncts, _)) = v.native else {
+                continue;
+            };
+            for c in conjuncts {
+                let mut known = |u: u32| u != query.resource;
+                let specialised = specialize_expr(c, &query, &mut known);
+                prop_assert_eq!(
+                    eval_expr(&specialised, &query),
+                    eval_expr(c, &query),
+                    "{:?}\nspecialised: {:?}{}",
+                    c,
+                    specialised,
+                    show()
+                );
+            }
+        }
     }
     Ok(())
 }
