@@ -173,24 +173,6 @@ impl<'a> Sink<'a> for Refs<'a> {
     }
 }
 
-/// The member writer: a description into a fixed array (no allocation).
-struct MemberSink<'i> {
-    index: &'i Index,
-    attrs: [(u32, Value); 6],
-    len: usize,
-}
-
-impl<'a> Sink<'a> for MemberSink<'_> {
-    fn attr(&mut self, attr: Attr, value: Val<'a>) {
-        let v = self.index.value(value, &mut |_, _| u32::MAX);
-        if let Some(slot) = self.attrs.get_mut(self.len) {
-            *slot = (self.index.attr(attr), v);
-            self.len += 1;
-        }
-    }
-    fn parent(&mut self, _: &'static str, _: &'a str) {}
-}
-
 impl Directory {
     /// An empty directory for `engine`.
     pub fn new(engine: &crate::Engine) -> Directory {
@@ -582,17 +564,6 @@ impl Directory {
                     kind: "CLP",
                     id: m.attrs.clp.clone(),
                 })?;
-        let mut sink = MemberSink {
-            index: &self.index,
-            attrs: std::array::from_fn(|_| (0, Value::Bool(false))),
-            len: 0,
-        };
-        Record::Member(m.attrs).describe(m.id, &mut sink);
-        let len = sink.len;
-        let mut attrs = sink.attrs;
-        if let Some(used) = attrs.get_mut(..len) {
-            used.sort_unstable_by_key(|(a, _)| *a);
-        }
         // A member a call session lists has a uid in the store already; any other is
         // one no stored value refers to.
         let uid = self
@@ -600,7 +571,12 @@ impl Directory {
             .get(m.id)
             .copied()
             .unwrap_or(FRESH_MEMBER);
-        Ok(MemberEntity::new(uid, attrs, len, ancestors))
+        Ok(MemberEntity::write(
+            &self.index,
+            uid,
+            (m.id, m.attrs),
+            ancestors,
+        ))
     }
 
     /// The Cedar entities a request (or a page) reads: the principal, the context's

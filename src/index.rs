@@ -13,10 +13,10 @@ use cedar_compiled::{CompiledPolicies, Ctx, EntityRef, Query, Store, Value};
 use cedar_policy::Entities;
 use smallvec::SmallVec;
 
-use crate::entities::{millis, Attr, Val};
+use crate::entities::{millis, Attr, Record, Sink, Val};
 use crate::error::RequestError;
 use crate::fields::{FieldCatalogue, FieldSet};
-use crate::records::{Channel, MemberStatus, PrincipalKind};
+use crate::records::{Channel, Member, MemberStatus, PrincipalKind};
 use crate::request::{Action, Context};
 
 /// The store's id maps and the policy index hash with `rustc-hash`'s Fx hasher: ids come
@@ -137,6 +137,12 @@ pub(crate) struct Index {
     channels: [Value; 8],
     /// The type id of `Member`.
     member_type: u32,
+    /// Per [`Attr`], its place among a member's own attributes (those not in `shared`)
+    /// sorted by id (`u8::MAX` for one a member does not have).
+    member_rank: [u8; Attr::ALL.len()],
+    /// Per [`Attr`] and [`shared_code`], the attribute with that value: what a member
+    /// borrows instead of copying a status or a set of channels.
+    shared: Vec<(u32, Value)>,
     catalogue: FieldCatalogue,
     /// The uid of each catalogue field, in catalogue order.
     field_uids: Vec<u32>,
@@ -274,6 +280,16 @@ impl Index {
             .map(|k| base.type_id(k.type_name()))
             .collect();
         let member_type = base.type_id("Member");
+        let member_rank = member_rank(&attrs);
+        let shared = attrs
+            .iter()
+            .flat_map(|a| {
+                statuses
+                    .iter()
+                    .chain(channels.iter())
+                    .map(move |v| (*a, v.clone()))
+            })
+            .collect();
 
         let mut fast = Index {
             rules: Vec::new(),
@@ -284,6 +300,8 @@ impl Index {
             statuses,
             channels,
             member_type: member_type.unwrap_or(u32::MAX),
+            member_rank,
+            shared,
             catalogue: catalogue.clone(),
             field_uids,
             action_uids,
@@ -544,6 +562,24 @@ impl Index {
         self.member_type
     }
 
+    /// `attr` with the value `v`, from the table of shared values, if `v` is a status or
+    /// a set of channels.
+    #[inline]
+    fn shared(&self, attr: Attr, v: &Val<'_>) -> Option<&(u32, Value)> {
+        let code = shared_code(v)?;
+        self.shared.get(attr as usize * SHARED_CODES + code)
+    }
+
+    /// The place of `attr` among a member's own attributes sorted by id, if a member has
+    /// it.
+    #[inline]
+    pub(crate) fn member_rank(&self, attr: Attr) -> Option<usize> {
+        self.member_rank
+            .get(attr as usize)
+            .filter(|r| **r != u8::MAX)
+            .map(|r| usize::from(*r))
+    }
+
     /// The catalogue field `name`'s uid, if the catalogue has it.
     pub(crate) fn field(&self, name: &str) -> Option<u32> {
         let id = self.catalogue.id(name)?;
@@ -686,6 +722,55 @@ impl Index {
     }
 }
 
+/// How many values the table of shared values holds per attribute: the five member
+/// statuses, then the eight sets of channels.
+const SHARED_CODES: usize = 5 + 8;
+
+/// The place of a value in the table of shared values, if it is a status or a set of
+/// channels.
+fn shared_code(v: &Val<'_>) -> Option<usize> {
+    match v {
+        Val::Status(s) => Some(status_index(*s)),
+        Val::Channels(cs) => Some(5 + cs.iter().fold(0, |b, c| b | channel_bit(*c))),
+        _ => None,
+    }
+}
+
+/// Per attribute, its place among a member's own attributes (those a member with every
+/// optional attribute describes, but for the shared ones) sorted by their ids `attrs`.
+fn member_rank(attrs: &[u32; Attr::ALL.len()]) -> [u8; Attr::ALL.len()] {
+    struct Names(Vec<Attr>);
+    impl<'a> Sink<'a> for Names {
+        fn attr(&mut self, attr: Attr, v: Val<'a>) {
+            if shared_code(&v).is_none() {
+                self.0.push(attr);
+            }
+        }
+        fn parent(&mut self, _: &'static str, _: &'a str) {}
+    }
+    let full = Member {
+        status: MemberStatus::Member,
+        clp: String::new(),
+        joined: jiff::Timestamp::UNIX_EPOCH,
+        left: Some(jiff::Timestamp::UNIX_EPOCH),
+        in_good_standing: true,
+        consents: Vec::new(),
+        opt_outs: Vec::new(),
+    };
+    let mut names = Names(Vec::new());
+    Record::Member(&full).describe("", &mut names);
+    names
+        .0
+        .sort_unstable_by_key(|a| attrs.get(*a as usize).copied().unwrap_or(u32::MAX));
+    let mut rank = [u8::MAX; Attr::ALL.len()];
+    for (r, a) in names.0.iter().enumerate() {
+        if let (Some(slot), Ok(r)) = (rank.get_mut(*a as usize), u8::try_from(r)) {
+            *slot = r;
+        }
+    }
+    rank
+}
+
 /// The position of a kind in [`PrincipalKind::ALL`].
 pub(crate) fn kind_index(k: PrincipalKind) -> usize {
     match k {
@@ -699,36 +784,101 @@ pub(crate) fn kind_index(k: PrincipalKind) -> usize {
 }
 
 /// A member of a request, resolved for the compiled evaluator: its uid and its data,
-/// on the stack.
+/// on the stack, its status and channels borrowed from the index's table of shared
+/// values (no copy, no reference count).
 pub(crate) struct MemberEntity<'d> {
     pub(crate) uid: u32,
-    attrs: [(u32, Value); 6],
+    attrs: [(u32, Value); 4],
     len: usize,
+    shared: [&'d (u32, Value); 4],
+    shared_len: usize,
     ancestors: &'d [u32],
 }
 
+/// What a [`MemberEntity`]'s unused shared slots point to.
+static NO_ATTR: (u32, Value) = (u32::MAX, Value::Bool(false));
+
 impl<'d> MemberEntity<'d> {
-    pub(crate) fn new(
+    /// The member `id` written for `index`'s evaluator, under `uid`, with `ancestors`
+    /// (its CLP and region).
+    pub(crate) fn write(
+        index: &'d Index,
         uid: u32,
-        attrs: [(u32, Value); 6],
-        len: usize,
+        (id, member): (&str, &Member),
         ancestors: &'d [u32],
     ) -> MemberEntity<'d> {
-        MemberEntity {
-            uid,
-            attrs,
-            len,
-            ancestors,
-        }
+        let mut sink = MemberSink {
+            index,
+            entity: MemberEntity {
+                uid,
+                attrs: std::array::from_fn(|_| (0, Value::Bool(false))),
+                len: 0,
+                shared: [&NO_ATTR; 4],
+                shared_len: 0,
+                ancestors,
+            },
+            written: 0,
+        };
+        Record::Member(member).describe(id, &mut sink);
+        sink.finish()
     }
 
     /// The member's data, as the evaluator reads an entity.
     pub(crate) fn view(&self) -> EntityRef<'_> {
         EntityRef {
             attrs: self.attrs.get(..self.len).unwrap_or(&[]),
+            shared: self.shared.get(..self.shared_len).unwrap_or(&[]),
             ancestors: self.ancestors,
             tags: &[],
         }
+    }
+}
+
+/// The member writer: each attribute of its own at its place in id order
+/// ([`Index::member_rank`]), a status or channels as a reference into the table.
+struct MemberSink<'d> {
+    index: &'d Index,
+    entity: MemberEntity<'d>,
+    /// Bit `r`: the own attribute of rank `r` was written.
+    written: u8,
+}
+
+impl<'a, 'd> Sink<'a> for MemberSink<'d> {
+    fn attr(&mut self, attr: Attr, value: Val<'a>) {
+        let index = self.index;
+        let e = &mut self.entity;
+        if let Some(pair) = index.shared(attr, &value) {
+            if let Some(slot) = e.shared.get_mut(e.shared_len) {
+                *slot = pair;
+                e.shared_len += 1;
+            }
+            return;
+        }
+        let Some(rank) = index.member_rank(attr) else {
+            return;
+        };
+        let v = index.value(value, &mut |_, _| u32::MAX);
+        if let Some(slot) = e.attrs.get_mut(rank) {
+            *slot = (index.attr(attr), v);
+            self.written |= 1 << rank;
+        }
+    }
+    fn parent(&mut self, _: &'static str, _: &'a str) {}
+}
+
+impl<'d> MemberSink<'d> {
+    /// The entity, its own attributes moved together in id order.
+    fn finish(self) -> MemberEntity<'d> {
+        let mut e = self.entity;
+        let mut len = 0;
+        for rank in 0..e.attrs.len() {
+            if self.written & (1 << rank) != 0 {
+                e.attrs.swap(len, rank);
+                len += 1;
+            }
+        }
+        e.len = len;
+        e
     }
 }
 

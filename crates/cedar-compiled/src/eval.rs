@@ -34,7 +34,7 @@ fn operand<'a>(e: &'a Expr, q: &'a Query<'_>) -> EvalResult<Cow<'a, Value>> {
             Expr::Var(Var::Context) => q.context_attr(*attr).ok_or(EvalError),
             Expr::Var(v) => var_uid(*v, q)
                 .and_then(|u| q.entity(u))
-                .and_then(|x| record_get(x.attrs, *attr))
+                .and_then(|x| x.attr(*attr))
                 .map(Cow::Borrowed)
                 .ok_or(EvalError),
             _ => ev(e, q),
@@ -78,7 +78,7 @@ fn ev<'a>(e: &'a Expr, q: &'a Query<'_>) -> EvalResult<Cow<'a, Value>> {
             }
             let entity = |u: u32| {
                 q.entity(u)
-                    .and_then(|e| record_get(e.attrs, *attr))
+                    .and_then(|e| e.attr(*attr))
                     .map(Cow::Borrowed)
                     .ok_or(EvalError)
             };
@@ -132,10 +132,7 @@ fn ev_cold<'a>(e: &'a Expr, q: &'a Query<'_>) -> EvalResult<Cow<'a, Value>> {
             for attr in rest {
                 let next = match &*cur {
                     Value::Record(r) => record_get(r, *attr).cloned(),
-                    Value::Entity(u) => q
-                        .entity(*u)
-                        .and_then(|e| record_get(e.attrs, *attr))
-                        .cloned(),
+                    Value::Entity(u) => q.entity(*u).and_then(|e| e.attr(*attr)).cloned(),
                     _ => return Err(EvalError),
                 };
                 match next {
@@ -343,10 +340,9 @@ pub(crate) fn specialize(e: &Expr, q: &Query<'_>, known: &mut dyn FnMut(u32) -> 
                 .map(|(k, v)| (*k, specialize(v, q, known)))
                 .collect(),
         ),
-        Expr::Call(f, args) => Expr::Call(
-            *f,
-            args.iter().map(|i| specialize(i, q, known)).collect(),
-        ),
+        Expr::Call(f, args) => {
+            Expr::Call(*f, args.iter().map(|i| specialize(i, q, known)).collect())
+        }
     };
     // The short-circuiting forms fold on their first operand alone.
     match &e {

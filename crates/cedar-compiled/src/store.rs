@@ -161,6 +161,10 @@ pub(crate) struct EntityData {
 pub struct EntityRef<'a> {
     /// Attributes sorted by attribute id, without repeats.
     pub attrs: &'a [(u32, Value)],
+    /// More attributes, in any order, held elsewhere and shared between entities (a
+    /// caller's table of the few values an attribute takes, say): read without copying
+    /// or counting references. An id is in `attrs` or here, not both.
+    pub shared: &'a [&'a (u32, Value)],
     /// All ancestors (the transitive closure of the parents), sorted, without repeats.
     pub ancestors: &'a [u32],
     /// Tags sorted by name.
@@ -168,6 +172,13 @@ pub struct EntityRef<'a> {
 }
 
 impl<'a> EntityRef<'a> {
+    /// The attribute `id`, if the entity has it.
+    #[inline]
+    pub fn attr(&self, id: u32) -> Option<&'a Value> {
+        super::value::record_get(self.attrs, id)
+            .or_else(|| self.shared.iter().find(|(a, _)| *a == id).map(|(_, v)| v))
+    }
+
     /// The tag `name`, if the entity has it.
     pub fn tag(&self, name: &str) -> Option<&'a Value> {
         self.tags
@@ -183,6 +194,7 @@ impl EntityData {
     pub fn view(&self) -> EntityRef<'_> {
         EntityRef {
             attrs: &self.attrs,
+            shared: &[],
             ancestors: &self.ancestors,
             tags: &self.tags,
         }

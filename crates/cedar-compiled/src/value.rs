@@ -92,9 +92,15 @@ impl Value {
         }
     }
 
-    /// Whether a sorted set contains `v`.
+    /// Whether a sorted set contains `v`: a small set is scanned with `==` (strings
+    /// of another length, or the same shared string, are told apart without comparing
+    /// bytes), a larger one searched.
     pub(crate) fn set_contains(set: &[Value], v: &Value) -> bool {
-        set.binary_search(v).is_ok()
+        if set.len() <= 8 {
+            set.iter().any(|x| x == v)
+        } else {
+            set.binary_search(v).is_ok()
+        }
     }
 }
 
