@@ -652,7 +652,7 @@ fn kind_word(t: &str) -> &'static str {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sample"))]
 mod tests {
     use super::*;
     use crate::request::{Action, MemberRequest};

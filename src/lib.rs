@@ -32,6 +32,7 @@
     )
 )]
 
+#[cfg(feature = "assurance")]
 pub mod assurance;
 pub mod audit;
 mod bundle;
@@ -47,6 +48,7 @@ pub mod meter;
 mod records;
 mod reload;
 mod request;
+#[cfg(feature = "sample")]
 pub mod sample;
 pub mod testing;
 
@@ -58,8 +60,9 @@ pub use error::{LoadError, Problem, ProblemKind, RecordError, RequestError};
 pub use explain::{Explanation, Outcome, PolicyTrace};
 pub use fields::{FieldCatalogue, FieldId, FieldInfo, FieldSet, MAX_FIELDS};
 pub use records::*;
+#[cfg(feature = "assurance")]
+pub use reload::CheckFailure;
 pub use reload::{
-    CheckFailure, ReloadCheck, ReloadError, ReloadOutcome, ReloadStartError, ReloadableEngine,
-    Serving,
+    ReloadCheck, ReloadError, ReloadOutcome, ReloadStartError, ReloadableEngine, Serving,
 };
 pub use request::{Action, Context, MemberRequest, PageRequest, ParseActionError, Request};

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
+#[cfg(feature = "assurance")]
 use crate::assurance::{Invariants, Verdict, Verifier, VerifyError};
 use crate::bundle::PolicyVersion;
 use crate::directory::{Directory, DirectoryRecord};
@@ -23,7 +24,9 @@ pub enum ReloadCheck {
     #[default]
     Validate,
     /// Also every invariant of the new directory's `invariants.toml`, proved by the SMT
-    /// solver ([`Verifier`]); without a solver the reload is refused.
+    /// solver ([`Verifier`]); without a solver the reload is refused. (Feature
+    /// `assurance`, on by default.)
+    #[cfg(feature = "assurance")]
     Invariants,
 }
 
@@ -114,6 +117,7 @@ pub enum ReloadError {
         example: String,
     },
     /// The invariants could not be checked (no solver, or it failed).
+    #[cfg(feature = "assurance")]
     #[error("the new policies could not be verified; still serving {}: {source}", serving.short())]
     Unverified {
         /// The version still served.
@@ -158,6 +162,7 @@ impl ReloadableEngine {
     ) -> Result<ReloadableEngine, ReloadStartError> {
         let dir = dir.as_ref().to_path_buf();
         let engine = Engine::from_dir(&dir)?;
+        #[cfg(feature = "assurance")]
         if check == ReloadCheck::Invariants {
             verify(&dir, &engine).map_err(ReloadStartError::Check)?;
         }
@@ -239,6 +244,7 @@ impl ReloadableEngine {
         if engine.version() == &serving {
             return Ok(ReloadOutcome::Unchanged(serving));
         }
+        #[cfg(feature = "assurance")]
         if self.check == ReloadCheck::Invariants {
             verify(&resolved, &engine).map_err(|e| e.refusing(serving.clone()))?;
         }
@@ -265,6 +271,7 @@ pub enum ReloadStartError {
     #[error(transparent)]
     Load(#[from] LoadError),
     /// The check failed.
+    #[cfg(feature = "assurance")]
     #[error("{0}")]
     Check(CheckFailure),
     /// A record of the directory was refused.
@@ -273,6 +280,7 @@ pub enum ReloadStartError {
 }
 
 /// An invariant check that did not pass.
+#[cfg(feature = "assurance")]
 #[derive(Debug)]
 pub enum CheckFailure {
     /// The invariants file does not load.
@@ -283,6 +291,7 @@ pub enum CheckFailure {
     Unverified(VerifyError),
 }
 
+#[cfg(feature = "assurance")]
 impl fmt::Display for CheckFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -295,6 +304,7 @@ impl fmt::Display for CheckFailure {
     }
 }
 
+#[cfg(feature = "assurance")]
 impl CheckFailure {
     fn refusing(self, serving: PolicyVersion) -> ReloadError {
         match self {
@@ -310,6 +320,7 @@ impl CheckFailure {
 }
 
 /// Proves the invariants of `dir` for `engine`; the first refuted one fails.
+#[cfg(feature = "assurance")]
 fn verify(dir: &Path, engine: &Engine) -> Result<(), CheckFailure> {
     let invariants = Invariants::load(dir, engine.schema()).map_err(CheckFailure::Invariants)?;
     let mut verifier = Verifier::locate().map_err(CheckFailure::Unverified)?;
