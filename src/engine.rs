@@ -143,7 +143,7 @@ impl Engine {
         &self.index
     }
 
-    /// The compiled policies: [`CompiledPolicies::fallbacks`] lists those Cedar
+    /// The compiled policies: [`CompiledPolicies::fallbacks`](cedar_compiled::CompiledPolicies::fallbacks) lists those Cedar
     /// evaluates alone (when there are any, every request is decided by Cedar).
     ///
     /// # Example

@@ -1,0 +1,464 @@
+//! A request resolved against a directory ([`Asked`]) and the passes that decide it:
+//! one field, every field of a page of members, each policy's part.
+
+use cedar_compiled::{Ctx, Query, Store, Value};
+use smallvec::SmallVec;
+
+use super::{truth, Bucket, Index, MemberEntity, Plan, Rule};
+use crate::entities::{millis, Attr};
+use crate::error::RequestError;
+use crate::fields::FieldSet;
+use crate::records::PrincipalKind;
+use crate::request::{Action, Context};
+
+/// A request's context as the compiled evaluator reads it: `(attribute id, value)`
+/// pairs sorted by attribute id, on the stack (the field asked for is given apart).
+pub(crate) struct ContextPairs {
+    pairs: [(u32, Value); 6],
+    len: usize,
+}
+
+impl ContextPairs {
+    fn as_slice(&self) -> &[(u32, Value)] {
+        self.pairs.get(..self.len).unwrap_or(&[])
+    }
+}
+
+/// A request resolved against a directory: who, what, when; the member comes apart.
+pub(crate) struct Asked<'a> {
+    index: &'a Index,
+    store: &'a Store,
+    principal: u32,
+    action: u32,
+    plan: &'a Plan,
+    /// For the policies scoped on the member.
+    bucket: Option<&'a Bucket>,
+    context: &'a ContextPairs,
+}
+
+/// The policies that held for one field: their indices, and whether forbids decided.
+pub(crate) struct Held {
+    pub(crate) forbid: bool,
+    pub(crate) policies: SmallVec<[u32; 4]>,
+}
+
+impl Index {
+    /// The context's pairs; errors for an election or session the directory lacks.
+    pub(crate) fn context(
+        &self,
+        ctx: &Context,
+        (election, session): (Option<u32>, Option<u32>),
+    ) -> ContextPairs {
+        let mut pairs: [(u32, Value); 6] = std::array::from_fn(|_| (0, Value::Bool(false)));
+        let mut len = 0;
+        let mut push = |a: Attr, v: Value| {
+            if let Some(slot) = pairs.get_mut(len) {
+                *slot = (self.attr(a), v);
+                len += 1;
+            }
+        };
+        push(Attr::Now, Value::DateTime(millis(ctx.now)));
+        push(
+            Attr::ReadsThisHour,
+            Value::Long(i64::try_from(ctx.reads_this_hour).unwrap_or(i64::MAX)),
+        );
+        if let Some(e) = election {
+            push(Attr::Election, Value::Entity(e));
+        }
+        if let Some(s) = session {
+            push(Attr::Session, Value::Entity(s));
+        }
+        if let Some(p) = &ctx.purpose {
+            push(Attr::Purpose, Value::String(p.as_str().into()));
+        }
+        if let Some(r) = &ctx.reason {
+            push(Attr::Reason, Value::String(r.as_str().into()));
+        }
+        if let Some(used) = pairs.get_mut(..len) {
+            used.sort_unstable_by_key(|(a, _)| *a);
+        }
+        ContextPairs { pairs, len }
+    }
+
+    /// Who asks what, when: `plan` is the principal's [`Index::plan`] for `action`.
+    pub(crate) fn asked<'a>(
+        &'a self,
+        store: &'a Store,
+        (principal, kind): (u32, PrincipalKind),
+        action: Action,
+        plan: &'a Plan,
+        context: &'a ContextPairs,
+    ) -> Asked<'a> {
+        Asked {
+            index: self,
+            store,
+            principal,
+            action: self.action_uid(action),
+            plan,
+            bucket: self.bucket(action, kind),
+            context,
+        }
+    }
+}
+
+impl<'a> Asked<'a> {
+    fn query(&self) -> Query<'a> {
+        Query::direct(
+            self.store,
+            self.principal,
+            self.action,
+            u32::MAX,
+            Ctx::Pairs(self.context.as_slice()),
+        )
+    }
+
+    fn member_query<'m>(&self, member: &'m MemberEntity<'_>) -> Query<'m>
+    where
+        'a: 'm,
+    {
+        let mut q = self.query();
+        q.resource = member.uid;
+        q.with_entity(member.uid, self.index.member_type(), member.view())
+    }
+
+    /// The policies that held for `field` of `member`, or `None` if one failed to
+    /// evaluate (the caller then asks Cedar, whose messages the decision carries).
+    pub(crate) fn authorize(&self, member: &MemberEntity<'_>, field: usize) -> Option<Held> {
+        let index = self.index;
+        let mut held = Held {
+            forbid: false,
+            policies: SmallVec::new(),
+        };
+        let Some(bucket) = self.bucket else {
+            return Some(held);
+        };
+        let (Some(uid), Some(bit)) = (
+            index.field_uids.get(field),
+            1u64.checked_shl(u32::try_from(field).ok()?),
+        ) else {
+            return None;
+        };
+        let mut q = self.member_query(member);
+        q.field = Some((index.attr(Attr::Field), *uid));
+        let (mut permits, mut forbids): (SmallVec<[u32; 4]>, SmallVec<[u32; 4]>) =
+            (SmallVec::new(), SmallVec::new());
+        let mut errored = false;
+        let mut decide = |i: u32, rule: &Rule| {
+            for c in &rule.conjuncts {
+                // A condition on the field is read from its masks (atoms on the field
+                // alone were settled when the engine was built).
+                let holds = if c.field {
+                    index.one(&c.mask, &q, bit)
+                } else {
+                    truth(&c.expr, &q)
+                };
+                match holds {
+                    Some(true) => {}
+                    Some(false) => return,
+                    None => {
+                        errored = true;
+                        return;
+                    }
+                }
+            }
+            if rule.forbid {
+                forbids.push(i);
+            } else {
+                permits.push(i);
+            }
+        };
+        self.plan.rules.iter().for_each(|(i, r)| decide(*i, r));
+        for_each_resource(bucket, member, |i| {
+            if let Some(r) = index.rule(i) {
+                decide(i, r);
+            }
+        });
+        if errored {
+            return None;
+        }
+        if forbids.is_empty() {
+            held.policies = permits;
+        } else {
+            held.forbid = true;
+            held.policies = forbids;
+        }
+        Some(held)
+    }
+
+    /// Each policy's part in the decision on `field` of `member`, in compiled order:
+    /// `None` out of scope, else whether its condition held; `None` overall if a policy
+    /// failed to evaluate (Cedar then gives the account, with its message).
+    pub(crate) fn trace(
+        &self,
+        member: &MemberEntity<'_>,
+        field: u32,
+    ) -> Option<Vec<(u32, Option<bool>)>> {
+        let mut q = self.member_query(member);
+        q.field = Some((self.index.attr(Attr::Field), field));
+        let mut out = Vec::new();
+        for (i, v) in self.index.compiled.views().enumerate() {
+            let (conjuncts, shape) = v.native?;
+            let (p, a, r) = shape.parts;
+            let scope = usize::from(p) + usize::from(a) + usize::from(r);
+            let mut in_scope = true;
+            let mut held = true;
+            for (n, c) in conjuncts.iter().enumerate() {
+                match truth(c, &q)? {
+                    true => {}
+                    false if n < scope => {
+                        in_scope = false;
+                        break;
+                    }
+                    false => {
+                        held = false;
+                        break;
+                    }
+                }
+            }
+            out.push((u32::try_from(i).ok()?, in_scope.then_some(held)));
+        }
+        Some(out)
+    }
+
+    /// The fields of each member on which the request is allowed, in order.
+    pub(crate) fn fields<'m>(
+        &self,
+        members: impl Iterator<Item = Result<MemberEntity<'m>, RequestError>>,
+        mut emit: impl FnMut(FieldSet),
+    ) -> Result<(), RequestError> {
+        let index = self.index;
+        let all = index.all;
+        let Some(bucket) = self.bucket else {
+            for m in members {
+                m?;
+                emit(FieldSet::EMPTY);
+            }
+            return Ok(());
+        };
+        // Page level: what does not read the member.
+        let (mut p0, mut f0) = (0u64, 0u64);
+        with_page_list(|list| {
+            let mut q = self.query();
+            page_pass(
+                index,
+                self.plan,
+                &mut q,
+                |_, forbid, m| {
+                    if forbid {
+                        f0 |= m;
+                    } else {
+                        p0 |= m;
+                    }
+                },
+                |i, m| list.push((i, m)),
+            );
+            let scoped = !bucket.resource_eq.is_empty() || !bucket.resource_in.is_empty();
+            for member in members {
+                let member = member?;
+                let mut q = self.member_query(&member);
+                let (mut p, mut f) = (p0, f0);
+                for (at, mask) in list.iter() {
+                    let Some((_, rule)) = self.plan.rules.get(*at as usize) else {
+                        continue;
+                    };
+                    if rule.forbid {
+                        continue;
+                    }
+                    let want = mask & !p;
+                    if want != 0 {
+                        p |= member_pass(index, rule, &mut q, want, true);
+                    }
+                }
+                if scoped {
+                    for_each_resource(bucket, &member, |i| {
+                        if let Some(rule) = index.rule(i) {
+                            if !rule.forbid && all & !p != 0 {
+                                p |= member_pass(index, rule, &mut q, all & !p, false);
+                            }
+                        }
+                    });
+                }
+                for (at, mask) in list.iter() {
+                    let Some((_, rule)) = self.plan.rules.get(*at as usize) else {
+                        continue;
+                    };
+                    if !rule.forbid {
+                        continue;
+                    }
+                    let want = mask & p & !f;
+                    if want != 0 {
+                        f |= member_pass(index, rule, &mut q, want, true);
+                    }
+                }
+                if scoped {
+                    for_each_resource(bucket, &member, |i| {
+                        if let Some(rule) = index.rule(i) {
+                            if rule.forbid && p & !f != 0 {
+                                f |= member_pass(index, rule, &mut q, p & !f, false);
+                            }
+                        }
+                    });
+                }
+                emit(FieldSet::from_bits(p & !f));
+            }
+            Ok(())
+        })
+    }
+
+    /// For each member, every policy that held and the fields on which it held:
+    /// `emit(granted, [(policy, fields it decided)])`. Every policy that can apply is
+    /// evaluated on every field (none is settled early); one whose evaluation fails
+    /// holds on no field, as Cedar skips it.
+    pub(crate) fn decisions<'m>(
+        &self,
+        members: impl Iterator<Item = Result<MemberEntity<'m>, RequestError>>,
+        mut emit: impl FnMut(FieldSet, &[(u32, u64)]),
+    ) -> Result<(), RequestError> {
+        let index = self.index;
+        let Some(bucket) = self.bucket else {
+            for m in members {
+                m?;
+                emit(FieldSet::EMPTY, &[]);
+            }
+            return Ok(());
+        };
+        // `(policy, forbid, fields on which it held)`: first the policies settled for the
+        // whole page, then the member's.
+        let mut held: SmallVec<[(u32, bool, u64); 16]> = SmallVec::new();
+        let mut deciding: SmallVec<[(u32, u64); 16]> = SmallVec::new();
+        with_page_list(|list| {
+            let mut q = self.query();
+            page_pass(
+                index,
+                self.plan,
+                &mut q,
+                |i, forbid, m| held.push((i, forbid, m)),
+                |i, m| list.push((i, m)),
+            );
+            let whole = held.len();
+            for member in members {
+                let member = member?;
+                let mut q = self.member_query(&member);
+                held.truncate(whole);
+                for (at, mask) in list.iter() {
+                    if let Some((i, rule)) = self.plan.rules.get(*at as usize) {
+                        let m = member_pass(index, rule, &mut q, *mask, true);
+                        if m != 0 {
+                            held.push((*i, rule.forbid, m));
+                        }
+                    }
+                }
+                for_each_resource(bucket, &member, |i| {
+                    if let Some(rule) = index.rule(i) {
+                        let m = member_pass(index, rule, &mut q, index.all, false);
+                        if m != 0 {
+                            held.push((i, rule.forbid, m));
+                        }
+                    }
+                });
+                let (mut permitted, mut forbidden) = (0u64, 0u64);
+                for (_, forbid, fields) in &held {
+                    if *forbid {
+                        forbidden |= fields;
+                    } else {
+                        permitted |= fields;
+                    }
+                }
+                let granted = permitted & !forbidden;
+                deciding.clear();
+                deciding.extend(held.iter().filter_map(|(i, forbid, fields)| {
+                    let decided = if *forbid { *fields } else { fields & granted };
+                    (decided != 0).then_some((*i, decided))
+                }));
+                emit(FieldSet::from_bits(granted), &deciding);
+            }
+            Ok(())
+        })
+    }
+}
+
+thread_local! {
+    /// The per-page list of policies that read the member, reused between pages.
+    static PAGE: std::cell::Cell<Vec<(u32, u64)>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's page list, emptied: the list's memory is kept for the next
+/// page.
+fn with_page_list<T>(f: impl FnOnce(&mut Vec<(u32, u64)>) -> T) -> T {
+    PAGE.with(|cell| {
+        let mut list = cell.take();
+        list.clear();
+        let out = f(&mut list);
+        cell.set(list);
+        out
+    })
+}
+
+/// The fields among `want` on which every conjunct of `rule` holds (only those that read
+/// the member if `member_only`, the others having been folded into `want`).
+#[inline]
+fn member_pass(index: &Index, rule: &Rule, q: &mut Query<'_>, want: u64, member_only: bool) -> u64 {
+    let mut alive = want;
+    for c in &rule.conjuncts {
+        if member_only && !c.resource {
+            continue;
+        }
+        alive &= index.holds(c, q);
+        if alive == 0 {
+            break;
+        }
+    }
+    alive
+}
+
+/// Evaluates once for a page, on every field, the conjuncts that do not read the member
+/// of the plan's policies (those that apply whatever the member). A policy that holds
+/// on no field is left out; `whole(policy, forbid, fields)` gets one none of whose
+/// conjuncts reads the member, with the fields on which it holds; `partial(at, fields)`
+/// the others, by their position in the plan, with the fields on which the conjuncts
+/// that do not read the member hold (see [`member_pass`] for the rest).
+fn page_pass(
+    index: &Index,
+    plan: &Plan,
+    q: &mut Query<'_>,
+    mut whole: impl FnMut(u32, bool, u64),
+    mut partial: impl FnMut(u32, u64),
+) {
+    for (at, (i, rule)) in plan.rules.iter().enumerate() {
+        let mut m = index.all;
+        let mut per_member = false;
+        for c in &rule.conjuncts {
+            if c.resource {
+                per_member = true;
+                continue;
+            }
+            m &= index.holds(c, q);
+            if m == 0 {
+                break;
+            }
+        }
+        if m == 0 {
+            continue;
+        }
+        if per_member {
+            partial(u32::try_from(at).unwrap_or(u32::MAX), m);
+        } else {
+            whole(*i, rule.forbid, m);
+        }
+    }
+}
+
+/// Calls `f` on each policy indexed under the member's scope entities.
+fn for_each_resource(bucket: &Bucket, member: &MemberEntity<'_>, mut f: impl FnMut(u32)) {
+    if let Some(l) = bucket.resource_eq.get(&member.uid) {
+        l.iter().for_each(|i| f(*i));
+    }
+    if !bucket.resource_in.is_empty() {
+        let anc = member.view().ancestors;
+        for e in std::iter::once(&member.uid).chain(anc.iter()) {
+            if let Some(l) = bucket.resource_in.get(e) {
+                l.iter().for_each(|i| f(*i));
+            }
+        }
+    }
+}
