@@ -273,7 +273,7 @@ impl Engine {
     /// let party = sample::bundled();
     /// let directory = Directory::from_membership(&engine, &party)?;
     /// let team = PrincipalId::new(PrincipalKind::Staff, sample::ids::S_MEMBERSHIP);
-    /// let page: Vec<MemberRef> = party.members.keys().take(100).filter_map(|id| party.member(id)).collect();
+    /// let page: Vec<MemberRef> = party.member_refs().take(100).collect();
     /// let ctx = Context::at("2024-05-01T09:00:00Z".parse()?);
     /// let req = PageRequest { principal: &team, action: Action::Read, members: &page, context: &ctx };
     /// let sets = engine.permitted_fields_page(&directory, &req)?;

@@ -555,6 +555,13 @@ impl Membership {
             .get_key_value(id)
             .map(|(id, attrs)| MemberRef { id, attrs })
     }
+
+    /// Every member as a request names it, in id order.
+    pub fn member_refs(&self) -> impl Iterator<Item = MemberRef<'_>> {
+        self.members
+            .iter()
+            .map(|(id, attrs)| MemberRef { id, attrs })
+    }
 }
 
 /// A member as a request names it: the id and the policy-relevant attributes.

@@ -129,9 +129,6 @@ impl<'a> Asked<'a> {
             forbid: false,
             policies: SmallVec::new(),
         };
-        let Some(bucket) = self.bucket else {
-            return Some(held);
-        };
         let (Some(uid), Some(bit)) = (
             index.field_uids.get(field),
             1u64.checked_shl(u32::try_from(field).ok()?),
@@ -168,7 +165,7 @@ impl<'a> Asked<'a> {
             }
         };
         self.plan.rules.iter().for_each(|(i, r)| decide(*i, r));
-        for_each_resource(bucket, member, |i| {
+        for_each_resource(self.bucket, member, |i| {
             if let Some(r) = index.rule(i) {
                 decide(i, r);
             }
@@ -228,13 +225,6 @@ impl<'a> Asked<'a> {
     ) -> Result<(), RequestError> {
         let index = self.index;
         let all = index.all;
-        let Some(bucket) = self.bucket else {
-            for m in members {
-                m?;
-                emit(FieldSet::EMPTY);
-            }
-            return Ok(());
-        };
         // Page level: what does not read the member.
         let (mut p0, mut f0) = (0u64, 0u64);
         with_page_list(|list| {
@@ -252,7 +242,9 @@ impl<'a> Asked<'a> {
                 },
                 |i, m| list.push((i, m)),
             );
-            let scoped = !bucket.resource_eq.is_empty() || !bucket.resource_in.is_empty();
+            let scoped = self
+                .bucket
+                .is_some_and(|b| !b.resource_eq.is_empty() || !b.resource_in.is_empty());
             for member in members {
                 let member = member?;
                 let mut q = self.member_query(&member);
@@ -270,7 +262,7 @@ impl<'a> Asked<'a> {
                     }
                 }
                 if scoped {
-                    for_each_resource(bucket, &member, |i| {
+                    for_each_resource(self.bucket, &member, |i| {
                         if let Some(rule) = index.rule(i) {
                             if !rule.forbid && all & !p != 0 {
                                 p |= member_pass(index, rule, &mut q, all & !p, false);
@@ -291,7 +283,7 @@ impl<'a> Asked<'a> {
                     }
                 }
                 if scoped {
-                    for_each_resource(bucket, &member, |i| {
+                    for_each_resource(self.bucket, &member, |i| {
                         if let Some(rule) = index.rule(i) {
                             if rule.forbid && p & !f != 0 {
                                 f |= member_pass(index, rule, &mut q, p & !f, false);
@@ -315,13 +307,6 @@ impl<'a> Asked<'a> {
         mut emit: impl FnMut(FieldSet, &[(u32, u64)]),
     ) -> Result<(), RequestError> {
         let index = self.index;
-        let Some(bucket) = self.bucket else {
-            for m in members {
-                m?;
-                emit(FieldSet::EMPTY, &[]);
-            }
-            return Ok(());
-        };
         // `(policy, forbid, fields on which it held)`: first the policies settled for the
         // whole page, then the member's.
         let mut held: SmallVec<[(u32, bool, u64); 16]> = SmallVec::new();
@@ -348,7 +333,7 @@ impl<'a> Asked<'a> {
                         }
                     }
                 }
-                for_each_resource(bucket, &member, |i| {
+                for_each_resource(self.bucket, &member, |i| {
                     if let Some(rule) = index.rule(i) {
                         let m = member_pass(index, rule, &mut q, index.all, false);
                         if m != 0 {
@@ -449,7 +434,8 @@ fn page_pass(
 }
 
 /// Calls `f` on each policy indexed under the member's scope entities.
-fn for_each_resource(bucket: &Bucket, member: &MemberEntity<'_>, mut f: impl FnMut(u32)) {
+fn for_each_resource(bucket: Option<&Bucket>, member: &MemberEntity<'_>, mut f: impl FnMut(u32)) {
+    let Some(bucket) = bucket else { return };
     if let Some(l) = bucket.resource_eq.get(&member.uid) {
         l.iter().for_each(|i| f(*i));
     }

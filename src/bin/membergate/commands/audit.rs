@@ -152,11 +152,7 @@ pub fn exec(dir: &Path, args: Args) -> Result<ExitCode, String> {
                 .parse::<Timestamp>()
                 .map_err(|e| e.to_string())?;
             let ctx = Context::at(at).election(ids::LEADER_2020);
-            let members: Vec<MemberRef> = party
-                .members
-                .keys()
-                .filter_map(|id| party.member(id))
-                .collect();
+            let members: Vec<MemberRef> = party.member_refs().collect();
             let durability = if fsync {
                 Durability::Fsync
             } else {

@@ -197,11 +197,7 @@ pub fn exec(dir: &Path, args: Args) -> Result<ExitCode, String> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let members: Vec<MemberRef> = party
-        .members
-        .keys()
-        .filter_map(|id| party.member(id))
-        .collect();
+    let members: Vec<MemberRef> = party.member_refs().collect();
     let budget = Duration::from_secs_f64(args.seconds.clamp(0.1, 600.0));
     println!(
         "\ndirectory of {} principals built in {directory_ms:.1} ms; {} members, each read with its request",
