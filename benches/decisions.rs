@@ -11,7 +11,7 @@
 //! `permitted_fields` groups, `engine_field_decisions` is `field_decisions` /
 //! `field_decisions_page`: the same sets with the policies that decided each field.
 //! `setup` measures what a reload costs: the engine from the policy directory, and the
-//! directory of the sample's principal side. `party_scale` decides every field of
+//! directory of the sample's principal side and of a 20,000-principal one. `party_scale` decides every field of
 //! 1,000,000 generated members read from a file in chunks.
 
 use std::hint::black_box;
@@ -269,7 +269,8 @@ fn policy_scaling(c: &mut Criterion) {
 }
 
 /// What a reload costs: loading, validating and compiling the bundled policy directory,
-/// and building the bundled sample's directory (its principal side) for the engine.
+/// and building the bundled sample's directory (its principal side) for the engine, and
+/// a 20,000-principal one.
 fn setup_costs(c: &mut Criterion) {
     let s = setup();
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
@@ -282,6 +283,34 @@ fn setup_costs(c: &mut Criterion) {
         b.iter(|| {
             Directory::from_membership(&s.engine, black_box(&s.party))
                 .map(|d| d.records().staff.len())
+        })
+    });
+    // A large party's principal side: the sample's with 15,000 more volunteers, 4,000
+    // more CLP officers and 1,000 more staff (about 20,000 principals), as a reload
+    // rebuilds it.
+    let mut large = s.party.clone();
+    large.members.clear();
+    large.values.clear();
+    let (v, o, st) = (
+        large.volunteers[ids::V_PHONEBANK].clone(),
+        large.officers[ids::O_SECRETARY_001].clone(),
+        large.staff[ids::S_MEMBERSHIP].clone(),
+    );
+    for i in 0..15_000 {
+        large.volunteers.insert(format!("v-extra-{i}"), v.clone());
+    }
+    for i in 0..4_000 {
+        large.officers.insert(format!("o-extra-{i}"), o.clone());
+    }
+    for i in 0..1_000 {
+        large.staff.insert(format!("s-extra-{i}"), st.clone());
+    }
+    let directory = Directory::from_membership(&s.engine, &large).unwrap_or_else(|e| panic!("{e}"));
+    g.bench_function("directory_20k_principals_for_engine", |b| {
+        b.iter(|| {
+            black_box(&directory)
+                .for_engine(&s.engine)
+                .map(|d| d.records().volunteers.len())
         })
     });
     g.finish();
