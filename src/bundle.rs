@@ -267,10 +267,32 @@ fn load_policies(
         path: dir.to_path_buf(),
         source,
     })?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "cedar") && p.is_file())
-        .collect();
+    // Every `*.cedar` entry is a policy file: one that cannot be read as a regular file
+    // (after following links: a dangling link, a loop, a directory, a socket) refuses the
+    // whole directory, naming it, instead of leaving its policies out.
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|source| LoadError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?
+            .path();
+        if path.extension().is_none_or(|x| x != "cedar") {
+            continue;
+        }
+        let meta = fs::metadata(&path).map_err(|source| LoadError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if !meta.is_file() {
+            return Err(LoadError::Io {
+                path,
+                source: std::io::Error::other("a policy file must be a regular file"),
+            });
+        }
+        files.push(path);
+    }
     files.sort();
 
     let mut set = PolicySet::new();

@@ -488,6 +488,56 @@ fn a_file_instead_of_a_directory_is_load_error_io() {
     }
 }
 
+/// A `*.cedar` entry that is not a readable regular file once links are followed (a
+/// dangling link, a loop of links, a directory) refuses the directory, naming the entry:
+/// it is never skipped with its policies left out (`guardrails.cedar` replaced by a
+/// dangling link must not load as a directory without the guardrails).
+#[cfg(unix)]
+#[test]
+fn a_policy_file_that_cannot_be_read_refuses_the_directory() {
+    use std::os::unix::fs::symlink;
+    type Break = fn(&PolicyCopy) -> std::path::PathBuf;
+    let breaks: [(&str, Break); 4] = [
+        ("a dangling link", |c| {
+            let p = c.file("guardrails.cedar");
+            fs::remove_file(&p).expect("remove");
+            symlink(c.file("moved-away.cedar.orig"), &p).expect("symlink");
+            p
+        }),
+        ("a loop of links", |c| {
+            let (a, b) = (c.file("loop-a.cedar"), c.file("loop-b.cedar"));
+            symlink(&b, &a).expect("symlink");
+            symlink(&a, &b).expect("symlink");
+            a
+        }),
+        ("a directory", |c| {
+            let p = c.file("extra.cedar");
+            fs::create_dir(&p).expect("mkdir");
+            p
+        }),
+        ("a link to a directory", |c| {
+            let p = c.file("linked.cedar");
+            symlink(c.file("tests"), &p).expect("symlink");
+            p
+        }),
+    ];
+    for (what, make) in breaks {
+        let copy = PolicyCopy::new();
+        let bad = make(&copy);
+        match copy.load_error() {
+            LoadError::Io { path, .. } => assert_eq!(path, bad, "{what}"),
+            other => panic!("{what}: expected Io naming the entry, got {other:?}"),
+        }
+    }
+    // A link to a readable regular file is a policy file like any other.
+    let copy = PolicyCopy::new();
+    let moved = copy.file("guardrails.cedar.orig");
+    fs::rename(copy.file("guardrails.cedar"), &moved).expect("rename");
+    symlink(&moved, copy.file("guardrails.cedar")).expect("symlink");
+    let engine = Engine::from_dir(copy.path()).expect("a link to a policy file loads");
+    assert!(engine.policy_ids().any(|id| id == "role-ended"));
+}
+
 #[test]
 fn directory_without_cedar_files_is_refused() {
     let copy = PolicyCopy::new();

@@ -194,6 +194,22 @@ fn refused_reloads_keep_serving_the_old_set() {
     assert!(err.to_string().contains("schema.cedarschema"), "{err}");
     assert_eq!(engine.current().engine.version(), &v1);
     assert_eq!(decide(&engine.current()), Effect::Deny);
+
+    // The guardrails replaced by a dangling link: refused, naming it, still serving
+    // (before, the file was skipped and the directory served without the guardrails).
+    #[cfg(unix)]
+    {
+        fs::remove_dir_all(d.dir("v2")).expect("remove");
+        copy_dir(Path::new("policies"), &d.dir("v2"));
+        let guardrails = d.dir("v2").join("guardrails.cedar");
+        fs::remove_file(&guardrails).expect("remove");
+        std::os::unix::fs::symlink(d.dir("v2").join("nowhere.cedar"), &guardrails)
+            .expect("symlink");
+        let err = engine.reload().expect_err("a dangling policy file");
+        assert!(err.to_string().contains("guardrails.cedar"), "{err}");
+        assert_eq!(engine.current().engine.version(), &v1);
+        assert_eq!(decide(&engine.current()), Effect::Deny);
+    }
 }
 
 #[test]
