@@ -146,6 +146,36 @@ const BREAKS: &[Break] = &[
     },
 ];
 
+/// A library caller in async code: the verifier is started, used and dropped inside a
+/// tokio runtime (both flavours) without the runtime's "cannot block" panic.
+#[test]
+fn the_verifier_works_inside_an_async_runtime() {
+    let engine = bundled();
+    let invariants = Invariants::load("policies", engine.schema()).expect("invariants load");
+    for multi_thread in [false, true] {
+        let runtime = if multi_thread {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .build()
+        } else {
+            tokio::runtime::Builder::new_current_thread().build()
+        }
+        .expect("a runtime");
+        let proved = runtime.block_on(async {
+            let mut v = verifier();
+            let results = v
+                .verify(engine.schema(), engine.policies(), &invariants)
+                .expect("verification runs");
+            drop(v);
+            results
+                .iter()
+                .filter(|r| matches!(r.verdict, Verdict::Proved))
+                .count()
+        });
+        assert_eq!(proved, invariants.len(), "multi_thread: {multi_thread}");
+    }
+}
+
 #[test]
 fn broken_copies_are_refuted_and_diffed() {
     let original = bundled();

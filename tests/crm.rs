@@ -1222,6 +1222,62 @@ fn a_disk_that_fills_while_serving_stops_answers_and_keeps_the_log_intact() {
 
 // ------------------------------------------------------------------ live reload
 
+/// A server at the ballot reloading `policies` every 100 ms (with `extra` options), a
+/// cleared campaign's staffer and the member page it reads.
+fn reloading_crm(policies: PathBuf, extra: Vec<String>) -> (Crm, String, String) {
+    let crm = Crm::start(Opts {
+        now: Some(BALLOT),
+        policies: Some(policies),
+        reload_ms: Some(100),
+        extra,
+        ..Opts::default()
+    });
+    let staffer = uid(PrincipalKind::CampaignStaff, ids::CS_A_STAFF);
+    let path = format!(
+        "/members/{}?election={}",
+        ids::MEMBER_ELIGIBLE,
+        ids::LEADER_2020
+    );
+    (crm, staffer, path)
+}
+
+/// `--verify-reloads` end to end: the server starts (proving the invariants inside its
+/// async runtime), serves, and refuses a reload that breaks an invariant while the proved
+/// version keeps serving.
+#[test]
+fn verify_reloads_starts_and_refuses_a_version_that_breaks_an_invariant() {
+    let copy = PolicyCopy::new();
+    let (crm, staffer, path) =
+        reloading_crm(copy.path().to_path_buf(), vec!["--verify-reloads".into()]);
+    let policy = || crm.get("/policy", None).body;
+    let v1 = engine().version().as_str().to_string();
+    assert_eq!(policy()["version"], v1.as_str());
+    assert_eq!(crm.get(&path, Some(&staffer)).status, 200);
+
+    // The fee condition dropped: the version loads and validates, but
+    // `campaign-only-cleared-candidates` is refuted, so it is not served.
+    copy.edit(
+        "campaigns.cedar",
+        "  principal.campaign.candidate.fee_paid &&\n",
+        "",
+    );
+    wait_for("the refused reload", || !policy()["reload_error"].is_null());
+    let error = policy()["reload_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains("campaign-only-cleared-candidates"),
+        "{error}"
+    );
+    assert_eq!(policy()["version"], v1.as_str());
+    let reply = crm.get(&path, Some(&staffer));
+    assert_eq!(
+        (reply.status, reply.body["policy_version"].as_str()),
+        (200, Some(v1.as_str()))
+    );
+}
+
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -1239,18 +1295,7 @@ fn policies_reload_live_and_a_vanished_or_broken_directory_keeps_the_old_set() {
     let link_dir = tempfile::tempdir().expect("temporary directory");
     let link = link_dir.path().join("current");
     std::os::unix::fs::symlink(copy.path(), &link).expect("symlink");
-    let crm = Crm::start(Opts {
-        now: Some(BALLOT),
-        policies: Some(link.clone()),
-        reload_ms: Some(100),
-        ..Opts::default()
-    });
-    let staffer = uid(PrincipalKind::CampaignStaff, ids::CS_A_STAFF);
-    let path = format!(
-        "/members/{}?election={}",
-        ids::MEMBER_ELIGIBLE,
-        ids::LEADER_2020
-    );
+    let (crm, staffer, path) = reloading_crm(link.clone(), Vec::new());
     let policy = || crm.get("/policy", None).body;
     let v1 = engine().version().as_str().to_string();
     assert_eq!(policy()["version"], v1.as_str());

@@ -112,7 +112,8 @@ pub(crate) fn env_name(env: &RequestEnv) -> String {
 
 /// Cedar's symbolic compiler driving one solver process.
 pub struct Verifier {
-    runtime: tokio::runtime::Runtime,
+    /// `None` only while being dropped.
+    runtime: Option<tokio::runtime::Runtime>,
     compiler: CedarSymCompiler<LocalSolver>,
     solver: SolverCommand,
 }
@@ -161,7 +162,7 @@ impl Verifier {
         })?;
         let compiler = CedarSymCompiler::new(local).map_err(solver_failed(&solver))?;
         Ok(Verifier {
-            runtime,
+            runtime: Some(runtime),
             compiler,
             solver,
         })
@@ -289,9 +290,10 @@ impl Verifier {
         a: &CompiledPolicySet,
         b: &CompiledPolicySet,
     ) -> Result<Option<Env>, VerifyError> {
-        let found = self
-            .runtime
-            .block_on(self.compiler.check_implies_with_counterexample_opt(a, b));
+        let found = block_on(
+            self.runtime.as_ref(),
+            self.compiler.check_implies_with_counterexample_opt(a, b),
+        )?;
         found.map_err(solver_failed(&self.solver))
     }
 
@@ -301,7 +303,7 @@ impl Verifier {
         a: &CompiledPolicySet,
         b: &CompiledPolicySet,
     ) -> Result<bool, VerifyError> {
-        let holds = self.runtime.block_on(self.compiler.check_implies_opt(a, b));
+        let holds = block_on(self.runtime.as_ref(), self.compiler.check_implies_opt(a, b))?;
         holds.map_err(solver_failed(&self.solver))
     }
 
@@ -311,10 +313,42 @@ impl Verifier {
         a: &CompiledPolicySet,
         b: &CompiledPolicySet,
     ) -> Result<Option<Env>, VerifyError> {
-        let found = self
-            .runtime
-            .block_on(self.compiler.check_disjoint_with_counterexample_opt(a, b));
+        let found = block_on(
+            self.runtime.as_ref(),
+            self.compiler.check_disjoint_with_counterexample_opt(a, b),
+        )?;
         found.map_err(solver_failed(&self.solver))
+    }
+}
+
+/// Runs `f` to completion on the verifier's own runtime. Called from inside another
+/// tokio runtime (an async caller, the example CRM), where blocking on a runtime is
+/// refused, it runs on a thread of its own while the caller's thread waits.
+fn block_on<F>(runtime: Option<&tokio::runtime::Runtime>, f: F) -> Result<F::Output, VerifyError>
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    let runtime = runtime.ok_or_else(|| {
+        VerifyError::Runtime(std::io::Error::other("the verifier's runtime is shut down"))
+    })?;
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Ok(runtime.block_on(f));
+    }
+    Ok(std::thread::scope(|s| {
+        s.spawn(|| runtime.block_on(f))
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }))
+}
+
+impl Drop for Verifier {
+    fn drop(&mut self) {
+        // Dropping a runtime waits for its tasks, which a thread of another runtime may
+        // not do (an async caller): shut it down in the background instead.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
