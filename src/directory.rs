@@ -17,7 +17,7 @@ use crate::records::{
     PrincipalId, PrincipalKind, PrincipalRecord, Processor, Region, Representative, Staff,
     Volunteer,
 };
-use crate::request::{Action, Context};
+use crate::request::{check_reason, Action, Context};
 
 type FxMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
@@ -523,6 +523,12 @@ impl Directory {
                     ctx.now
                 ),
             });
+        }
+        if let Some(reason) = &ctx.reason {
+            check_reason(reason).map_err(|message| RequestError::InvalidData {
+                what: "the request's context".into(),
+                message,
+            })?;
         }
         let election = ctx
             .election

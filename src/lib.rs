@@ -65,4 +65,6 @@ pub use reload::CheckFailure;
 pub use reload::{
     ReloadCheck, ReloadError, ReloadOutcome, ReloadStartError, ReloadableEngine, Serving,
 };
-pub use request::{Action, Context, MemberRequest, PageRequest, ParseActionError, Request};
+pub use request::{
+    Action, Context, MemberRequest, PageRequest, ParseActionError, Request, REASON_CHARS,
+};

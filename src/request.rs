@@ -108,7 +108,7 @@ pub struct Context {
     pub session: Option<String>,
     /// The stated purpose (`equality_monitoring`, `subject_access`, `complaint`).
     pub purpose: Option<String>,
-    /// A break-glass reason.
+    /// A break-glass reason: text a person wrote (see [`Context::reason`]).
     pub reason: Option<String>,
 }
 
@@ -143,7 +143,27 @@ impl Context {
         self
     }
 
-    /// States a break-glass reason.
+    /// States a break-glass reason. A request is refused as malformed
+    /// ([`RequestError::InvalidData`](crate::RequestError::InvalidData)) unless the reason
+    /// reads as written by a person: trimmed, [`REASON_CHARS`] characters, with at least
+    /// two words (runs of letters or digits), one of them of three letters or more.
+    /// `" "`, `"-"`, `"n/a"` or `"xxxxxxxxxx"` are not reasons.
+    ///
+    /// ```
+    /// use membergate::{sample, Action, Context, Directory, Engine, PrincipalId, PrincipalKind, Request};
+    /// let engine = Engine::from_dir("policies")?;
+    /// let party = sample::bundled();
+    /// let directory = Directory::from_membership(&engine, &party)?;
+    /// let dpo = PrincipalId::new(PrincipalKind::Staff, sample::ids::S_DPO);
+    /// let member = party.member(sample::ids::MEMBER_ELIGIBLE).ok_or("no member")?;
+    /// let ask = |ctx: &Context| {
+    ///     engine.authorize(&directory, &Request { principal: &dpo, action: Action::Read, member, field: "phone", context: ctx })
+    /// };
+    /// let now = "2021-03-01T09:00:00Z".parse()?;
+    /// assert!(ask(&Context::at(now).reason("ICO inquiry 2021-0042"))?.is_allowed());
+    /// assert!(ask(&Context::at(now).reason("-")).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn reason(mut self, reason: impl Into<String>) -> Self {
         self.reason = Some(reason.into());
         self
@@ -154,6 +174,37 @@ impl Context {
         self.reads_this_hour = n;
         self
     }
+}
+
+/// How long a break-glass reason may be, trimmed, in characters.
+pub const REASON_CHARS: std::ops::RangeInclusive<usize> = 10..=500;
+
+/// Whether `reason` reads as a break-glass reason a person wrote (see
+/// [`Context::reason`]); the message says what it lacks.
+pub(crate) fn check_reason(reason: &str) -> Result<(), String> {
+    let text = reason.trim();
+    let chars = text.chars().count();
+    if !REASON_CHARS.contains(&chars) {
+        return Err(format!(
+            "a break-glass reason must be {} to {} characters, not {chars}",
+            REASON_CHARS.start(),
+            REASON_CHARS.end()
+        ));
+    }
+    let words: Vec<&str> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let worded = words
+        .iter()
+        .any(|w| w.chars().filter(|c| c.is_alphabetic()).count() >= 3);
+    if words.len() < 2 || !worded {
+        return Err(
+            "a break-glass reason must say why in words: two or more, one of three letters or more"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// One question: may `principal` do `action` on `field` of `member`, in `context`?

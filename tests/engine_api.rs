@@ -1069,7 +1069,7 @@ fn the_entities_the_engine_builds_conform_to_the_schema() {
         .election(ids::LEADER_2020)
         .session(ids::SESSION_A)
         .purpose("complaint")
-        .reason("audit");
+        .reason("audit of the call logs");
     let schema = engine().schema();
     let mut checked = 0;
     for (i, principal) in principals.iter().enumerate() {

@@ -194,6 +194,57 @@ fn unknown_records_in_a_request_are_errors_not_decisions() {
 /// the same one, the first in the order the library checks them: the field (of a one-field
 /// request), the directory's engine, the principal, the context's election, then its
 /// session, then each member.
+/// A break-glass reason must be one a person wrote (issue: `" "` and `"-"` passed):
+/// anything else is refused as malformed by both paths, on every question; a reason in
+/// words is decided (the data protection officer's break-glass read).
+#[test]
+fn break_glass_reasons_no_person_wrote_are_refused() {
+    let at = |reason: &str| Context::at(t("2021-03-01T09:00:00Z")).reason(reason);
+    let ask = |ctx: Context| {
+        Ask::new(
+            fixture(),
+            principal(r#"Staff::"s-dpo""#),
+            Action::Read,
+            "m-eligible",
+            "phone",
+            ctx,
+        )
+    };
+    let too_long = "a reason in words ".repeat(30);
+    for bad in [
+        "",
+        " ",
+        "-",
+        "n/a",
+        "          .",
+        "xxxxxxxxxxxx",
+        "a b c d e f g",
+        "2021 0042 17",
+        too_long.as_str(),
+    ] {
+        let a = ask(at(bad));
+        let err = engine()
+            .authorize(fixture_directory(), &a.request())
+            .expect_err(bad);
+        assert!(
+            matches!(&err, RequestError::InvalidData { message, .. } if message.contains("break-glass reason")),
+            "{bad:?}: {err}"
+        );
+        assert_refused(engine(), fixture_directory(), &a.request(), &err);
+    }
+    for good in [
+        "ICO inquiry 2021-0042",
+        "court order 17",
+        "complaint 2020/17",
+        "  subject access request from the member  ",
+    ] {
+        let a = ask(at(good));
+        let d = every_question(engine(), fixture_directory(), &a.request()).expect(good);
+        assert!(d.is_allowed(), "{good:?}");
+        assert_eq!(d.policies(), ["dpo-break-glass"], "{good:?}");
+    }
+}
+
 #[test]
 fn unknown_ids_are_the_same_errors() {
     let (e, dir) = (engine(), directory());
