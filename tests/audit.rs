@@ -310,6 +310,44 @@ fn a_rejection_is_chained_and_its_reason_cannot_be_edited_or_dropped() {
     }
 }
 
+/// Lines whose record and hash still match but whose bytes are not the writer's: each
+/// is a break at its line (a reader taking the first of two keys would read a forged
+/// value; the others are the same record written another way).
+#[test]
+fn lines_not_written_as_the_writer_writes_them_are_found() {
+    type Forge = fn(&mut String);
+    let forgeries: [(&str, Forge); 6] = [
+        ("a repeated key, the forged value first", |l| {
+            *l = l.replacen('{', r#"{"granted":["political_views"],"#, 1);
+        }),
+        ("keys reordered (`member` first)", |l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            let member = format!(r#""member":{}"#, v["member"]);
+            *l = l
+                .replacen(&format!(",{member}"), "", 1)
+                .replacen('{', &format!("{{{member},"), 1);
+        }),
+        ("a \\u escape", |l| {
+            *l = l.replacen(r#""request_id":"req"#, r#""request_id":"\u0072eq"#, 1);
+        }),
+        ("a carriage return", |l| l.push('\r')),
+        ("a time with +00:00", |l| {
+            *l = l.replacen(r#"Z","#, r#"+00:00","#, 1);
+        }),
+        ("a space after a colon", |l| {
+            *l = l.replacen(r#""action":"#, r#""action": "#, 1);
+        }),
+    ];
+    for (what, forge) in forgeries {
+        let report = tampered(6, |l| {
+            let before = l[3].clone();
+            forge(&mut l[3]);
+            assert_ne!(l[3], before, "{what}: the forgery changed nothing");
+        });
+        assert_broken_at(&report, 4, &BreakKind::NotCanonical);
+    }
+}
+
 #[test]
 fn a_changed_hash_is_found_at_its_line() {
     let report = tampered(10, |l| {

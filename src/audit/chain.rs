@@ -177,6 +177,11 @@ pub enum BreakKind {
     BadRecord(String),
     /// The `hash` does not match the line's content: the record or its hash was changed.
     Edited,
+    /// The record and its hash match, but the line is not the bytes the log's writer
+    /// writes for it: a key repeated (a reader taking the first would read a forged
+    /// value), keys reordered, a string escaped differently, a time in another form, a
+    /// carriage return. Only the writer's exact bytes verify.
+    NotCanonical,
     /// The `prev` is the hash of no record of the log: the record before this one was
     /// deleted (or changed and given a new hash).
     Missing,
@@ -195,6 +200,9 @@ impl fmt::Display for BreakKind {
             BreakKind::BadRecord(e) => write!(f, "not a decision record ({e})"),
             BreakKind::Edited => f.write_str(
                 "the record does not match its hash: its content or its hash was changed",
+            ),
+            BreakKind::NotCanonical => f.write_str(
+                "the line is not written as the log writes its record (a key repeated or reordered, an escape, a time or a line ending changed)",
             ),
             BreakKind::Missing => f.write_str(
                 "its `prev` names no record in the log: the record before it was deleted (or changed and re-hashed)",
@@ -393,6 +401,13 @@ fn check(bytes: &[u8], prev: &str) -> Result<String, Unlinked> {
     let c = parse(bytes).map_err(Unlinked::Not)?;
     if finish(hash_record(&c.record), &c.prev) != c.hash {
         return Err(Unlinked::Not(BreakKind::Edited));
+    }
+    // The hash covers the record's values; the line must also be their one encoding.
+    let json = serde_json::to_vec(&c.record)
+        .map_err(|e| Unlinked::Not(BreakKind::BadRecord(e.to_string())))?;
+    let canonical = line(&json, &c.prev, &c.hash);
+    if canonical.strip_suffix(b"\n") != Some(bytes) {
+        return Err(Unlinked::Not(BreakKind::NotCanonical));
     }
     if c.prev != prev {
         return Err(Unlinked::Prev(c.prev));
