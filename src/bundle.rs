@@ -16,6 +16,8 @@ use crate::fields::{FieldCatalogue, FieldInfo, MAX_FIELDS};
 pub const SCHEMA_FILE: &str = "schema.cedarschema";
 /// The field catalogue of a policy directory.
 pub const CATALOGUE_FILE: &str = "fields.toml";
+/// The invariants of a policy directory (optional; part of its version when present).
+pub const INVARIANTS_FILE: &str = "invariants.toml";
 /// The annotation that names a policy.
 pub const ID_ANNOTATION: &str = "id";
 /// The `FieldClass` that holds the fields marked `minimal = true`.
@@ -49,8 +51,9 @@ pub(crate) struct Bundle {
 }
 
 /// The version of a loaded policy directory: a SHA-256 over the names and contents of the
-/// files that decide (the schema, every `.cedar` file, the field catalogue), so two
-/// directories with the same policies have the same version wherever they are.
+/// files that decide or gate what is served (the schema, every `.cedar` file, the field
+/// catalogue, the invariants if present), so two directories with the same policies
+/// have the same version wherever they are, and a changed invariant is a new version.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PolicyVersion(String);
 
@@ -106,6 +109,18 @@ fn read(path: &Path) -> Result<String, LoadError> {
     })
 }
 
+/// The text of `path`, `None` if there is no such file.
+fn read_optional(path: &Path) -> Result<Option<String>, LoadError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// Loads `dir`, collecting every problem before refusing.
 pub(crate) fn load(dir: &Path) -> Result<Bundle, LoadError> {
     let meta = fs::metadata(dir).map_err(|source| LoadError::Io {
@@ -146,6 +161,7 @@ pub(crate) fn load(dir: &Path) -> Result<Bundle, LoadError> {
     };
 
     let (policies, sources, texts) = load_policies(dir, &mut problems)?;
+    let invariants_text = read_optional(&dir.join(INVARIANTS_FILE))?;
 
     let catalogue_path = dir.join(CATALOGUE_FILE);
     let catalogue_text = read(&catalogue_path)?;
@@ -200,6 +216,9 @@ pub(crate) fn load(dir: &Path) -> Result<Bundle, LoadError> {
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
             files.push((name, text.as_str()));
+        }
+        if let Some(text) = &invariants_text {
+            files.push((INVARIANTS_FILE.to_string(), text.as_str()));
         }
         files.sort();
         PolicyVersion::of(files.iter().map(|(n, t)| (n.as_str(), *t)))

@@ -23,9 +23,10 @@ pub enum ReloadCheck {
     /// Loading and strict validation only.
     #[default]
     Validate,
-    /// Also every invariant of the new directory's `invariants.toml`, proved by the SMT
-    /// solver ([`Verifier`]); without a solver the reload is refused. (Feature
-    /// `assurance`, on by default.)
+    /// Also invariants proved by the SMT solver ([`Verifier`]); without a solver the
+    /// reload is refused. A new version must keep the invariants of the version being
+    /// served as well as its own: deleting an invariant in the same change that breaks
+    /// it does not pass. (Feature `assurance`, on by default.)
     #[cfg(feature = "assurance")]
     Invariants,
 }
@@ -56,8 +57,10 @@ pub struct ReloadableEngine {
     dir: PathBuf,
     check: ReloadCheck,
     current: ArcSwap<Serving>,
-    /// One change at a time (a reload or an upsert): two racing could lose one.
-    reloading: Mutex<()>,
+    /// One change at a time (a reload or an upsert): two racing could lose one. Under
+    /// it, with [`ReloadCheck::Invariants`], the served version's invariants file (its
+    /// path and text), which gates the next version.
+    reloading: Mutex<Option<(PathBuf, String)>>,
 }
 
 impl fmt::Debug for ReloadableEngine {
@@ -162,9 +165,11 @@ impl ReloadableEngine {
     ) -> Result<ReloadableEngine, ReloadStartError> {
         let dir = dir.as_ref().to_path_buf();
         let engine = Engine::from_dir(&dir)?;
+        #[allow(unused_mut)]
+        let mut gate = None;
         #[cfg(feature = "assurance")]
         if check == ReloadCheck::Invariants {
-            verify(&dir, &engine).map_err(ReloadStartError::Check)?;
+            gate = Some(verify(&dir, &engine, None).map_err(ReloadStartError::Check)?);
         }
         let directory = Directory::from_membership(&engine, records)?;
         Ok(ReloadableEngine {
@@ -174,7 +179,7 @@ impl ReloadableEngine {
                 engine: Arc::new(engine),
                 directory,
             }),
-            reloading: Mutex::new(()),
+            reloading: Mutex::new(gate),
         })
     }
 
@@ -224,7 +229,8 @@ impl ReloadableEngine {
     pub fn reload(&self) -> Result<ReloadOutcome, ReloadError> {
         // A poisoned lock only means an earlier reload panicked; the swap is atomic, so
         // the served engine is whole either way.
-        let _one_at_a_time = self
+        #[allow(unused_mut, unused_variables)]
+        let mut gate = self
             .reloading
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -245,9 +251,14 @@ impl ReloadableEngine {
             return Ok(ReloadOutcome::Unchanged(serving));
         }
         #[cfg(feature = "assurance")]
-        if self.check == ReloadCheck::Invariants {
-            verify(&resolved, &engine).map_err(|e| e.refusing(serving.clone()))?;
-        }
+        let next_gate = if self.check == ReloadCheck::Invariants {
+            Some(
+                verify(&resolved, &engine, gate.as_ref())
+                    .map_err(|e| e.refusing(serving.clone()))?,
+            )
+        } else {
+            None
+        };
         let directory =
             now.directory
                 .for_engine(&engine)
@@ -260,6 +271,10 @@ impl ReloadableEngine {
             engine: Arc::new(engine),
             directory,
         }));
+        #[cfg(feature = "assurance")]
+        if next_gate.is_some() {
+            *gate = next_gate;
+        }
         Ok(ReloadOutcome::Swapped { from: serving, to })
     }
 }
@@ -319,18 +334,29 @@ impl CheckFailure {
     }
 }
 
-/// Proves the invariants of `dir` for `engine`; the first refuted one fails.
+/// Proves for `engine` the invariants of `served` (the served version's file: its path
+/// and text), if any, and those of `dir`; the first refuted one fails. The invariants
+/// file of `dir` on success: the gate of the version after.
 #[cfg(feature = "assurance")]
-fn verify(dir: &Path, engine: &Engine) -> Result<(), CheckFailure> {
-    let invariants = Invariants::load(dir, engine.schema()).map_err(CheckFailure::Invariants)?;
+fn verify(
+    dir: &Path,
+    engine: &Engine,
+    served: Option<&(PathBuf, String)>,
+) -> Result<(PathBuf, String), CheckFailure> {
+    let own = Invariants::read(dir).map_err(CheckFailure::Invariants)?;
     let mut verifier = Verifier::locate().map_err(CheckFailure::Unverified)?;
-    let results = verifier
-        .verify(engine.schema(), engine.policies(), &invariants)
-        .map_err(CheckFailure::Unverified)?;
-    for r in results {
-        if let Verdict::Refuted(example) = r.verdict {
-            return Err(CheckFailure::Refuted(r.invariant.id, example.to_string()));
+    // The served version's invariants first (unless the text is the same).
+    for (file, text) in served.into_iter().filter(|s| s.1 != own.1).chain([&own]) {
+        let invariants =
+            Invariants::parse(file, text, engine.schema()).map_err(CheckFailure::Invariants)?;
+        let results = verifier
+            .verify(engine.schema(), engine.policies(), &invariants)
+            .map_err(CheckFailure::Unverified)?;
+        for r in results {
+            if let Verdict::Refuted(example) = r.verdict {
+                return Err(CheckFailure::Refuted(r.invariant.id, example.to_string()));
+            }
         }
     }
-    Ok(())
+    Ok(own)
 }

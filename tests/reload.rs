@@ -302,6 +302,68 @@ fn the_invariant_gate_refuses_a_set_that_breaks_an_invariant() {
     assert!(err.to_string().contains("role-ended-nothing"), "{err}");
 }
 
+/// The attack: delete an invariant in the same change that breaks it. The served
+/// version's invariants gate the reload, so it is refused; the new version alone (its
+/// own invariants) would be proved.
+#[test]
+fn deleting_an_invariant_with_the_change_it_guards_does_not_pass_the_gate() {
+    let d = Deployment::new();
+    let engine = ReloadableEngine::with_check(d.current(), bundled(), ReloadCheck::Invariants)
+        .expect("proved");
+    let v1 = engine.current().engine.version().clone();
+    copy_dir(&d.dir("v2"), &d.dir("v3"));
+    let file = d.dir("v3").join("invariants.toml");
+    let text = fs::read_to_string(&file).expect("read");
+    let start = text
+        .find("[[invariant]]\nid = \"role-ended-nothing\"")
+        .expect("the fixture changed");
+    let end = start
+        + text[start + 1..]
+            .find("[[invariant]]")
+            .expect("another invariant")
+        + 1;
+    fs::write(&file, format!("{}{}", &text[..start], &text[end..])).expect("write");
+    d.point_to("v3");
+    match engine.reload() {
+        Err(ReloadError::Refuted {
+            serving, invariant, ..
+        }) => {
+            assert_eq!(serving, v1);
+            assert_eq!(invariant, "role-ended-nothing");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(engine.current().engine.version(), &v1);
+    // Alone, v3 keeps its own invariants: the gate is what the served version says.
+    ReloadableEngine::with_check(d.dir("v3"), bundled(), ReloadCheck::Invariants)
+        .expect("v3 against its own invariants");
+}
+
+/// `invariants.toml` is part of the version: a changed or deleted invariant file is a
+/// new version (and a reload), the same file in another directory the same version.
+#[test]
+fn the_invariants_file_is_part_of_the_version() {
+    let d = Deployment::new();
+    let version = |name: &str| {
+        membergate::Engine::from_dir(d.dir(name))
+            .expect("loads")
+            .version()
+            .clone()
+    };
+    let v1 = version("v1");
+    copy_dir(Path::new("policies"), &d.dir("same"));
+    assert_eq!(version("same"), v1);
+    let file = d.dir("same").join("invariants.toml");
+    let text = fs::read_to_string(&file).expect("read");
+    fs::write(&file, format!("{text}\n# a comment\n")).expect("write");
+    let commented = version("same");
+    assert_ne!(commented, v1);
+    fs::remove_file(&file).expect("remove");
+    let without = version("same");
+    assert_ne!(without, v1);
+    assert_ne!(without, commented);
+}
+
 // ------------------------------------------------------------------ records while serving
 
 #[test]

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::error::{LoadError, Problem, ProblemKind};
 
 /// The invariants file of a policy directory.
-pub const INVARIANTS_FILE: &str = "invariants.toml";
+pub use crate::bundle::INVARIANTS_FILE;
 
 /// What an invariant claims about the requests its condition holds for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +98,12 @@ impl Invariants {
     /// # Ok::<(), membergate::LoadError>(())
     /// ```
     pub fn load(dir: impl AsRef<Path>, schema: &Schema) -> Result<Invariants, LoadError> {
+        let (file, text) = Invariants::read(dir)?;
+        Invariants::parse(&file, &text, schema)
+    }
+
+    /// The path and text of `dir/invariants.toml`, unparsed.
+    pub(crate) fn read(dir: impl AsRef<Path>) -> Result<(PathBuf, String), LoadError> {
         let file = dir.as_ref().join(INVARIANTS_FILE);
         let text = fs::read_to_string(&file).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
@@ -112,7 +118,7 @@ impl Invariants {
                 }
             }
         })?;
-        Invariants::parse(&file, &text, schema)
+        Ok((file, text))
     }
 
     /// Parses invariants from `text`, reporting problems as in `file`.
