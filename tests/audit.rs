@@ -269,20 +269,25 @@ fn an_edited_field_in_the_middle_is_found_at_its_line() {
     assert_broken_at(&report, 7, &BreakKind::Edited);
 }
 
-#[test]
-fn a_rejection_is_chained_and_its_reason_cannot_be_edited_or_dropped() {
-    let (_dir, path) = log_path();
-    let sink = JsonlSink::open(&path, Durability::Flush).expect("open log");
-    sink.record(&rec(0)).expect("record");
-    let rejected = DecisionRecord::rejection(
-        "req-r",
+/// The rejection of a request by an unknown principal, under `request_id`.
+fn unknown_principal(request_id: &str) -> DecisionRecord {
+    DecisionRecord::rejection(
+        request_id,
         ts("2020-03-01T12:00:00Z"),
         r#"Staff::"nobody""#,
         "read",
         "m-00001",
         "unknown principal",
         engine().version(),
-    );
+    )
+}
+
+#[test]
+fn a_rejection_is_chained_and_its_reason_cannot_be_edited_or_dropped() {
+    let (_dir, path) = log_path();
+    let sink = JsonlSink::open(&path, Durability::Flush).expect("open log");
+    sink.record(&rec(0)).expect("record");
+    let rejected = unknown_principal("req-r");
     sink.record(&rejected).expect("record");
     sink.record(&rec(2)).expect("record");
     drop(sink);
@@ -308,6 +313,55 @@ fn a_rejection_is_chained_and_its_reason_cannot_be_edited_or_dropped() {
         let report = audit::verify(&path).expect("verify");
         assert_broken_at(&report, 2, &BreakKind::Edited);
     }
+}
+
+/// A request's own text costs the log a bounded record whatever its size (issue: a
+/// 65,000-parameter query string made a 131 KB record): a rejection naming 100 KB of
+/// principal, member, action, id and reason is a line of under 2 KB that verifies, and
+/// two long texts that differ only at their ends stay told apart.
+#[test]
+fn a_rejection_costs_the_log_a_bounded_record() {
+    let (_dir, path) = log_path();
+    let sink = JsonlSink::open(&path, Durability::Flush).expect("open log");
+    let huge = |c: char, last: char| format!("{}{last}", c.to_string().repeat(100_000));
+    let reject = |last: char| {
+        DecisionRecord::rejection(
+            huge('i', last),
+            ts("2020-03-01T12:00:00Z"),
+            huge('p', last),
+            huge('a', last),
+            huge('m', last),
+            huge('w', last),
+            engine().version(),
+        )
+    };
+    let (one, two) = (reject('1'), reject('2'));
+    assert_ne!(one.principal, two.principal);
+    assert_ne!(one.rejected, two.rejected);
+    sink.record(&one).expect("record");
+    sink.record(&two).expect("record");
+    drop(sink);
+    for line in lines(&path) {
+        assert!(line.len() < 2_000, "{} bytes", line.len());
+        assert!(line.contains("100001 bytes, sha256 "), "{line}");
+    }
+    assert!(audit::verify(&path).expect("verify").is_intact());
+    // Texts within the bound are kept as they are.
+    let short = unknown_principal("req-1");
+    assert_eq!(
+        (
+            short.request_id.as_str(),
+            short.principal.as_str(),
+            short.member.as_str(),
+            short.rejected.as_deref()
+        ),
+        (
+            "req-1",
+            r#"Staff::"nobody""#,
+            "m-00001",
+            Some("unknown principal")
+        )
+    );
 }
 
 /// Lines whose record and hash still match but whose bytes are not the writer's: each

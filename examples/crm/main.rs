@@ -570,6 +570,66 @@ async fn policy(State(app): State<Arc<App>>) -> Json<Value> {
     }))
 }
 
+/// The longest request target (path and query) served.
+const MAX_TARGET: usize = 8 * 1024;
+/// The most header bytes (names and values) a request may carry.
+const MAX_HEADERS: usize = 16 * 1024;
+
+/// Refuses a request over the size limits before any route reads it (414 for its target,
+/// 431 for its headers), logged like every response, as a small record whatever it sent.
+async fn limits(
+    State(app): State<Arc<App>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum();
+    let refusal = if target > MAX_TARGET {
+        Some((
+            StatusCode::URI_TOO_LONG,
+            format!("a request target of {target} bytes: at most {MAX_TARGET}"),
+        ))
+    } else if headers > MAX_HEADERS {
+        Some((
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("{headers} bytes of headers: at most {MAX_HEADERS}"),
+        ))
+    } else {
+        None
+    };
+    let Some((status, why)) = refusal else {
+        return next.run(req).await;
+    };
+    refuse(app, req.headers().clone(), status, why)
+        .await
+        .into_response()
+}
+
+/// A route asked with a method it does not answer: logged like every response, then 405.
+async fn method_not_allowed(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Reply {
+    let why = format!("method {method} not allowed on {}", clipped(uri.path()));
+    refuse(app, headers, StatusCode::METHOD_NOT_ALLOWED, why).await
+}
+
+/// Logs a request refused before any route read it, and answers `status` with `why`.
+async fn refuse(app: Arc<App>, headers: HeaderMap, status: StatusCode, why: String) -> Reply {
+    blocking(app, move |app| {
+        let serving = app.policies.current();
+        let asked = app.asked(&headers, "", "");
+        app.reject(&asked, &serving, status, &why)
+    })
+    .await
+}
+
 /// Any other route: logged like every response, then 404.
 async fn fallback(
     State(app): State<Arc<App>>,
@@ -577,13 +637,8 @@ async fn fallback(
     uri: Uri,
     headers: HeaderMap,
 ) -> Reply {
-    blocking(app, move |app| {
-        let serving = app.policies.current();
-        let asked = app.asked(&headers, "", "");
-        let why = format!("no such route: {method} {}", clipped(uri.path()));
-        app.reject(&asked, &serving, StatusCode::NOT_FOUND, &why)
-    })
-    .await
+    let why = format!("no such route: {method} {}", clipped(uri.path()));
+    refuse(app, headers, StatusCode::NOT_FOUND, why).await
 }
 
 fn start(args: &Args) -> Result<App, String> {
@@ -696,6 +751,8 @@ async fn main() -> ExitCode {
         .route("/members", get(page))
         .route("/policy", get(policy))
         .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), limits))
         .with_state(app);
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,

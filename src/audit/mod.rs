@@ -52,7 +52,43 @@ pub use chain::{verify, Break, BreakKind, ReadError, TornLine, VerifyReport, GEN
 pub use jsonl::{Durability, JsonlSink, OpenError, OpenReport};
 pub use query::{query, Filter};
 
-/// One decision a CRM acted on: one line of the decision log.
+/// How many bytes of a request's own text a record keeps (see [`bounded`]).
+pub const LOGGED_BYTES: usize = 200;
+
+/// `text` if it is at most [`LOGGED_BYTES`] long; else its first bytes (cut on a
+/// character boundary), its length and the SHA-256 of the whole, so that a request's
+/// own text (an id, a principal, a reason for a rejection) costs the log a bounded
+/// record whatever the request sent, and two long texts stay told apart.
+///
+/// ```
+/// use membergate::audit::{bounded, LOGGED_BYTES};
+/// assert_eq!(bounded("m-00001"), "m-00001");
+/// let long = "x".repeat(100_000);
+/// let kept = bounded(&long);
+/// assert!(kept.len() < LOGGED_BYTES + 100);
+/// assert!(kept.starts_with("xxxx") && kept.contains("100000 bytes, sha256 "));
+/// ```
+pub fn bounded(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    if text.len() <= LOGGED_BYTES {
+        return text.to_string();
+    }
+    let mut end = LOGGED_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let digest = Sha256::digest(text.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}... ({} bytes, sha256 {hex})",
+        text.get(..end).unwrap_or_default(),
+        text.len()
+    )
+}
+
+/// One decision a CRM acted on: one line of the decision log. The texts a request
+/// brings (its id, principal, action, member, a rejection's reason) are kept
+/// [`bounded`].
 ///
 /// Build one with [`DecisionRecord::for_decision`] (one field) or
 /// [`DecisionRecord::for_fields`] (a field set), then give it to a [`DecisionSink`].
@@ -126,10 +162,10 @@ impl DecisionRecord {
         DecisionRecord {
             at: req.context.now,
             recorded_at: Timestamp::now(),
-            request_id: request_id.into(),
-            principal: req.principal.to_string(),
+            request_id: bounded(&request_id.into()),
+            principal: bounded(&req.principal.to_string()),
             action: req.action.as_str().to_string(),
-            member: req.member.id.to_string(),
+            member: bounded(req.member.id),
             granted,
             refused,
             policies: decision.policies().iter().map(|p| p.to_string()).collect(),
@@ -185,10 +221,10 @@ impl DecisionRecord {
         DecisionRecord {
             at: req.context.now,
             recorded_at: Timestamp::now(),
-            request_id: request_id.into(),
-            principal: req.principal.to_string(),
+            request_id: bounded(&request_id.into()),
+            principal: bounded(&req.principal.to_string()),
             action: req.action.as_str().to_string(),
-            member: req.member.id.to_string(),
+            member: bounded(req.member.id),
             granted: names(granted.intersection(catalogue.all())),
             refused: names(catalogue.all().difference(granted)),
             policies: Vec::new(),
@@ -260,15 +296,15 @@ impl DecisionRecord {
         DecisionRecord {
             at,
             recorded_at: Timestamp::now(),
-            request_id: request_id.into(),
-            principal: principal.into(),
-            action: action.into(),
-            member: member.into(),
+            request_id: bounded(&request_id.into()),
+            principal: bounded(&principal.into()),
+            action: bounded(&action.into()),
+            member: bounded(&member.into()),
             granted: Vec::new(),
             refused: Vec::new(),
             policies: Vec::new(),
             version: version.as_str().to_string(),
-            rejected: Some(why.into()),
+            rejected: Some(bounded(&why.into())),
         }
     }
 
