@@ -58,9 +58,45 @@ pub struct ReloadableEngine {
     check: ReloadCheck,
     current: ArcSwap<Serving>,
     /// One change at a time (a reload or an upsert): two racing could lose one. Under
-    /// it, with [`ReloadCheck::Invariants`], the served version's invariants file (its
-    /// path and text), which gates the next version.
-    reloading: Mutex<Option<(PathBuf, String)>>,
+    /// it, what the next reload compares with.
+    reloading: Mutex<Served>,
+}
+
+/// What a reload knows of the version served.
+#[derive(Debug, Default)]
+struct Served {
+    /// With [`ReloadCheck::Invariants`], its invariants file (path and text), which
+    /// gates the next version.
+    #[cfg_attr(not(feature = "assurance"), allow(dead_code))]
+    gate: Option<(PathBuf, String)>,
+    /// Its directory as it was read, if it could be listed.
+    seen: Option<Fingerprint>,
+}
+
+/// A policy directory's resolved path and, per entry (links followed), its name, size
+/// and modification time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    dir: PathBuf,
+    entries: Vec<(std::ffi::OsString, u64, Option<std::time::SystemTime>)>,
+}
+
+impl Fingerprint {
+    /// The fingerprint of `dir` (resolved); `None` if it cannot be listed (the directory
+    /// is then read in full, and its errors reported).
+    fn of(dir: &Path) -> Option<Fingerprint> {
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(dir).ok()? {
+            let entry = entry.ok()?;
+            let meta = std::fs::metadata(entry.path()).ok()?;
+            entries.push((entry.file_name(), meta.len(), meta.modified().ok()));
+        }
+        entries.sort();
+        Some(Fingerprint {
+            dir: dir.to_path_buf(),
+            entries,
+        })
+    }
 }
 
 impl fmt::Debug for ReloadableEngine {
@@ -76,7 +112,12 @@ impl fmt::Debug for ReloadableEngine {
 /// What a successful [`ReloadableEngine::reload`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadOutcome {
-    /// The directory holds the version already served: nothing was swapped.
+    /// The directory's entries have the sizes and modification times they had when the
+    /// served version was read: nothing was read again (a reload every tick of an
+    /// unchanged directory costs one listing, not a parse and a validation).
+    Untouched(PolicyVersion),
+    /// The directory was read again and holds the version already served: nothing was
+    /// swapped.
     Unchanged(PolicyVersion),
     /// The new version is served from now on; requests that started before finish on the
     /// old one.
@@ -164,12 +205,16 @@ impl ReloadableEngine {
         check: ReloadCheck,
     ) -> Result<ReloadableEngine, ReloadStartError> {
         let dir = dir.as_ref().to_path_buf();
+        // Taken before reading, so that a change made while loading is seen next time.
+        let seen = std::fs::canonicalize(&dir)
+            .ok()
+            .and_then(|d| Fingerprint::of(&d));
         let engine = Engine::from_dir(&dir)?;
         #[allow(unused_mut)]
-        let mut gate = None;
+        let mut served = Served { gate: None, seen };
         #[cfg(feature = "assurance")]
         if check == ReloadCheck::Invariants {
-            gate = Some(verify(&dir, &engine, None).map_err(ReloadStartError::Check)?);
+            served.gate = Some(verify(&dir, &engine, None).map_err(ReloadStartError::Check)?);
         }
         let directory = Directory::from_membership(&engine, records)?;
         Ok(ReloadableEngine {
@@ -179,7 +224,7 @@ impl ReloadableEngine {
                 engine: Arc::new(engine),
                 directory,
             }),
-            reloading: Mutex::new(gate),
+            reloading: Mutex::new(served),
         })
     }
 
@@ -229,8 +274,7 @@ impl ReloadableEngine {
     pub fn reload(&self) -> Result<ReloadOutcome, ReloadError> {
         // A poisoned lock only means an earlier reload panicked; the swap is atomic, so
         // the served engine is whole either way.
-        #[allow(unused_mut, unused_variables)]
-        let mut gate = self
+        let mut held = self
             .reloading
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -246,14 +290,19 @@ impl ReloadableEngine {
                 source,
             })
         })?;
+        let print = Fingerprint::of(&resolved);
+        if print.is_some() && print == held.seen {
+            return Ok(ReloadOutcome::Untouched(serving));
+        }
         let engine = Engine::from_dir(&resolved).map_err(refused)?;
         if engine.version() == &serving {
+            held.seen = print;
             return Ok(ReloadOutcome::Unchanged(serving));
         }
         #[cfg(feature = "assurance")]
         let next_gate = if self.check == ReloadCheck::Invariants {
             Some(
-                verify(&resolved, &engine, gate.as_ref())
+                verify(&resolved, &engine, held.gate.as_ref())
                     .map_err(|e| e.refusing(serving.clone()))?,
             )
         } else {
@@ -273,8 +322,9 @@ impl ReloadableEngine {
         }));
         #[cfg(feature = "assurance")]
         if next_gate.is_some() {
-            *gate = next_gate;
+            held.gate = next_gate;
         }
+        held.seen = print;
         Ok(ReloadOutcome::Swapped { from: serving, to })
     }
 }

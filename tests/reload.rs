@@ -126,7 +126,7 @@ fn a_reload_swaps_the_set_and_old_snapshots_keep_their_answers() {
     let outcome = engine.reload().expect("reloads");
     assert_eq!(
         outcome,
-        membergate::ReloadOutcome::Swapped {
+        ReloadOutcome::Swapped {
             from: v1.clone(),
             to: v2.clone()
         }
@@ -362,6 +362,35 @@ fn the_invariants_file_is_part_of_the_version() {
     let without = version("same");
     assert_ne!(without, v1);
     assert_ne!(without, commented);
+}
+
+/// A reload of an unchanged directory lists it and reads nothing (issue 12: a large
+/// directory re-read and re-validated every tick kept a core busy): a file rewritten is
+/// read again (the same version: unchanged), a new version swapped, and then untouched.
+#[test]
+fn an_untouched_directory_is_not_read_again() {
+    let d = Deployment::new();
+    let engine = start(&d.current());
+    let v1 = engine.current().engine.version().clone();
+    let reload = || engine.reload().expect("reloads");
+    assert_eq!(reload(), ReloadOutcome::Untouched(v1.clone()));
+    let file = d.dir("v1").join("staff.cedar");
+    let text = fs::read_to_string(&file).expect("read");
+    fs::write(&file, &text).expect("write");
+    fs::File::options()
+        .write(true)
+        .open(&file)
+        .and_then(|f| {
+            f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(1))
+        })
+        .expect("touch");
+    assert_eq!(reload(), ReloadOutcome::Unchanged(v1.clone()));
+    assert_eq!(reload(), ReloadOutcome::Untouched(v1.clone()));
+    d.point_to("v2");
+    assert!(reload().swapped());
+    let v2 = engine.current().engine.version().clone();
+    assert_ne!(v2, v1);
+    assert_eq!(reload(), ReloadOutcome::Untouched(v2));
 }
 
 // ------------------------------------------------------------------ records while serving
