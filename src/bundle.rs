@@ -310,13 +310,27 @@ fn load_policies(
                 source: std::io::Error::other("a policy file must be a regular file"),
             });
         }
+        let (max_files, max_bytes, _) = LoadError::LIMITS;
+        if meta.len() > max_bytes {
+            return Err(LoadError::TooLarge {
+                what: format!("{} bytes, over {max_bytes} for a policy file", meta.len()),
+                path,
+            });
+        }
         files.push(path);
+        if files.len() > max_files {
+            return Err(LoadError::TooLarge {
+                path: dir.to_path_buf(),
+                what: format!("over {max_files} `.cedar` files"),
+            });
+        }
     }
     files.sort();
 
     let mut set = PolicySet::new();
     let mut sources = Sources::new();
     let mut texts = Texts::new();
+    let mut statements_seen = 0;
     for file in &files {
         let text = fs::read_to_string(file).map_err(|source| LoadError::Io {
             path: file.clone(),
@@ -336,6 +350,14 @@ fn load_policies(
                 continue;
             }
         };
+        statements_seen += parsed.policies().count() + parsed.templates().count();
+        let (_, _, max_policies) = LoadError::LIMITS;
+        if statements_seen > max_policies {
+            return Err(LoadError::TooLarge {
+                path: dir.to_path_buf(),
+                what: format!("over {max_policies} policies"),
+            });
+        }
         // Cedar names the statements of a file `policy0`, `policy1`, ... in source order;
         // walk them in that order, each found after the one before, so that two copies of
         // the same text are placed at their own lines.

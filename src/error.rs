@@ -228,6 +228,15 @@ pub enum LoadError {
         /// The problems, in file order.
         problems: Vec<Problem>,
     },
+    /// The directory is larger than a policy directory may be: too many policy files, a
+    /// file too long, or too many policies (see [`LoadError::LIMITS`]).
+    #[error("`{}` is too large: {what}", path.display())]
+    TooLarge {
+        /// The directory or the file.
+        path: PathBuf,
+        /// What is over which limit.
+        what: String,
+    },
     /// The policies validated but could not be compiled.
     #[error("the policies of `{}` could not be compiled: {message}", dir.display())]
     Compile {
@@ -239,6 +248,10 @@ pub enum LoadError {
 }
 
 impl LoadError {
+    /// The most `.cedar` files, bytes in one policy file, and policies a policy directory
+    /// may hold; over any, loading stops with [`LoadError::TooLarge`] before parsing.
+    pub const LIMITS: (usize, u64, usize) = (1_000, 4 * 1024 * 1024, 20_000);
+
     /// The problems with positions (empty for I/O errors).
     pub fn problems(&self) -> &[Problem] {
         match self {

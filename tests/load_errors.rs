@@ -538,6 +538,44 @@ fn a_policy_file_that_cannot_be_read_refuses_the_directory() {
     assert!(engine.policy_ids().any(|id| id == "role-ended"));
 }
 
+/// A directory over the limits (`LoadError::LIMITS`) stops with `TooLarge`, naming what
+/// is over which limit: too many `.cedar` files, a file too long, too many policies.
+#[test]
+fn a_directory_over_the_limits_is_refused_before_parsing() {
+    let (max_files, max_bytes, max_policies) = LoadError::LIMITS;
+    let too_large = |copy: &PolicyCopy, path: &std::path::Path, what: &str| match copy.load_error()
+    {
+        LoadError::TooLarge { path: p, what: w } => {
+            assert_eq!(p, path);
+            assert!(w.contains(what), "{w}");
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    };
+    let copy = PolicyCopy::new();
+    for i in 0..=max_files {
+        fs::write(copy.file(&format!("extra-{i:04}.cedar")), "").expect("write");
+    }
+    too_large(
+        &copy,
+        copy.path(),
+        &format!("over {max_files} `.cedar` files"),
+    );
+
+    let copy = PolicyCopy::new();
+    let long = copy.file("long.cedar");
+    let size = usize::try_from(max_bytes).expect("fits") + 1;
+    fs::write(&long, "/".repeat(size)).expect("write");
+    too_large(&copy, &long, "bytes, over");
+
+    let copy = PolicyCopy::new();
+    let one = "@id(\"p{}\")\nforbid (principal, action, resource) when { false };\n";
+    let many: String = (0..=max_policies)
+        .map(|i| one.replace("{}", &i.to_string()))
+        .collect();
+    fs::write(copy.file("many.cedar"), many).expect("write");
+    too_large(&copy, copy.path(), &format!("over {max_policies} policies"));
+}
+
 #[test]
 fn directory_without_cedar_files_is_refused() {
     let copy = PolicyCopy::new();
