@@ -85,6 +85,12 @@ from_record!(
 /// paths, the engine's and [`Engine::reference`](crate::Engine::reference), read the
 /// same checked records.
 ///
+/// It also keeps, per principal and action, the engine's policies specialised to that
+/// principal (its teams, campaign, candidate, election dates and contract folded in),
+/// built the first time the principal asks and forgotten when an upsert changes a record
+/// they read: deciding then evaluates only what depends on the request's context and
+/// member.
+///
 /// # Example
 /// ```
 /// use membergate::{sample, Directory, Engine, Staff, Team};
