@@ -8,6 +8,7 @@ mod crm;
 mod engine_api;
 mod load_errors;
 mod meter;
+mod parsers;
 mod proptest_engine;
 mod reload;
 mod request_errors;
