@@ -522,19 +522,13 @@ impl Directory {
         ctx: &Context,
     ) -> Result<(Option<u32>, Option<u32>), RequestError> {
         if !cedar_can_hold(ctx.now) {
-            return Err(RequestError::InvalidData {
-                what: "the request's context".into(),
-                message: format!(
-                    "the time `{}` is outside the years 0 to 9999 Cedar's datetime holds",
-                    ctx.now
-                ),
-            });
+            return Err(RequestError::InvalidContext(format!(
+                "the time `{}` is outside the years 0 to 9999 Cedar's datetime holds",
+                ctx.now
+            )));
         }
         if let Some(reason) = &ctx.reason {
-            check_reason(reason).map_err(|message| RequestError::InvalidData {
-                what: "the request's context".into(),
-                message,
-            })?;
+            check_reason(reason).map_err(RequestError::InvalidContext)?;
         }
         let election = ctx
             .election

@@ -809,11 +809,8 @@ impl<'e> Reference<'e> {
             "field".to_string(),
             RestrictedExpression::new_entity_uid(field_uid),
         )]);
-        let context =
-            cedar_policy::Context::from_pairs(pairs).map_err(|e| RequestError::InvalidData {
-                what: "the request's context".into(),
-                message: e.to_string(),
-            })?;
+        let context = cedar_policy::Context::from_pairs(pairs)
+            .map_err(|e| RequestError::InvalidContext(e.to_string()))?;
         let action = bundle::entity_uid("Action", action.as_str()).map_err(|e| invalid(&e))?;
         cedar_policy::Request::new(
             inputs.principal.clone(),

@@ -315,6 +315,10 @@ pub enum RequestError {
         /// The id referred to.
         id: String,
     },
+    /// The request's context is malformed: a time Cedar's `datetime` cannot hold, a
+    /// break-glass reason no person wrote. The request is at fault, not the records.
+    #[error("invalid context: {0}")]
+    InvalidContext(String),
     /// The records could not be turned into Cedar entities (e.g. a time Cedar cannot hold).
     #[error("invalid data for {what}: {message}")]
     InvalidData {

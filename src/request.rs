@@ -144,7 +144,7 @@ impl Context {
     }
 
     /// States a break-glass reason. A request is refused as malformed
-    /// ([`RequestError::InvalidData`](crate::RequestError::InvalidData)) unless the reason
+    /// ([`RequestError::InvalidContext`](crate::RequestError::InvalidContext)) unless the reason
     /// reads as written by a person: trimmed, [`REASON_CHARS`] characters, with at least
     /// two words (runs of letters or digits), one of them of three letters or more.
     /// `" "`, `"-"`, `"n/a"` or `"xxxxxxxxxx"` are not reasons.

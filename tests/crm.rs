@@ -1288,6 +1288,23 @@ fn oversized_and_wrong_method_requests_are_refused_with_a_small_logged_record() 
     assert!(audit::verify(&crm.log).expect("verify").is_intact());
 }
 
+/// A break-glass reason no person wrote is the request's fault: 400 with the reason why,
+/// logged (not the 500 the CRM answers when its own records are at fault); a reason in
+/// words is served.
+#[test]
+fn a_break_glass_reason_no_person_wrote_is_a_bad_request() {
+    let crm = Crm::at("2021-03-01T09:00:00Z");
+    let dpo = uid(PrincipalKind::Staff, ids::S_DPO);
+    let path = |reason: &str| format!("/members/{}?reason={reason}", ids::MEMBER_ELIGIBLE);
+    let reply = crm.get(&path("-"), Some(&dpo));
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    let error = reply.body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("break-glass reason"), "{error}");
+    assert_eq!(crm.logged(&reply.request_id).len(), 1);
+    let reply = crm.get(&path("ICO%20inquiry%202021-0042"), Some(&dpo));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
 /// A server at the ballot reloading `policies` every 100 ms (with `extra` options), a
 /// cleared campaign's staffer and the member page it reads.
 fn reloading_crm(policies: PathBuf, extra: Vec<String>) -> (Crm, String, String) {

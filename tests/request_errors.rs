@@ -227,7 +227,7 @@ fn break_glass_reasons_no_person_wrote_are_refused() {
             .authorize(fixture_directory(), &a.request())
             .expect_err(bad);
         assert!(
-            matches!(&err, RequestError::InvalidData { message, .. } if message.contains("break-glass reason")),
+            matches!(&err, RequestError::InvalidContext(message) if message.contains("break-glass reason")),
             "{bad:?}: {err}"
         );
         assert_refused(engine(), fixture_directory(), &a.request(), &err);
@@ -740,9 +740,7 @@ fn a_request_time_cedar_cannot_hold_is_an_error() {
         .authorize(fixture_directory(), &req)
         .expect_err("not decided");
     match &err {
-        RequestError::Invalid(m) | RequestError::InvalidData { message: m, .. } => {
-            assert!(m.contains("datetime"), "{m}")
-        }
+        RequestError::InvalidContext(m) => assert!(m.contains("datetime"), "{m}"),
         other => panic!("expected an error about the time, got {other:?}"),
     }
     assert_refused(engine(), fixture_directory(), &req, &err);
