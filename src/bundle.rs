@@ -48,6 +48,8 @@ pub(crate) struct Bundle {
     pub sources: BTreeMap<String, PolicySource>,
     /// The content hash of the files that make the policy set.
     pub version: PolicyVersion,
+    /// The text of `invariants.toml` the version covers, if the directory has one.
+    pub invariants: Option<String>,
 }
 
 /// The version of a loaded policy directory: a SHA-256 over the names and contents of the
@@ -246,6 +248,7 @@ pub(crate) fn load(dir: &Path) -> Result<Bundle, LoadError> {
             field_entities,
             sources,
             version,
+            invariants: invariants_text,
         }),
         _ => Err(LoadError::Invalid { problems }),
     }

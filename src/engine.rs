@@ -177,6 +177,13 @@ impl Engine {
         &self.bundle.version
     }
 
+    /// The text of the directory's `invariants.toml` as it was read with the version
+    /// (the version covers it), if there is one.
+    #[cfg_attr(not(feature = "assurance"), allow(dead_code))]
+    pub(crate) fn invariants_text(&self) -> Option<&str> {
+        self.bundle.invariants.as_deref()
+    }
+
     /// The Cedar schema.
     pub fn schema(&self) -> &Schema {
         &self.bundle.schema

@@ -385,15 +385,21 @@ impl CheckFailure {
 }
 
 /// Proves for `engine` the invariants of `served` (the served version's file: its path
-/// and text), if any, and those of `dir`; the first refuted one fails. The invariants
-/// file of `dir` on success: the gate of the version after.
+/// and text), if any, and its own (the `invariants.toml` of `dir` it was loaded with); the
+/// first refuted one fails. Its own invariants file on success: the gate of the version
+/// after.
 #[cfg(feature = "assurance")]
 fn verify(
     dir: &Path,
     engine: &Engine,
     served: Option<&(PathBuf, String)>,
 ) -> Result<(PathBuf, String), CheckFailure> {
-    let own = Invariants::read(dir).map_err(CheckFailure::Invariants)?;
+    // The text read with the version (and covered by it), not the file read again.
+    let file = dir.join(crate::assurance::INVARIANTS_FILE);
+    let own = match engine.invariants_text() {
+        Some(text) => (file, text.to_string()),
+        None => return Err(CheckFailure::Invariants(Invariants::missing(file))),
+    };
     let mut verifier = Verifier::locate().map_err(CheckFailure::Unverified)?;
     // The served version's invariants first (unless the text is the same).
     for (file, text) in served.into_iter().filter(|s| s.1 != own.1).chain([&own]) {

@@ -98,19 +98,10 @@ impl Invariants {
     /// # Ok::<(), membergate::LoadError>(())
     /// ```
     pub fn load(dir: impl AsRef<Path>, schema: &Schema) -> Result<Invariants, LoadError> {
-        let (file, text) = Invariants::read(dir)?;
-        Invariants::parse(&file, &text, schema)
-    }
-
-    /// The path and text of `dir/invariants.toml`, unparsed.
-    pub(crate) fn read(dir: impl AsRef<Path>) -> Result<(PathBuf, String), LoadError> {
         let file = dir.as_ref().join(INVARIANTS_FILE);
         let text = fs::read_to_string(&file).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
-                LoadError::Missing {
-                    path: file.clone(),
-                    what: "an invariants file `invariants.toml` to verify",
-                }
+                Invariants::missing(file.clone())
             } else {
                 LoadError::Io {
                     path: file.clone(),
@@ -118,7 +109,15 @@ impl Invariants {
                 }
             }
         })?;
-        Ok((file, text))
+        Invariants::parse(&file, &text, schema)
+    }
+
+    /// The error for a policy directory without `file`, its invariants file.
+    pub(crate) fn missing(file: PathBuf) -> LoadError {
+        LoadError::Missing {
+            path: file,
+            what: "an invariants file `invariants.toml` to verify",
+        }
     }
 
     /// Parses invariants from `text`, reporting problems as in `file`.
