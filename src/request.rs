@@ -54,6 +54,25 @@ impl Action {
             Action::ContactPost => "contact_post",
         }
     }
+
+    /// Whether a grant of this action lets the principal see the field's value: `read`,
+    /// `export` and `bulk_export` disclose it. The others do not, though a policy may
+    /// allow them on every field: `update` and `erase` are writes (a CRM applies them and
+    /// reads nothing back that a `read` would not show), and a contact action lets the
+    /// CRM place a call, send an email or print a letter for the principal, not show the
+    /// number or address. A CRM serves values only for a disclosing action.
+    ///
+    /// # Example
+    /// ```
+    /// use membergate::Action;
+    /// assert!(Action::Read.discloses());
+    /// assert!(!Action::Erase.discloses());
+    /// let disclosing: Vec<_> = Action::ALL.into_iter().filter(|a| a.discloses()).collect();
+    /// assert_eq!(disclosing, [Action::Read, Action::Export, Action::BulkExport]);
+    /// ```
+    pub fn discloses(self) -> bool {
+        matches!(self, Action::Read | Action::Export | Action::BulkExport)
+    }
 }
 
 impl fmt::Display for Action {

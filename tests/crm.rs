@@ -322,9 +322,20 @@ impl Client {
 
     /// Sends `method path` with `headers` (and no body) and reads the reply.
     fn send(&mut self, method: &str, path: &str, headers: &[(&str, &[u8])]) -> Reply {
+        self.send_body(method, path, headers, b"")
+    }
+
+    /// Sends `method path` with `headers` and `body` and reads the reply.
+    fn send_body(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &[u8])],
+        body: &[u8],
+    ) -> Reply {
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: crm\r\n").into_bytes();
-        if method != "GET" {
-            req.extend_from_slice(b"Content-Length: 0\r\n");
+        if method != "GET" || !body.is_empty() {
+            req.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
         }
         for (name, value) in headers {
             req.extend_from_slice(name.as_bytes());
@@ -333,6 +344,7 @@ impl Client {
             req.extend_from_slice(b"\r\n");
         }
         req.extend_from_slice(b"\r\n");
+        req.extend_from_slice(body);
         self.reader.get_mut().write_all(&req).expect("send");
         let mut line = String::new();
         self.reader.read_line(&mut line).expect("status line");
@@ -540,7 +552,7 @@ fn walk_pages(
         ("reason", &ctx.reason),
     ] {
         if let Some(v) = value {
-            query.push_str(&format!("&{name}={v}"));
+            query.push_str(&format!("&{name}={}", v.replace(' ', "%20")));
         }
     }
     let mut client = crm.client();
@@ -627,16 +639,14 @@ fn pages_decide_on_each_members_own_attributes() {
     let crm = Crm::at(LATER);
     let staff = |id: &str| PrincipalId::new(PrincipalKind::Staff, id);
     let later = Context::at(ts(LATER));
+    // Actions that show values (a GET takes no other): statuses, leaving dates and
+    // retention decide what each member shows.
+    let reason = later.clone().reason("ICO inquiry 2024-0007");
     for (principal, action, ctx) in [
-        (
-            staff(ids::S_MEMBERSHIP),
-            Action::ContactPhone,
-            later.clone(),
-        ),
-        (staff("s-membership-2"), Action::ContactEmail, later.clone()),
-        (staff("s-membership-3"), Action::ContactPost, later.clone()),
+        (staff(ids::S_MEMBERSHIP), Action::Read, later.clone()),
         (staff(ids::S_COMPLIANCE), Action::Read, later.clone()),
-        (staff(ids::S_DPO), Action::Erase, later.clone()),
+        (staff(ids::S_DPO), Action::Read, reason),
+        (staff(ids::S_EXPORT), Action::BulkExport, later.clone()),
     ] {
         let walked = walk_pages(&crm, &principal, action, ids::CLP_LONDON, 150, &ctx);
         assert!(
@@ -1286,6 +1296,231 @@ fn oversized_and_wrong_method_requests_are_refused_with_a_small_logged_record() 
         assert!(logged[0].granted.is_empty(), "{status}");
     }
     assert!(audit::verify(&crm.log).expect("verify").is_intact());
+}
+
+/// A copy of the seeded database for a server that writes (the shared one is only read).
+fn writable_db(dir: &Path) -> PathBuf {
+    let seeded = seeded_db();
+    let db = dir.join("crm.sqlite");
+    // Through SQLite, so that what a killed server left in the write-ahead log comes too.
+    let from =
+        rusqlite::Connection::open_with_flags(seeded, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the seeded database");
+    from.execute("VACUUM INTO ?1", [db.display().to_string()])
+        .expect("copy the seeded database");
+    db
+}
+
+/// The attack: `GET /members/ID?action=erase` (or update, or a contact action) served
+/// every value, because the policies allow erasing every field. A GET serves values only
+/// for an action that shows them; the refusal is logged; `read` still serves.
+#[test]
+fn get_serves_values_only_for_an_action_that_discloses_them() {
+    let crm = Crm::at("2024-01-01T09:00:00Z");
+    let compliance = uid(PrincipalKind::Staff, ids::S_COMPLIANCE);
+    let former = ids::MEMBER_LEFT_2023;
+    for action in Action::ALL.into_iter().filter(|a| !a.discloses()) {
+        for path in [
+            format!("/members/{former}?action={action}"),
+            format!("/members?clp={}&action={action}", ids::CLP_LONDON),
+        ] {
+            let reply = crm.get(&path, Some(&compliance));
+            assert_eq!(reply.status, 400, "{path}: {}", reply.body);
+            assert!(reply.body.get("fields").is_none() && reply.body.get("members").is_none());
+            let error = reply.body["error"].as_str().unwrap_or_default();
+            assert!(error.contains("does not show field values"), "{error}");
+            let logged = crm.logged(&reply.request_id);
+            assert_eq!(logged.len(), 1, "{path}");
+            assert!(logged[0].rejected.is_some() && logged[0].granted.is_empty());
+        }
+    }
+    let reply = crm.get(&format!("/members/{former}"), Some(&compliance));
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(!reply.fields().is_empty());
+}
+
+/// `PATCH` is the action update and `DELETE` erase: decided field by field, logged, the
+/// write applied all or nothing, and nothing read back. A refused field writes nothing.
+#[test]
+fn updates_and_erasures_are_decided_logged_written_and_read_nothing_back() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let db = writable_db(dir.path());
+    let crm = Crm::start(Opts {
+        now: Some("2024-01-01T09:00:00Z"),
+        db: Some(db.clone()),
+        ..Opts::default()
+    });
+    let membership = uid(PrincipalKind::Staff, ids::S_MEMBERSHIP);
+    let compliance = uid(PrincipalKind::Staff, ids::S_COMPLIANCE);
+    let as_ = |p: &str| vec![("X-Principal", p.as_bytes().to_vec())];
+    let send = |method: &str, path: &str, principal: &str, body: &str| {
+        let headers = as_(principal);
+        let headers: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, &v[..])).collect();
+        crm.client()
+            .send_body(method, path, &headers, body.as_bytes())
+    };
+    let member = format!("/members/{}", ids::MEMBER_ELIGIBLE);
+    let sql = rusqlite::Connection::open(&db).expect("open the database");
+    let value = |id: &str, field: &str| -> String {
+        sql.query_row(
+            "SELECT value FROM member_values WHERE member_id = ?1 AND field = ?2",
+            [id, field],
+            |r| r.get(0),
+        )
+        .expect("a value")
+    };
+    let column = |id: &str, column: &str| -> Option<String> {
+        sql.query_row(
+            &format!("SELECT {column} FROM members WHERE id = ?1"),
+            [id],
+            |r| r.get(0),
+        )
+        .ok()
+    };
+
+    // An update the policies permit: written, logged as update, answered without values.
+    let body = r#"{"address": "1 New Street, London", "opt_outs": "phone"}"#;
+    let reply = send("PATCH", &member, &membership, body);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        reply.body["updated"],
+        serde_json::json!(["address", "opt_outs"])
+    );
+    assert!(
+        !reply.body.to_string().contains("New Street"),
+        "{}",
+        reply.body
+    );
+    assert!(reply.body.get("fields").is_none());
+    let logged = crm.logged(&reply.request_id);
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].action, "update");
+    assert!(logged[0].granted.iter().any(|f| f == "address"));
+    assert_eq!(
+        value(ids::MEMBER_ELIGIBLE, "address"),
+        "1 New Street, London"
+    );
+    // The attribute the policies read changed with the value shown.
+    assert_eq!(value(ids::MEMBER_ELIGIBLE, "opt_outs"), "phone");
+    assert_eq!(
+        column(ids::MEMBER_ELIGIBLE, "opt_outs").as_deref(),
+        Some("phone")
+    );
+    let read = crm.get(&member, Some(&membership));
+    assert_eq!(read.fields()["address"], "1 New Street, London");
+
+    // One refused field among permitted ones: 403, nothing written.
+    let body = r#"{"email": "new@example.com", "political_views": "left"}"#;
+    let before = value(ids::MEMBER_ELIGIBLE, "political_views");
+    let reply = send("PATCH", &member, &membership, body);
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert_eq!(
+        reply.body["refused"],
+        serde_json::json!(["political_views"])
+    );
+    assert_ne!(value(ids::MEMBER_ELIGIBLE, "email"), "new@example.com");
+    assert_eq!(value(ids::MEMBER_ELIGIBLE, "political_views"), before);
+    assert_eq!(crm.logged(&reply.request_id).len(), 1);
+
+    // Bad bodies and actions: 400, logged, nothing written.
+    for (body, why) in [
+        ("", "not a JSON object"),
+        ("[1, 2]", "not a JSON object"),
+        ("{}", "names no field"),
+        (r#"{"shoe_size": "9"}"#, "no such field"),
+        (r#"{"clp": "clp-002"}"#, "membership process"),
+        (r#"{"status": "emperor"}"#, "not a member status"),
+        (r#"{"opt_outs": "pigeon"}"#, "not a channel"),
+        (r#"{"email": 7}"#, "must be text"),
+    ] {
+        let reply = send("PATCH", &member, &membership, body);
+        assert_eq!(reply.status, 400, "{body}: {}", reply.body);
+        let error = reply.body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(why), "{body}: {error}");
+        assert_eq!(crm.logged(&reply.request_id).len(), 1, "{body}");
+    }
+    let reply = send(
+        "PATCH",
+        &format!("{member}?action=read"),
+        &membership,
+        r#"{"email": "a@b.c"}"#,
+    );
+    assert_eq!(reply.status, 400, "{}", reply.body);
+
+    // Erasure: refused for a current member and for the membership team, nothing erased;
+    // the compliance team erases a former member, who is then gone.
+    let former = format!("/members/{}", ids::MEMBER_LEFT_2023);
+    for (path, principal) in [(&member, &compliance), (&former, &membership)] {
+        let reply = send("DELETE", path, principal, "");
+        assert_eq!(reply.status, 403, "{path} {principal}: {}", reply.body);
+        assert!(reply.body.get("fields").is_none());
+        assert_eq!(crm.logged(&reply.request_id)[0].action, "erase");
+    }
+    assert!(column(ids::MEMBER_LEFT_2023, "status").is_some());
+    let reply = send("DELETE", &former, &compliance, "");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["erased"], true);
+    assert_eq!(
+        reply.body.as_object().map(|o| o.len()),
+        Some(4),
+        "{}",
+        reply.body
+    );
+    assert!(column(ids::MEMBER_LEFT_2023, "status").is_none());
+    let left: i64 = sql
+        .query_row(
+            "SELECT COUNT(*) FROM member_values WHERE member_id = ?1",
+            [ids::MEMBER_LEFT_2023],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(left, 0);
+    assert_eq!(crm.get(&former, Some(&compliance)).status, 404);
+    assert!(audit::verify(&crm.log).expect("verify").is_intact());
+}
+
+/// The attack: with its reads cut off at the hourly limit, a principal kept going with
+/// `action=update`. Every action that reaches a record counts against the one limit:
+/// past it, reads and updates are refused by `read-volume-limit` (the policy suites hold
+/// the cases for erasure and the other actions).
+#[test]
+fn the_hourly_limit_covers_reads_and_updates_alike() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let crm = Crm::start(Opts {
+        now: Some("2024-01-01T09:00:00Z"),
+        db: Some(writable_db(dir.path())),
+        ..Opts::default()
+    });
+    let membership = uid(PrincipalKind::Staff, ids::S_MEMBERSHIP);
+    let headers = [("X-Principal", membership.as_bytes())];
+    let mut client = crm.client();
+    let member = format!("/members/{}", ids::MEMBER_ELIGIBLE);
+    let body = br#"{"address": "2 Other Road, London"}"#;
+    // Reads and updates alike count against the membership team's hourly limit.
+    let limit = bundled().staff[ids::S_MEMBERSHIP].hourly_read_limit as usize;
+    let mut served = 0;
+    while served <= limit {
+        let reply = if served % 2 == 0 {
+            client.send("GET", &member, &headers)
+        } else {
+            client.send_body("PATCH", &member, &headers, body)
+        };
+        if reply.status != 200 {
+            assert_eq!(reply.status, 403, "{}", reply.body);
+            let logged = crm.logged(&reply.request_id);
+            assert!(
+                logged[0].policies.iter().any(|p| p == "read-volume-limit"),
+                "{logged:?}"
+            );
+            break;
+        }
+        served += 1;
+    }
+    assert_eq!(served, limit, "reads and updates share the hourly limit");
+    for method in ["PATCH", "GET"] {
+        let reply = client.send_body(method, &member, &headers, body);
+        assert_eq!(reply.status, 403, "{method}: {}", reply.body);
+    }
 }
 
 /// A break-glass reason no person wrote is the request's fault: 400 with the reason why,

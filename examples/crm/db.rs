@@ -11,11 +11,16 @@
 //!   (`phone,email`, empty for none).
 //! - `member_values(member_id, field, value)`: the field values, one row per field, read
 //!   only for the fields a request was granted.
+//!
+//! Reads go through a few read-only connections ([`Pool`]); writes (an update, an
+//! erasure) through one read-write connection, each in a transaction. The database is in
+//! WAL mode, so a write never makes a read wait.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use membergate::{Channel, Member, MemberStatus, Membership};
@@ -79,6 +84,8 @@ pub fn create(path: &Path, membership: &Membership) -> Result<(), DbError> {
     let partial = path.with_extension("seeding");
     let _ = std::fs::remove_file(&partial);
     let mut conn = Connection::open(&partial).map_err(sql)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sql)?;
     let tx = conn.transaction().map_err(sql)?;
     tx.execute_batch(SCHEMA).map_err(sql)?;
     {
@@ -244,30 +251,56 @@ pub fn page(
     Ok(out)
 }
 
+/// How long a statement waits for a lock another connection holds before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A few read-only connections, handed out in turn (a connection serves one request at a
-/// time).
+/// time), and the one connection that writes.
 pub struct Pool {
     conns: Vec<Mutex<Connection>>,
     next: AtomicUsize,
+    writer: Mutex<Connection>,
 }
 
 impl Pool {
-    /// `size` read-only connections to the database at `path`.
+    /// `size` read-only connections to the database at `path`, and one that writes.
     pub fn open(path: &Path, size: usize) -> Result<Pool, DbError> {
+        // The writer first: it puts a database made before WAL mode into it, which the
+        // readers then open.
+        let writer = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sql)?;
+        writer
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        writer.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
         let conns = (0..size.max(1))
             .map(|_| {
-                Connection::open_with_flags(
+                let conn = Connection::open_with_flags(
                     path,
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )
-                .map(Mutex::new)
-                .map_err(sql)
+                .map_err(sql)?;
+                conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+                Ok(Mutex::new(conn))
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, DbError>>()?;
         Ok(Pool {
             conns,
             next: AtomicUsize::new(0),
+            writer: Mutex::new(writer),
         })
+    }
+
+    /// The connection that writes (one write at a time).
+    pub fn writer(&self) -> MutexGuard<'_, Connection> {
+        // As for readers: a panic while holding it rolled its transaction back.
+        match self.writer.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
     }
 
     /// A connection: the first free one, else the next in turn once it is free.
@@ -306,4 +339,108 @@ pub fn values(
         }
     }
     Ok(out)
+}
+
+/// A field the policies also read as a member attribute: a write to it must change the
+/// attribute too, or the next decision would be made on the old one.
+pub enum Mirrored {
+    /// `status`: the member's status, in its policy spelling (`former`).
+    Status(MemberStatus),
+    /// `contact_consents`: the channels consented to (`phone, email`, or `none`).
+    Consents(Vec<Channel>),
+    /// `opt_outs`: the channels opted out of.
+    OptOuts(Vec<Channel>),
+}
+
+/// The fields the example cannot change by an update: they decide who reaches the member
+/// (its CLP and region) or its history (`joined_on`, `left_on`), which a membership
+/// process changes, not a field edit.
+pub const NOT_UPDATABLE: [&str; 4] = ["clp", "region", "joined_on", "left_on"];
+
+/// What writing `value` to `field` changes in the member's row, if the field mirrors an
+/// attribute; an error naming the field if the value is not one the attribute can hold.
+pub fn mirrored(field: &str, value: &str) -> Result<Option<Mirrored>, String> {
+    let channels = || -> Result<Vec<Channel>, String> {
+        let list = value.trim();
+        if list == "none" || list.is_empty() {
+            return Ok(Vec::new());
+        }
+        list.split(',')
+            .map(|c| {
+                let c = c.trim();
+                CHANNELS
+                    .into_iter()
+                    .find(|ch| ch.as_str() == c)
+                    .ok_or_else(|| {
+                        format!("{field}: `{c}` is not a channel (phone, email, post, or none)")
+                    })
+            })
+            .collect()
+    };
+    Ok(match field {
+        "status" => Some(Mirrored::Status(
+            MemberStatus::ALL
+                .into_iter()
+                .find(|s| s.as_str() == value)
+                .ok_or_else(|| format!("status: `{value}` is not a member status"))?,
+        )),
+        "contact_consents" => Some(Mirrored::Consents(channels()?)),
+        "opt_outs" => Some(Mirrored::OptOuts(channels()?)),
+        _ => None,
+    })
+}
+
+/// Writes `values` (field name to value) to member `id`, with the attributes they mirror,
+/// in one transaction: all or nothing. `Ok(false)` if there is no such member.
+pub fn update(
+    conn: &mut Connection,
+    id: &str,
+    values: &BTreeMap<String, String>,
+) -> Result<bool, DbError> {
+    let tx = conn.transaction().map_err(sql)?;
+    let exists = tx
+        .query_row("SELECT 1 FROM members WHERE id = ?1", [id], |_| Ok(()))
+        .map(|()| true)
+        .or_else(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => Ok(false),
+            e => Err(sql(e)),
+        })?;
+    if !exists {
+        return Ok(false);
+    }
+    for (field, value) in values {
+        tx.execute(
+            "INSERT INTO member_values (member_id, field, value) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (member_id, field) DO UPDATE SET value = excluded.value",
+            params![id, field, value],
+        )
+        .map_err(sql)?;
+        let (column, text) = match mirrored(field, value)? {
+            None => continue,
+            Some(Mirrored::Status(s)) => ("status", s.as_str().to_string()),
+            Some(Mirrored::Consents(c)) => ("consents", channels_text(&c)),
+            Some(Mirrored::OptOuts(c)) => ("opt_outs", channels_text(&c)),
+        };
+        // `column` is one of three literals above, never a request's text.
+        tx.execute(
+            &format!("UPDATE members SET {column} = ?1 WHERE id = ?2"),
+            params![text, id],
+        )
+        .map_err(sql)?;
+    }
+    tx.commit().map_err(sql)?;
+    Ok(true)
+}
+
+/// Erases member `id`: its row and every value, in one transaction. `Ok(false)` if there
+/// is no such member.
+pub fn erase(conn: &mut Connection, id: &str) -> Result<bool, DbError> {
+    let tx = conn.transaction().map_err(sql)?;
+    tx.execute("DELETE FROM member_values WHERE member_id = ?1", [id])
+        .map_err(sql)?;
+    let erased = tx
+        .execute("DELETE FROM members WHERE id = ?1", [id])
+        .map_err(sql)?;
+    tx.commit().map_err(sql)?;
+    Ok(erased == 1)
 }

@@ -10,8 +10,19 @@
 //! - `GET /members/{id}`: the member's permitted fields and nothing else.
 //! - `GET /members?clp=ID[&after=ID][&limit=N]`: a page of a CLP's members in id order, each
 //!   with its permitted fields (members with none are left out); `next` continues it.
-//! - Both take `action` (default `read`), `election`, `session`, `purpose` and `reason`,
-//!   which become the request's context; any other parameter is refused.
+//! - Both take `action` (default `read`; only an action that shows values:
+//!   `Action::discloses`, so read, export or bulk_export), `election`, `session`,
+//!   `purpose` and `reason`, which become the request's context; any other parameter is
+//!   refused.
+//! - `PATCH /members/{id}` with a JSON object of field names to text values: the action
+//!   `update`, decided for every field of the member; if each field in the body is
+//!   permitted, all are written in one transaction (with the member attribute a field
+//!   mirrors: `status`, `contact_consents`, `opt_outs`), else nothing is (403, naming the
+//!   refused fields). The answer names the fields written and shows no value.
+//! - `DELETE /members/{id}`: the action `erase`; the member's row and values are deleted
+//!   if erasing is permitted on every field of the record, else nothing is (403).
+//! - Every request about members counts against the principal's hourly limit, writes
+//!   included (the policy `read-volume-limit` forbids every action past it).
 //! - `GET /policy`: the policy version served and the last reload's error, if any.
 //!
 //! The principal is the `X-Principal` header, a Cedar entity uid (`Staff::"s-membership"`):
@@ -39,6 +50,7 @@
 
 mod db;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,8 +58,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -176,6 +189,25 @@ struct Asked {
     member: String,
 }
 
+/// A request about one member, ready to decide.
+struct OneMember {
+    serving: Arc<Serving>,
+    asked: Asked,
+    principal: PrincipalId,
+    action: Action,
+    attrs: Member,
+    ctx: Context,
+}
+
+/// Why a GET with `action` is refused: it would serve values the action does not show.
+fn not_disclosing(action: Action) -> String {
+    format!(
+        "the action {action} does not show field values, so GET does not take it \
+         (GET reads with read, export or bulk_export; PATCH /members/ID updates, DELETE \
+         /members/ID erases)"
+    )
+}
+
 impl App {
     fn now(&self) -> Timestamp {
         self.clock.unwrap_or_else(Timestamp::now)
@@ -290,61 +322,252 @@ impl App {
         Ok(principal)
     }
 
-    fn get_member(&self, headers: &HeaderMap, id: &str, params: Params) -> Reply {
+    /// What every request about one member does before deciding: the principal, the
+    /// parameters, the action the method allows, the member's row, the meter. `method`'s
+    /// action: GET one that discloses values (`read` by default), PATCH `update`, DELETE
+    /// `erase`.
+    fn one_member(
+        &self,
+        headers: &HeaderMap,
+        method: &Method,
+        id: &str,
+        params: &Params,
+    ) -> Result<OneMember, Reply> {
         let serving = self.policies.current();
-        let action = params.action.as_deref().unwrap_or("read");
+        let fixed = match *method {
+            Method::PATCH => Some(Action::Update),
+            Method::DELETE => Some(Action::Erase),
+            _ => None,
+        };
+        let named = params.action.as_deref();
+        let action = named.unwrap_or(fixed.map_or("read", Action::as_str));
         let asked = self.asked(headers, action, id);
         let principal = match self.principal(headers, &serving) {
             Ok(p) => p,
-            Err(why) => return self.reject(&asked, &serving, StatusCode::UNAUTHORIZED, &why),
+            Err(why) => return Err(self.reject(&asked, &serving, StatusCode::UNAUTHORIZED, &why)),
         };
+        let bad = |why: &str| self.reject(&asked, &serving, StatusCode::BAD_REQUEST, why);
         if params.clp.is_some() || params.after.is_some() || params.limit.is_some() {
-            let why = "clp, after and limit are for pages: GET /members?clp=...";
-            return self.reject(&asked, &serving, StatusCode::BAD_REQUEST, why);
+            return Err(bad(
+                "clp, after and limit are for pages: GET /members?clp=...",
+            ));
         }
-        let (action, ctx) = match self.context(&asked, &params) {
-            Ok(x) => x,
-            Err(why) => return self.reject(&asked, &serving, StatusCode::BAD_REQUEST, &why),
-        };
+        let (action, ctx) = self.context(&asked, params).map_err(|why| bad(&why))?;
+        match fixed {
+            Some(fixed) if action != fixed => {
+                return Err(bad(&format!(
+                    "{method} is the action {fixed}, not {action}"
+                )))
+            }
+            None if !action.discloses() => return Err(bad(&not_disclosing(action))),
+            _ => {}
+        }
         // The member's row: its attributes go with the request (no field value yet).
         let attrs = match db::member(&self.pool.get(), id) {
             Ok(Some(attrs)) => attrs,
             Ok(None) => {
-                return self.reject(&asked, &serving, StatusCode::NOT_FOUND, "no such member")
+                return Err(self.reject(&asked, &serving, StatusCode::NOT_FOUND, "no such member"))
             }
-            Err(e) => return self.failed(&asked, &e),
+            Err(e) => return Err(self.failed(&asked, &e)),
         };
-        let member = MemberRef { id, attrs: &attrs };
+        // An update or an erasure counts like a read (rule 9: a scraper must not walk the
+        // membership with writes).
         let ctx = self.metered(&principal, ctx, 1);
-        let decided = self.decide(&asked, &serving, &principal, action, member, &ctx);
-        let (decided, record) = match decided {
+        Ok(OneMember {
+            serving,
+            asked,
+            principal,
+            action,
+            attrs,
+            ctx,
+        })
+    }
+
+    /// Decides every field of the member of `one`, logged; the reply instead if refused.
+    fn decide_one<'s>(
+        &self,
+        one: &'s OneMember,
+        id: &str,
+    ) -> Result<(FieldDecisions<'s>, DecisionRecord), Reply> {
+        let member = MemberRef {
+            id,
+            attrs: &one.attrs,
+        };
+        self.decide(
+            &one.asked,
+            &one.serving,
+            &one.principal,
+            one.action,
+            member,
+            &one.ctx,
+        )
+    }
+
+    /// 403: `what` is not permitted; the fields refused, for the caller to see.
+    fn forbidden(one: &OneMember, what: &str, refused: Vec<String>) -> Reply {
+        Reply {
+            status: StatusCode::FORBIDDEN,
+            body: json!({
+                "error": what,
+                "refused": refused,
+                "policy_version": one.serving.engine.version().as_str(),
+                "request_id": one.asked.request_id,
+            }),
+            request_id: one.asked.request_id.clone(),
+        }
+    }
+
+    fn get_member(&self, headers: &HeaderMap, id: &str, params: Params) -> Reply {
+        let one = match self.one_member(headers, &Method::GET, id, &params) {
+            Ok(one) => one,
+            Err(reply) => return reply,
+        };
+        let (decided, record) = match self.decide_one(&one, id) {
             Ok(x) => x,
             Err(reply) => return reply,
         };
         if decided.granted().is_empty() {
-            return Reply {
-                status: StatusCode::FORBIDDEN,
-                body: json!({
-                    "error": "no field of this member is permitted to this principal now",
-                    "policy_version": serving.engine.version().as_str(),
-                    "request_id": asked.request_id,
-                }),
-                request_id: asked.request_id,
-            };
+            let what = "no field of this member is permitted to this principal now";
+            return Self::forbidden(&one, what, Vec::new());
         }
-        match self.fields(&serving, id, &decided) {
-            Ok(fields) => Reply {
+        let fields = match self.fields(&one.serving, id, &decided) {
+            Ok(fields) => fields,
+            Err(e) => return self.failed(&one.asked, &e),
+        };
+        Reply {
+            status: StatusCode::OK,
+            body: json!({
+                "id": id,
+                "fields": fields,
+                "withheld": record.refused,
+                "policy_version": one.serving.engine.version().as_str(),
+                "request_id": one.asked.request_id,
+            }),
+            request_id: one.asked.request_id.clone(),
+        }
+    }
+
+    /// `PATCH /members/{id}`: writes the fields of `body` if the policies permit
+    /// `update` on every one (all or none), and answers the fields written, no value.
+    fn patch_member(
+        &self,
+        headers: &HeaderMap,
+        id: &str,
+        params: Params,
+        body: Result<BTreeMap<String, Value>, String>,
+    ) -> Reply {
+        let one = match self.one_member(headers, &Method::PATCH, id, &params) {
+            Ok(one) => one,
+            Err(reply) => return reply,
+        };
+        let bad = |why: &str| self.reject(&one.asked, &one.serving, StatusCode::BAD_REQUEST, why);
+        let values = match body.and_then(|b| self.updates(&one.serving, b)) {
+            Ok(v) => v,
+            Err(why) => return bad(&why),
+        };
+        let (decided, _) = match self.decide_one(&one, id) {
+            Ok(x) => x,
+            Err(reply) => return reply,
+        };
+        let catalogue = one.serving.engine.catalogue();
+        let refused: Vec<String> = values
+            .keys()
+            .filter(|f| {
+                catalogue
+                    .id(f)
+                    .is_none_or(|f| !decided.granted().contains(f))
+            })
+            .cloned()
+            .collect();
+        if !refused.is_empty() {
+            let what = "these fields may not be updated by this principal now: nothing was written";
+            return Self::forbidden(&one, what, refused);
+        }
+        let written = db::update(&mut self.pool.writer(), id, &values);
+        self.written(
+            &one,
+            id,
+            written,
+            ("updated", json!(values.keys().collect::<Vec<_>>())),
+        )
+    }
+
+    /// The field values of a PATCH body, checked: known fields, text values, none the
+    /// example cannot change, and values the attributes they mirror can hold.
+    fn updates(
+        &self,
+        serving: &Serving,
+        body: BTreeMap<String, Value>,
+    ) -> Result<BTreeMap<String, String>, String> {
+        if body.is_empty() {
+            return Err("the body names no field: {\"field\": \"value\", ...}".into());
+        }
+        let catalogue = serving.engine.catalogue();
+        body.into_iter()
+            .map(|(field, value)| {
+                if catalogue.id(&field).is_none() {
+                    return Err(format!("no such field: {}", clipped(&field)));
+                }
+                if db::NOT_UPDATABLE.contains(&field.as_str()) {
+                    return Err(format!(
+                        "{field} is changed by the membership process, not by an update here"
+                    ));
+                }
+                let Value::String(value) = value else {
+                    return Err(format!("{field}: the value must be text"));
+                };
+                db::mirrored(&field, &value)?;
+                Ok((field, value))
+            })
+            .collect()
+    }
+
+    /// `DELETE /members/{id}`: erases the member's record if the policies permit `erase`
+    /// on every field of it.
+    fn delete_member(&self, headers: &HeaderMap, id: &str, params: Params) -> Reply {
+        let one = match self.one_member(headers, &Method::DELETE, id, &params) {
+            Ok(one) => one,
+            Err(reply) => return reply,
+        };
+        let (_, record) = match self.decide_one(&one, id) {
+            Ok(x) => x,
+            Err(reply) => return reply,
+        };
+        if !record.refused.is_empty() {
+            let what = "the record may not be erased by this principal now: nothing was erased";
+            return Self::forbidden(&one, what, record.refused.clone());
+        }
+        let erased = db::erase(&mut self.pool.writer(), id);
+        self.written(&one, id, erased, ("erased", json!(true)))
+    }
+
+    /// The answer to a write: `done` (a key and its value) if the member was there to
+    /// write, 404 if it was gone by then (erased between the decision and the write).
+    fn written(
+        &self,
+        one: &OneMember,
+        id: &str,
+        outcome: Result<bool, db::DbError>,
+        done: (&str, Value),
+    ) -> Reply {
+        match outcome {
+            Ok(true) => Reply {
                 status: StatusCode::OK,
                 body: json!({
                     "id": id,
-                    "fields": fields,
-                    "withheld": record.refused,
-                    "policy_version": serving.engine.version().as_str(),
-                    "request_id": asked.request_id,
+                    done.0: done.1,
+                    "policy_version": one.serving.engine.version().as_str(),
+                    "request_id": one.asked.request_id,
                 }),
-                request_id: asked.request_id,
+                request_id: one.asked.request_id.clone(),
             },
-            Err(e) => self.failed(&asked, &e),
+            Ok(false) => self.reject(
+                &one.asked,
+                &one.serving,
+                StatusCode::NOT_FOUND,
+                "no such member",
+            ),
+            Err(e) => self.failed(&one.asked, &e),
         }
     }
 
@@ -375,6 +598,9 @@ impl App {
             Ok(x) => x,
             Err(why) => return bad(&why),
         };
+        if !action.discloses() {
+            return bad(&not_disclosing(action));
+        }
         if !serving.directory.records().clps.contains_key(&clp) {
             return self.reject(&asked, &serving, StatusCode::NOT_FOUND, "no such CLP");
         }
@@ -518,14 +744,28 @@ async fn blocking(app: Arc<App>, answer: impl FnOnce(&App) -> Reply + Send + 'st
     }
 }
 
+/// `GET`, `PATCH` and `DELETE /members/{id}`.
 async fn member(
     State(app): State<Arc<App>>,
+    method: Method,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
     params: Result<Query<Params>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Reply {
     blocking(app, move |app| match (id, params) {
-        (Ok(Path(id)), Ok(Query(params))) => app.get_member(&headers, &id, params),
+        (Ok(Path(id)), Ok(Query(params))) => match method {
+            Method::PATCH => {
+                let body = body.map_err(|e| e.body_text()).and_then(|b| {
+                    serde_json::from_slice(&b).map_err(|e| {
+                        format!("the body is not a JSON object of field names to values: {e}")
+                    })
+                });
+                app.patch_member(&headers, &id, params, body)
+            }
+            Method::DELETE => app.delete_member(&headers, &id, params),
+            _ => app.get_member(&headers, &id, params),
+        },
         (id, params) => {
             let serving = app.policies.current();
             let asked = app.asked(&headers, "", "");
@@ -574,6 +814,8 @@ async fn policy(State(app): State<Arc<App>>) -> Json<Value> {
 const MAX_TARGET: usize = 8 * 1024;
 /// The most header bytes (names and values) a request may carry.
 const MAX_HEADERS: usize = 16 * 1024;
+/// The largest body taken (a PATCH's fields).
+const MAX_BODY: usize = 16 * 1024;
 
 /// Refuses a request over the size limits before any route reads it (414 for its target,
 /// 431 for its headers), logged like every response, as a small record whatever it sent.
@@ -747,12 +989,13 @@ async fn main() -> ExitCode {
         });
     }
     let router = Router::new()
-        .route("/members/{id}", get(member))
+        .route("/members/{id}", get(member).patch(member).delete(member))
         .route("/members", get(page))
         .route("/policy", get(policy))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(app.clone(), limits))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app);
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
