@@ -346,6 +346,11 @@ impl Client {
         req.extend_from_slice(b"\r\n");
         req.extend_from_slice(body);
         self.reader.get_mut().write_all(&req).expect("send");
+        self.read_reply()
+    }
+
+    /// Reads one reply.
+    fn read_reply(&mut self) -> Reply {
         let mut line = String::new();
         self.reader.read_line(&mut line).expect("status line");
         let status: u16 = line
@@ -1523,6 +1528,134 @@ fn the_hourly_limit_covers_reads_and_updates_alike() {
     }
 }
 
+/// A cleared campaign's staffer and a member it reads during the ballot.
+fn campaign_read() -> (String, String) {
+    let staffer = uid(PrincipalKind::CampaignStaff, ids::CS_A_STAFF);
+    let path = format!(
+        "/members/{}?election={}",
+        ids::MEMBER_ELIGIBLE,
+        ids::LEADER_2020
+    );
+    (staffer, path)
+}
+
+/// The descriptors the server has open.
+fn open_fds(crm: &Crm) -> usize {
+    fs::read_dir(format!("/proc/{}/fd", crm.child.id()))
+        .map(|d| d.count())
+        .expect("the server's descriptors (/proc)")
+}
+
+/// The attack: 20,000 half-sent requests held the server's descriptors until it had none,
+/// real clients timed out and reloads failed. Slow clients are now closed after the
+/// header-read timeout, at most `--max-connections` are held at once, and a real client
+/// behind hundreds of them is served.
+#[test]
+fn slow_clients_are_cut_off_and_a_real_client_is_served() {
+    const CAP: usize = 32;
+    let crm = Crm::start(Opts {
+        now: Some(BALLOT),
+        extra: [
+            "--max-connections",
+            &CAP.to_string(),
+            "--header-timeout-ms",
+            "300",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Opts::default()
+    });
+    let (staffer, path) = campaign_read();
+    assert_eq!(crm.get(&path, Some(&staffer)).status, 200);
+    let idle = open_fds(&crm);
+    let slow: Vec<TcpStream> = (0..300)
+        .map(|_| {
+            let mut s = TcpStream::connect(crm.addr).expect("connect");
+            s.write_all(b"GET /members/m-00001 HTTP/1.1\r\nHost: crm\r\nX-Princ")
+                .expect("half a request");
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let held = open_fds(&crm);
+    assert!(
+        held <= idle + CAP,
+        "{held} descriptors open under attack, {idle} idle, cap {CAP}"
+    );
+    let started = Instant::now();
+    let reply = crm.get(&path, Some(&staffer));
+    let waited = started.elapsed();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    println!("a real client behind 300 slow ones: served in {waited:?}");
+    assert!(waited < Duration::from_secs(15), "served after {waited:?}");
+    // Each slow client was closed by the server, not left waiting.
+    for mut s in slow {
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut rest = Vec::new();
+        let closed = s.read_to_end(&mut rest);
+        assert!(
+            closed.is_ok()
+                || closed.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "a slow client still open"
+        );
+    }
+}
+
+/// A body that never finishes is answered 408 at the request timeout (logged, with a
+/// body and a request id), and malformed HTTP, which hyper answers itself, is logged.
+#[test]
+fn a_stalled_body_times_out_and_malformed_http_is_logged() {
+    let crm = Crm::start(Opts {
+        now: Some(BALLOT),
+        extra: ["--request-timeout-ms", "400"].map(String::from).to_vec(),
+        ..Opts::default()
+    });
+    let staffer = uid(PrincipalKind::Staff, ids::S_MEMBERSHIP);
+    let mut stream = TcpStream::connect(crm.addr).expect("connect");
+    let head = format!(
+        "PATCH /members/{} HTTP/1.1\r\nHost: crm\r\nX-Principal: {staffer}\r\n\
+         Content-Length: 100\r\n\r\n{{\"email\": ",
+        ids::MEMBER_ELIGIBLE
+    );
+    stream.write_all(head.as_bytes()).expect("send");
+    let mut client = Client {
+        reader: BufReader::new(stream),
+    };
+    let reply = client.read_reply();
+    assert_eq!(reply.status, 408, "{}", reply.body);
+    assert!(!reply.request_id.is_empty());
+    let logged = crm.logged(&reply.request_id);
+    assert_eq!(logged.len(), 1);
+    assert!(logged[0]
+        .rejected
+        .as_deref()
+        .is_some_and(|r| r.contains("no answer within")));
+
+    let before = audit::query(&crm.log, &Filter::default())
+        .expect("log")
+        .len();
+    let mut garbage = TcpStream::connect(crm.addr).expect("connect");
+    garbage
+        .write_all(b"GARBAGE \x01\x02 nonsense\r\n\r\n")
+        .expect("send");
+    let mut answer = String::new();
+    let _ = garbage.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    wait_for("the malformed request's record", || {
+        audit::query(&crm.log, &Filter::default())
+            .expect("log")
+            .iter()
+            .skip(before)
+            .any(|r| {
+                r.rejected
+                    .as_deref()
+                    .is_some_and(|w| w.contains("malformed HTTP"))
+            })
+    });
+    assert!(audit::verify(&crm.log).expect("verify").is_intact());
+}
+
 /// A break-glass reason no person wrote is the request's fault: 400 with the reason why,
 /// logged (not the 500 the CRM answers when its own records are at fault); a reason in
 /// words is served.
@@ -1550,12 +1683,7 @@ fn reloading_crm(policies: PathBuf, extra: Vec<String>) -> (Crm, String, String)
         extra,
         ..Opts::default()
     });
-    let staffer = uid(PrincipalKind::CampaignStaff, ids::CS_A_STAFF);
-    let path = format!(
-        "/members/{}?election={}",
-        ids::MEMBER_ELIGIBLE,
-        ids::LEADER_2020
-    );
+    let (staffer, path) = campaign_read();
     (crm, staffer, path)
 }
 

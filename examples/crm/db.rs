@@ -272,10 +272,10 @@ impl Pool {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(sql)?;
+        writer.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
         writer
             .pragma_update(None, "journal_mode", "WAL")
             .map_err(sql)?;
-        writer.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
         let conns = (0..size.max(1))
             .map(|_| {
                 let conn = Connection::open_with_flags(

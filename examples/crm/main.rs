@@ -45,6 +45,11 @@
 //! log's write, SQLite), so each request runs it on tokio's blocking pool, never on the
 //! threads that serve connections.
 //!
+//! Connections: a request's headers must arrive within `--header-timeout-ms`, its answer
+//! within `--request-timeout-ms` (else 408, logged), and at most `--max-connections` are
+//! served at once (the accept loop at the end of this file: `axum::serve` bounds none of
+//! these).
+//!
 //! The meter is in this process; built with `--features redis`, `--redis URL` makes every
 //! instance started with it share one count (a scraper cannot spread reads over instances).
 
@@ -66,6 +71,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use clap::Parser;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use jiff::Timestamp;
 use membergate::audit::{DecisionRecord, DecisionSink, Durability, JsonlSink};
 use membergate::meter::{LocalMeter, VolumeMeter};
@@ -75,6 +82,8 @@ use membergate::{
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// An example CRM backend: members' fields over HTTP, decided by membergate.
 #[derive(Parser, Debug)]
@@ -109,6 +118,18 @@ struct Args {
     /// `fsync` each decision record instead of flushing it to the operating system.
     #[arg(long)]
     fsync: bool,
+    /// How long a connection may take to send a request's headers (the first request's,
+    /// or the next one's on a kept-alive connection) before it is closed, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    header_timeout_ms: u64,
+    /// How long a request may take from its headers to its answer (reading its body
+    /// included) before it is answered 408, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    request_timeout_ms: u64,
+    /// The most connections served at once; further ones wait in the listen queue until
+    /// one closes.
+    #[arg(long, default_value_t = 1_024)]
+    max_connections: usize,
     /// Count each principal's reads in the Redis at this URL, one count across every
     /// instance started with it, instead of in this process (built with `--features redis`).
     #[cfg(feature = "redis")]
@@ -136,6 +157,7 @@ struct App {
     meter: Box<dyn VolumeMeter>,
     clock: Option<Timestamp>,
     max_page: usize,
+    request_timeout: Duration,
     started: String,
     next_request: AtomicU64,
     reload: Mutex<ReloadStatus>,
@@ -844,7 +866,19 @@ async fn limits(
         None
     };
     let Some((status, why)) = refusal else {
-        return next.run(req).await;
+        // A slow body (or a stalled answer) is cut off at the request timeout: 408,
+        // logged. Work already handed to the blocking pool finishes and is logged as
+        // decided; only its answer is lost.
+        let headers = req.headers().clone();
+        return match tokio::time::timeout(app.request_timeout, next.run(req)).await {
+            Ok(response) => response,
+            Err(_) => {
+                let why = format!("no answer within {:?}", app.request_timeout);
+                refuse(app, headers, StatusCode::REQUEST_TIMEOUT, why)
+                    .await
+                    .into_response()
+            }
+        };
     };
     refuse(app, req.headers().clone(), status, why)
         .await
@@ -933,6 +967,7 @@ fn start(args: &Args) -> Result<App, String> {
         meter: meter(args)?,
         clock: args.now,
         max_page: args.max_page.max(1),
+        request_timeout: Duration::from_millis(args.request_timeout_ms.max(1)),
         started: format!("{started:x}"),
         next_request: AtomicU64::new(1),
         reload: Mutex::new(ReloadStatus::default()),
@@ -996,8 +1031,8 @@ async fn main() -> ExitCode {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(app.clone(), limits))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(app);
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        .with_state(Arc::clone(&app));
+    let listener = match TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("crm: cannot listen on {}: {e}", args.listen);
@@ -1008,17 +1043,59 @@ async fn main() -> ExitCode {
         Ok(addr) => println!("crm: listening on http://{addr}"),
         Err(e) => eprintln!("crm: listening, address unknown: {e}"),
     }
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    let bounds = ServeLimits {
+        header_timeout: Duration::from_millis(args.header_timeout_ms.max(1)),
+        max_connections: args.max_connections.max(1),
     };
-    match axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("crm: {e}");
-            ExitCode::FAILURE
-        }
+    tokio::select! {
+        () = serve(listener, router, app, bounds) => ExitCode::SUCCESS,
+        _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+    }
+}
+
+/// What the accept loop bounds.
+struct ServeLimits {
+    header_timeout: Duration,
+    max_connections: usize,
+}
+
+/// Serves `router` on `listener`, each connection with hyper's HTTP/1 server under a
+/// header-read timeout, at most `max_connections` at once (`axum::serve` has neither:
+/// 20,000 half-sent requests used to exhaust the file descriptors). A request hyper
+/// refuses itself (malformed HTTP) is logged as a rejection, like every answer.
+async fn serve(listener: TcpListener, router: Router, app: Arc<App>, limits: ServeLimits) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        // At the cap, stop accepting: new connections wait in the kernel's queue.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, say: wait a little rather than spin.
+                eprintln!("crm: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let app = Arc::clone(&app);
+        let header_timeout = limits.header_timeout;
+        tokio::spawn(async move {
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                if e.is_parse() || e.is_parse_too_large() {
+                    // hyper answered 400 (or 431) itself: the log still says so.
+                    let why = format!("malformed HTTP request: {e}");
+                    refuse(app, HeaderMap::new(), StatusCode::BAD_REQUEST, why).await;
+                }
+            }
+            drop(slot);
+        });
     }
 }
