@@ -192,8 +192,17 @@ fn closed_port() -> u16 {
 }
 
 fn on_port(port: u16, test: &str) -> RedisMeter {
+    with_cool_down(port, test, RedisMeterOptions::default().retry_after)
+}
+
+/// A meter refusing calls for `retry_after` after Redis failed.
+fn with_cool_down(port: u16, test: &str, retry_after: Duration) -> RedisMeter {
     let url = format!("redis://127.0.0.1:{port}/");
-    RedisMeter::with_options(&url, options(test, Window::HOUR)).unwrap()
+    let options = RedisMeterOptions {
+        retry_after,
+        ..options(test, Window::HOUR)
+    };
+    RedisMeter::with_options(&url, options).unwrap()
 }
 
 /// Asserts `meter` is unavailable within a second, that the error names the server and
@@ -250,7 +259,7 @@ impl OwnServer {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run redis-server ({e}): {HOW_TO}"));
         let server = OwnServer { child, port };
-        let probe = on_port(port, "probe");
+        let probe = with_cool_down(port, "probe", Duration::ZERO);
         let deadline = Instant::now() + Duration::from_secs(10);
         while probe.ping().is_err() {
             assert!(
@@ -282,24 +291,78 @@ impl Drop for OwnServer {
 fn a_stalled_then_killed_server_fails_closed_and_recovers() {
     let mut server = OwnServer::start();
     let port = server.port;
-    let meter = on_port(port, "own");
+    let cool_down = Duration::from_millis(300);
+    let meter = with_cool_down(port, "own", cool_down);
     let p = staff("s");
     assert_eq!(meter.observe(&p, t(T0), 1).unwrap(), 0);
 
-    // Stalled (SIGSTOP): the call times out.
+    // Stalled (SIGSTOP): the call times out, and the next is refused without trying.
     server.signal("-STOP");
     assert_unavailable(&meter, port, "no answer within 200ms");
-    // Back: the meter connects again; the counts are still there (the timed-out calls may
-    // have been run once the server woke up: over, never under).
+    assert_unavailable(&meter, port, "not tried: it failed");
+    // Back: after the cool-down the meter connects again; the counts are still there (the
+    // timed-out call may have been run once the server woke up: over, never under).
     server.signal("-CONT");
+    std::thread::sleep(cool_down);
     let back = meter.observe(&p, t(T0), 0).unwrap();
     assert!((1..=2).contains(&back), "{back}");
 
-    // Killed: refused at once, on the open connection and on a new one.
+    // Killed: the open connection fails at once, and so does a new one after the cool-down.
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     assert_unavailable(&meter, port, "");
+    assert_unavailable(&meter, port, "not tried: it failed");
+    std::thread::sleep(cool_down);
     assert_unavailable(&meter, port, "refused");
+}
+
+/// The circuit breaker, against a socket that accepts connections and never answers: the
+/// first call times out; during the cool-down calls are refused at once; then one call
+/// tries again (and times out) while the others are still refused at once.
+#[test]
+fn while_redis_is_known_down_calls_are_refused_at_once() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cool_down = Duration::from_millis(500);
+    let meter = with_cool_down(port, "breaker", cool_down);
+    let p = staff("s");
+    assert_unavailable(&meter, port, "no answer within 200ms");
+
+    let start = Instant::now();
+    for _ in 0..1000 {
+        let err = meter.observe(&p, t(T0), 1).unwrap_err();
+        assert!(err.to_string().contains("not tried: it failed"), "{err}");
+        assert!(err.to_string().contains("(no answer within 200ms"), "{err}");
+        assert!(meter.ping().is_err());
+    }
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_millis(200),
+        "2000 refusals took {took:?}"
+    );
+
+    std::thread::sleep(cool_down);
+    std::thread::scope(|scope| {
+        let probe = scope.spawn(|| {
+            let start = Instant::now();
+            (meter.observe(&p, t(T0), 1), start.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let start = Instant::now();
+        let err = meter.observe(&p, t(T0), 1).unwrap_err();
+        assert!(start.elapsed() < Duration::from_millis(100), "{err}");
+        assert!(
+            err.to_string().contains("one call is trying it again"),
+            "{err}"
+        );
+        let (probed, took) = probe.join().unwrap();
+        assert!(probed.unwrap_err().to_string().contains("no answer within"));
+        assert!(
+            took >= Duration::from_millis(150),
+            "the probe took {took:?}"
+        );
+    });
+    drop(listener);
 }
 
 #[test]
@@ -311,4 +374,90 @@ fn a_bad_url_is_a_configuration_error() {
         ..RedisMeterOptions::default()
     };
     assert!(RedisMeter::with_options(&url(), zero).is_err());
+    let none = RedisMeterOptions {
+        connections: 0,
+        ..RedisMeterOptions::default()
+    };
+    assert!(RedisMeter::with_options(&url(), none).is_err());
+}
+
+/// Issue 12's attack: Redis stalled (`SIGSTOP`), 50 threads make 200 calls. Each call fails
+/// closed within about one deadline (200 ms) of its start, however many queue with it: p99
+/// under 300 ms, the worst under a second. Then Redis resumes and the meter counts again.
+#[test]
+fn a_stalled_server_fails_every_caller_within_one_deadline() {
+    let server = OwnServer::start();
+    let meter = on_port(server.port, "stalled-crowd");
+    let p = staff("s");
+    assert_eq!(meter.observe(&p, t(T0), 1).unwrap(), 0);
+
+    server.signal("-STOP");
+    let start = Instant::now();
+    let mut calls = crowd(&meter, 50, 4);
+    let total = start.elapsed();
+    for (_, result) in &calls {
+        assert!(
+            matches!(result, Err(MeterError::Unavailable { .. })),
+            "{result:?}"
+        );
+    }
+    calls.sort_by_key(|(took, _)| *took);
+    let at = |q: usize| calls[(calls.len() * q).div_ceil(100) - 1].0;
+    let (p50, p99, worst) = (at(50), at(99), at(100));
+    eprintln!(
+        "stalled Redis, {} calls from 50 threads in {total:?}: p50 {p50:?}, p99 {p99:?}, worst {worst:?}",
+        calls.len()
+    );
+    assert!(p99 < Duration::from_millis(300), "p99 {p99:?}");
+    assert!(worst < Duration::from_secs(1), "worst {worst:?}");
+
+    // Resumed: the meter counts again once the cool-down is over (the calls that timed out
+    // may have been run when Redis woke up: over, never under).
+    server.signal("-CONT");
+    let resumed = Instant::now();
+    let cool_down = meter.options().retry_after;
+    let count = loop {
+        match meter.observe(&p, t(T0), 0) {
+            Ok(count) => break count,
+            Err(e) => {
+                let waited = resumed.elapsed();
+                assert!(
+                    waited < cool_down + Duration::from_millis(500),
+                    "{waited:?}: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    eprintln!("counting again {:?} after SIGCONT", resumed.elapsed());
+    assert!(count >= 1, "{count}");
+}
+
+/// `threads` threads each making `calls` observations at once: how long each took and what
+/// it answered.
+fn crowd(
+    meter: &RedisMeter,
+    threads: usize,
+    calls: usize,
+) -> Vec<(Duration, Result<u64, MeterError>)> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                scope.spawn(move || {
+                    let p = staff(&format!("crowd-{i}"));
+                    (0..calls)
+                        .map(|_| {
+                            let start = Instant::now();
+                            let result = meter.observe(&p, t(T0), 1);
+                            (start.elapsed(), result)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a caller panicked"))
+            .collect()
+    })
 }
