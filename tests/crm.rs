@@ -27,7 +27,10 @@ use membergate::{
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::support::{bundled, engine, policies_dir, t as ts, PolicyCopy};
+use crate::support::{
+    bundled, edits, engine, mutate, parser_cases, policies_dir, t as ts, PolicyCopy,
+};
+use proptest::prelude::{prop_assert, TestCaseError};
 
 // ------------------------------------------------------------------ the server
 
@@ -1653,6 +1656,99 @@ fn a_stalled_body_times_out_and_malformed_http_is_logged() {
                     .is_some_and(|w| w.contains("malformed HTTP"))
             })
     });
+    assert!(audit::verify(&crm.log).expect("verify").is_intact());
+}
+
+/// Requests as an attacker might send them: valid reads, pages and writes with
+/// characters inserted, deleted and replaced at random (the request line, the query, the
+/// headers, the body, the framing). Each gets an answer that names its request id in a
+/// JSON body (hyper's own 400 for malformed HTTP aside), or the connection closes; never a
+/// server error; the server still serves afterwards and its log still verifies.
+#[test]
+fn mutated_requests_get_an_answer_never_a_server_error() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let crm = Crm::start(Opts {
+        now: Some(BALLOT),
+        db: Some(writable_db(dir.path())),
+        extra: ["--request-timeout-ms", "300", "--header-timeout-ms", "300"]
+            .map(String::from)
+            .to_vec(),
+        ..Opts::default()
+    });
+    let patch = r#"{"address": "3 Mutation Mews, London", "opt_outs": "email"}"#;
+    let seeds = [
+        "GET /members/m-00001?election=leader-2020&action=read&purpose=complaint HTTP/1.1\r\n\
+         Host: crm\r\nX-Principal: CampaignStaff::\"cs-a-staff\"\r\n\r\n"
+            .to_string(),
+        "GET /members?clp=clp-001&limit=20&after=m-00010&reason=ICO%20inquiry%2042 HTTP/1.1\r\n\
+         Host: crm\r\nX-Principal: Staff::\"s-dpo\"\r\n\r\n"
+            .to_string(),
+        format!(
+            "PATCH /members/m-00001 HTTP/1.1\r\nHost: crm\r\nX-Principal: Staff::\"s-membership\"\r\n\
+             Content-Length: {}\r\n\r\n{patch}",
+            patch.len()
+        ),
+        "DELETE /members/m-00004?action=erase HTTP/1.1\r\nHost: crm\r\n\
+         X-Principal: Staff::\"s-compliance\"\r\n\r\n"
+            .to_string(),
+    ];
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: parser_cases(),
+        ..proptest::test_runner::Config::default()
+    });
+    let strategy = (proptest::sample::select(seeds.to_vec()), edits());
+    let statuses = Mutex::new(BTreeMap::new());
+    let count = |status: u16| *statuses.lock().expect("counts").entry(status).or_insert(0) += 1;
+    runner
+        .run(&strategy, |(seed, edits)| {
+            let request = mutate(&seed, &edits);
+            let mut stream = TcpStream::connect(crm.addr).expect("connect");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            stream.write_all(request.as_bytes()).expect("send");
+            // Nothing more is coming: a request short of its framing ends here.
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer);
+            let text = String::from_utf8_lossy(&answer);
+            let Some(status) = text
+                .strip_prefix("HTTP/1.1 ")
+                .and_then(|r| r.get(..3))
+                .and_then(|s| s.parse::<u16>().ok())
+            else {
+                prop_assert!(answer.is_empty(), "not HTTP: {text:?} for {request:?}");
+                count(0);
+                return Ok(());
+            };
+            count(status);
+            prop_assert!(status < 500, "{status} for {request:?}: {text}");
+            // The first answer's body (the rest of a mutated request may be a second one).
+            let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>())
+                })
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            let body = rest.get(..length).unwrap_or(rest);
+            if !body.is_empty() {
+                let json: Value = serde_json::from_str(body)
+                    .map_err(|e| TestCaseError::fail(format!("{e}: {body}")))?;
+                prop_assert!(json["request_id"].is_string(), "{body}");
+            } else {
+                prop_assert!(status == 400, "{status} without a body for {request:?}");
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let statuses = statuses.into_inner().expect("counts");
+    println!("mutated requests, answers by status (0: closed): {statuses:?}");
+    let (staffer, path) = campaign_read();
+    assert_eq!(crm.get(&path, Some(&staffer)).status, 200);
     assert!(audit::verify(&crm.log).expect("verify").is_intact());
 }
 

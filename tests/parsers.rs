@@ -15,46 +15,7 @@ use membergate::Engine;
 use proptest::prelude::*;
 use proptest::sample::select;
 
-use crate::support::{engine, t, PolicyCopy};
-
-fn cases() -> u32 {
-    std::env::var("MEMBERGATE_PARSER_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(96)
-}
-
-/// One edit: at a place (taken modulo the text's characters), insert, delete or replace
-/// with a character.
-type Edit = (usize, u8, char);
-
-fn edits() -> impl Strategy<Value = Vec<Edit>> {
-    // Characters that matter to the formats, and any character.
-    let c = prop_oneof![
-        select(vec![
-            '"', '\'', '{', '}', '[', ']', '(', ')', ';', ',', '=', ':', '\n', '\\', '@', '#', '0',
-            'é', '\u{0}',
-        ]),
-        any::<char>(),
-    ];
-    prop::collection::vec((any::<usize>(), 0..3u8, c), 1..6)
-}
-
-fn mutate(text: &str, edits: &[Edit]) -> String {
-    let mut chars: Vec<char> = text.chars().collect();
-    for (at, kind, c) in edits {
-        let at = at % (chars.len() + 1);
-        match kind {
-            0 => chars.insert(at, *c),
-            1 if at < chars.len() => {
-                chars.remove(at);
-            }
-            _ if at < chars.len() => chars[at] = *c,
-            _ => chars.push(*c),
-        }
-    }
-    chars.into_iter().collect()
-}
+use crate::support::{edits, engine, mutate, parser_cases as cases, t, PolicyCopy};
 
 /// `f` returns (its result is dropped) rather than panicking.
 fn no_panic<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, TestCaseError> {

@@ -1,7 +1,7 @@
 //! Helpers shared by the test modules: the bundled policies, engine, sample and fixture
 //! with their directories, requests with owned parts, both decision paths asked at once,
-//! copies of the policy directory with text mutations, parsing of test literals, and
-//! running the `membergate` binary.
+//! copies of the policy directory with text mutations, parsing of test literals, running
+//! the `membergate` binary, and random edits of any input for the parsers' property tests.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,8 @@ use membergate::{
     FieldSet, Member, MemberRef, MemberRequest, Membership, PageRequest, PrincipalId, ProblemKind,
     Request, RequestError,
 };
+use proptest::prelude::*;
+use proptest::sample::select;
 use tempfile::TempDir;
 
 // ------------------------------------------------------------------ bundled data
@@ -455,4 +457,46 @@ pub(crate) fn stdout(o: &Output) -> String {
 /// The standard error of `o`, lossily decoded.
 pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+// ------------------------------------------------------------------ random edits of inputs
+
+/// Cases per parser property test: `MEMBERGATE_PARSER_CASES` (default 96).
+pub(crate) fn parser_cases() -> u32 {
+    std::env::var("MEMBERGATE_PARSER_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(96)
+}
+
+/// One edit: at a place (taken modulo the text's characters), insert, delete or replace
+/// with a character.
+pub(crate) type Edit = (usize, u8, char);
+
+pub(crate) fn edits() -> impl Strategy<Value = Vec<Edit>> {
+    // Characters that matter to the formats, and any character.
+    let c = prop_oneof![
+        select(vec![
+            '"', '\'', '{', '}', '[', ']', '(', ')', ';', ',', '=', ':', '\n', '\\', '@', '#', '0',
+            'é', '\u{0}',
+        ]),
+        any::<char>(),
+    ];
+    prop::collection::vec((any::<usize>(), 0..3u8, c), 1..6)
+}
+
+pub(crate) fn mutate(text: &str, edits: &[Edit]) -> String {
+    let mut chars: Vec<char> = text.chars().collect();
+    for (at, kind, c) in edits {
+        let at = at % (chars.len() + 1);
+        match kind {
+            0 => chars.insert(at, *c),
+            1 if at < chars.len() => {
+                chars.remove(at);
+            }
+            _ if at < chars.len() => chars[at] = *c,
+            _ => chars.push(*c),
+        }
+    }
+    chars.into_iter().collect()
 }
