@@ -1,5 +1,6 @@
 //! The decision log: records, the JSON-lines hash chain, tampering and crashes, disk
-//! full, concurrent writers, queries, the tracing sink and the `audit` commands.
+//! full, concurrent writers, queries, the tracing sink, the `audit` commands, and signed
+//! checkpoints against truncation and rebuilt chains.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -10,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use membergate::audit::{
-    self, AuditError, BreakKind, DecisionRecord, DecisionSink, Durability, Filter, JsonlSink,
-    OpenError, ReadError, TracingSink, VerifyReport, GENESIS,
+    self, AuditError, BreakKind, Checkpoint, CheckpointError, CheckpointKey, CheckpointPolicy,
+    CheckpointProblem, CheckpointReport, DecisionRecord, DecisionSink, Durability, Filter,
+    InvalidKey, JsonlSink, OpenError, PublicKey, ReadError, TracingSink, VerifyReport, GENESIS,
 };
 use membergate::sample::{self, ids};
 use membergate::{Action, Context, Directory, MemberRequest, PrincipalId, PrincipalKind, Request};
@@ -1074,4 +1076,440 @@ fn a_reader_that_stops_early_ends_the_query_quietly() {
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(141), "{}", stderr(&out));
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+}
+
+// ------------------------------------------------------------------ signed checkpoints
+
+/// A log whose sink signs checkpoints, in a temporary directory: the log, the checkpoint
+/// file, the secret key's file and the public key.
+struct Anchored {
+    dir: TempDir,
+    log: PathBuf,
+    checkpoints: PathBuf,
+    key_file: PathBuf,
+    key: PublicKey,
+}
+
+impl Anchored {
+    /// A new key, and a log of records `0..n` with a checkpoint after every `every`th.
+    fn new(n: u64, every: u64) -> Anchored {
+        let (dir, log) = log_path();
+        let key_file = dir.path().join("checkpoint.key");
+        let key = CheckpointKey::generate().expect("a key");
+        key.write_new(&key_file).expect("write the key");
+        let anchored = Anchored {
+            checkpoints: dir.path().join("checkpoints.jsonl"),
+            key: key.public_key(),
+            dir,
+            log,
+            key_file,
+        };
+        let sink = anchored.sink(every).expect("the log's checkpoints");
+        for i in 0..n {
+            sink.record(&rec(i)).expect("record");
+        }
+        anchored
+    }
+
+    /// The log's sink, signing a checkpoint after every `every`th record.
+    fn sink(&self, every: u64) -> Result<JsonlSink, CheckpointError> {
+        let key = CheckpointKey::from_file(&self.key_file).expect("read the key");
+        let policy = CheckpointPolicy {
+            records: Some(every),
+            interval: None,
+        };
+        JsonlSink::open(&self.log, Durability::Flush)
+            .expect("open the log")
+            .with_checkpoints(&self.checkpoints, key, policy)
+    }
+
+    fn verify(&self) -> CheckpointReport {
+        audit::verify_checkpoints(&self.log, &self.checkpoints, &self.key).expect("verify")
+    }
+
+    /// The checkpoint file's lines.
+    fn checkpoint_lines(&self) -> Vec<String> {
+        lines(&self.checkpoints)
+    }
+}
+
+#[test]
+fn a_checkpoint_follows_every_nth_record_and_signs_the_head_at_it() {
+    let a = Anchored::new(35, 10);
+    let log = lines(&a.log);
+    let checkpoints = a.checkpoint_lines();
+    assert_eq!(checkpoints.len(), 3);
+    for (i, line) in checkpoints.iter().enumerate() {
+        let c: Checkpoint = serde_json::from_str(line).expect("a checkpoint");
+        let records = 10 * (i as u64 + 1);
+        assert_eq!(c.records, records);
+        assert_eq!(
+            c.head,
+            hash_of(&log[records as usize - 1]),
+            "checkpoint {}",
+            i + 1
+        );
+        assert_eq!(c.key, a.key.to_string());
+        assert_eq!(c.signature.len(), 128);
+    }
+    let report = a.verify();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.log.records, 35);
+    assert_eq!(
+        (report.checkpoints, report.anchored(), report.unanchored()),
+        (3, 30, 5)
+    );
+
+    // Reopened, the sink counts from its last checkpoint; asked, it anchors the rest.
+    let sink = a.sink(10).expect("reopen with the checkpoints");
+    for i in 35..41 {
+        sink.record(&rec(i)).expect("record");
+    }
+    assert_eq!(a.checkpoint_lines().len(), 4, "after record 40");
+    let last = sink
+        .checkpoint()
+        .expect("checkpoint")
+        .expect("a checkpoint");
+    assert_eq!((last.records, last.head.clone()), (41, sink.head()));
+    assert_eq!(sink.checkpoint().expect("checkpoint"), None, "nothing new");
+    drop(sink);
+    let report = a.verify();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!((report.checkpoints, report.unanchored()), (5, 0));
+    assert_eq!(report.last, Some(last));
+}
+
+#[test]
+fn a_checkpoint_follows_the_first_record_after_its_interval() {
+    let (dir, log) = log_path();
+    let checkpoints = dir.path().join("checkpoints.jsonl");
+    let key = CheckpointKey::generate().expect("key");
+    let public = key.public_key();
+    let after = |interval| CheckpointPolicy {
+        records: None,
+        interval: Some(interval),
+    };
+    // An interval that has passed at each record: a checkpoint after each.
+    let sink = JsonlSink::open(&log, Durability::Fsync)
+        .expect("open")
+        .with_checkpoints(&checkpoints, key, after(Duration::ZERO))
+        .expect("checkpoints");
+    for i in 0..3 {
+        sink.record(&rec(i)).expect("record");
+    }
+    drop(sink);
+    assert_eq!(lines(&checkpoints).len(), 3);
+    // An hour: none within the test.
+    let key = CheckpointKey::generate().expect("key");
+    let other = dir.path().join("hourly.jsonl");
+    let sink = JsonlSink::open(&log, Durability::Flush)
+        .expect("open")
+        .with_checkpoints(&other, key, after(Duration::from_secs(3_600)))
+        .expect("checkpoints");
+    sink.record(&rec(3)).expect("record");
+    drop(sink);
+    assert_eq!(fs::read_to_string(&other).expect("read"), "");
+    let report = audit::verify_checkpoints(&log, &checkpoints, &public).expect("verify");
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!((report.anchored(), report.unanchored()), (3, 1));
+}
+
+/// Writes `records` as a new log with a valid chain and puts it in place of `path`.
+fn rebuild(path: &Path, records: impl IntoIterator<Item = DecisionRecord>) {
+    let new = path.with_extension("rebuilt");
+    let sink = JsonlSink::open(&new, Durability::Flush).expect("open");
+    for r in records {
+        sink.record(&r).expect("record");
+    }
+    drop(sink);
+    fs::rename(&new, path).expect("replace the log");
+}
+
+/// A checkpoint line signed by another key, for the same log.
+fn foreign_checkpoint(a: &Anchored) -> String {
+    let key = CheckpointKey::generate().expect("key");
+    let checkpoints = a.dir.path().join("foreign.jsonl");
+    let copy = a.dir.path().join("copy.jsonl");
+    fs::copy(&a.log, &copy).expect("copy the log");
+    JsonlSink::open(&copy, Durability::Flush)
+        .expect("open")
+        .with_checkpoints(&checkpoints, key, CheckpointPolicy::default())
+        .expect("checkpoints")
+        .checkpoint()
+        .expect("checkpoint");
+    lines(&checkpoints).remove(0)
+}
+
+/// Each attack on a log of 35 records with checkpoints at 10, 20 and 30 is found by
+/// `verify_checkpoints` at the checkpoint it defeats, and the sink refuses to extend the
+/// log; the attacks on the log alone leave a chain that `verify` finds intact.
+#[test]
+fn truncating_emptying_or_rebuilding_the_log_or_forging_a_checkpoint_is_found() {
+    use CheckpointProblem::*;
+    type Attack = fn(&Anchored);
+    type Expect = fn(&CheckpointProblem) -> bool;
+    let attacks: [(&str, Attack, Expect); 10] = [
+        (
+            "the last 10 records cut off",
+            |a| write_lines(&a.log, &lines(&a.log)[..25]),
+            |p| {
+                *p == Truncated {
+                    checkpoint: 3,
+                    signed: 30,
+                    log: 25,
+                }
+            },
+        ),
+        (
+            "the log emptied",
+            |a| fs::write(&a.log, "").expect("empty the log"),
+            |p| {
+                *p == Truncated {
+                    checkpoint: 1,
+                    signed: 10,
+                    log: 0,
+                }
+            },
+        ),
+        (
+            "the chain rebuilt with record 15's member changed",
+            |a| {
+                let mut records = audit::query(&a.log, &Filter::default()).expect("read");
+                records[14].member = "m-9".into();
+                rebuild(&a.log, records);
+            },
+            |p| {
+                *p == Rewritten {
+                    checkpoint: 2,
+                    record: 20,
+                }
+            },
+        ),
+        (
+            "the last 10 records replaced by 10 others",
+            |a| {
+                write_lines(&a.log, &lines(&a.log)[..25]);
+                let sink = JsonlSink::open(&a.log, Durability::Flush).expect("open");
+                for i in 100..110 {
+                    sink.record(&rec(i)).expect("record");
+                }
+            },
+            |p| {
+                *p == Rewritten {
+                    checkpoint: 3,
+                    record: 30,
+                }
+            },
+        ),
+        (
+            "a checkpoint's count lowered to match a truncation",
+            |a| {
+                let mut l = a.checkpoint_lines();
+                l[2] = l[2].replacen(r#""records":30,"#, r#""records":25,"#, 1);
+                write_lines(&a.checkpoints, &l);
+                write_lines(&a.log, &lines(&a.log)[..25]);
+            },
+            |p| *p == Forged { checkpoint: 3 },
+        ),
+        (
+            "a checkpoint's head replaced by another record's",
+            |a| {
+                let mut l = a.checkpoint_lines();
+                let other = hash_of(&lines(&a.log)[24]);
+                let c: Checkpoint = serde_json::from_str(&l[2]).expect("checkpoint");
+                l[2] = l[2].replacen(&c.head, &other, 1);
+                write_lines(&a.checkpoints, &l);
+            },
+            |p| *p == Forged { checkpoint: 3 },
+        ),
+        (
+            "a checkpoint signed by another key, naming it",
+            |a| {
+                let mut l = a.checkpoint_lines();
+                l[2] = foreign_checkpoint(a);
+                write_lines(&a.checkpoints, &l);
+            },
+            |p| matches!(p, OtherKey { checkpoint: 3, .. }),
+        ),
+        (
+            "a checkpoint signed by another key, naming ours",
+            |a| {
+                let mut l = a.checkpoint_lines();
+                let forged = foreign_checkpoint(a);
+                let c: Checkpoint = serde_json::from_str(&forged).expect("checkpoint");
+                l[2] = forged.replacen(&c.key, &a.key.to_string(), 1);
+                write_lines(&a.checkpoints, &l);
+            },
+            |p| *p == Forged { checkpoint: 3 },
+        ),
+        (
+            "two checkpoints swapped",
+            |a| {
+                let mut l = a.checkpoint_lines();
+                l.swap(1, 2);
+                write_lines(&a.checkpoints, &l);
+            },
+            |p| {
+                *p == OutOfOrder {
+                    checkpoint: 3,
+                    records: 20,
+                    previous: 30,
+                }
+            },
+        ),
+        (
+            "a line that is not a checkpoint",
+            |a| {
+                let mut l = a.checkpoint_lines();
+                l[1] = r#"{"records":20}"#.into();
+                write_lines(&a.checkpoints, &l);
+            },
+            |p| matches!(p, Malformed { checkpoint: 2, problem } if problem.contains("missing field")),
+        ),
+    ];
+    for (what, attack, expect) in attacks {
+        let a = Anchored::new(35, 10);
+        attack(&a);
+        let report = a.verify();
+        let problem = report
+            .problem
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what}: not found"));
+        assert!(expect(problem), "{what}: {problem:?}");
+        assert!(!report.is_intact(), "{what}");
+        assert_eq!(report.checkpoints, problem.checkpoint() - 1, "{what}");
+        if !what.contains("checkpoint") {
+            assert!(
+                audit::verify(&a.log).expect("verify").is_intact(),
+                "{what}: the chain alone cannot tell"
+            );
+        }
+        match a.sink(10) {
+            Err(CheckpointError::Mismatch { problem: p, .. }) => assert_eq!(&p, problem, "{what}"),
+            other => panic!("{what}: the sink extends the log: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn checkpoints_verified_with_another_key_are_refused() {
+    let a = Anchored::new(12, 5);
+    let other = CheckpointKey::generate().expect("key").public_key();
+    let report = audit::verify_checkpoints(&a.log, &a.checkpoints, &other).expect("verify");
+    assert_eq!(
+        report.problem,
+        Some(CheckpointProblem::OtherKey {
+            checkpoint: 1,
+            key: a.key.to_string()
+        })
+    );
+    assert_eq!((report.checkpoints, report.anchored()), (0, 0));
+    assert!(!report.is_intact());
+}
+
+#[test]
+fn a_torn_checkpoint_line_is_reported_then_cut_off() {
+    let a = Anchored::new(20, 10);
+    let mut bytes = fs::read(&a.checkpoints).expect("read");
+    bytes.extend_from_slice(br#"{"records":3"#);
+    fs::write(&a.checkpoints, &bytes).expect("write");
+    let report = a.verify();
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.checkpoints, 2);
+    assert_eq!(report.torn.map(|t| (t.line, t.bytes)), Some((3, 12)));
+    let sink = a.sink(10).expect("reopen");
+    for i in 20..30 {
+        sink.record(&rec(i)).expect("record");
+    }
+    drop(sink);
+    let report = a.verify();
+    assert_eq!((report.checkpoints, report.torn), (3, None));
+    assert!(report.is_intact(), "{report:?}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_checkpoint_that_cannot_be_written_fails_its_record_which_stays_in_the_log() {
+    let (_dir, log) = log_path();
+    let policy = CheckpointPolicy {
+        records: Some(2),
+        interval: None,
+    };
+    let sink = JsonlSink::open(&log, Durability::Flush)
+        .expect("open")
+        .with_checkpoints("/dev/full", CheckpointKey::generate().expect("key"), policy)
+        .expect("checkpoints on /dev/full");
+    sink.record(&rec(0)).expect("no checkpoint due");
+    for i in 1..3 {
+        match sink.record(&rec(i)) {
+            Err(AuditError::Checkpoint { path, source }) => {
+                assert_eq!(path, Path::new("/dev/full"));
+                assert_eq!(source.raw_os_error(), Some(28), "ENOSPC: {source}");
+            }
+            other => panic!("record {i}: expected a checkpoint error, got {other:?}"),
+        }
+        assert_eq!(sink.records(), i + 1, "the record is in the log");
+    }
+    assert!(matches!(
+        sink.checkpoint(),
+        Err(AuditError::Checkpoint { .. })
+    ));
+    drop(sink);
+    assert_eq!(audit::verify(&log).expect("verify").records, 3);
+}
+
+#[test]
+fn a_checkpoint_key_is_a_new_owner_only_file_of_64_hex_digits() {
+    let (dir, _) = log_path();
+    let path = dir.path().join("checkpoint.key");
+    let key = CheckpointKey::generate().expect("key");
+    key.write_new(&path).expect("write");
+    let text = fs::read_to_string(&path).expect("read");
+    assert_eq!(text.len(), 65);
+    assert!(text.ends_with('\n') && text.trim().bytes().all(|b| b.is_ascii_hexdigit()));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&path).expect("metadata").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert_eq!(
+        CheckpointKey::from_file(&path).expect("read").public_key(),
+        key.public_key()
+    );
+    assert_ne!(
+        CheckpointKey::generate().expect("key").public_key(),
+        key.public_key()
+    );
+    // An existing key is never overwritten.
+    let other = CheckpointKey::generate().expect("key");
+    assert!(matches!(
+        other.write_new(&path),
+        Err(CheckpointError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists
+    ));
+    assert_eq!(fs::read_to_string(&path).expect("read"), text);
+    // Files and texts that hold no key, named.
+    let bad = dir.path().join("bad.key");
+    for content in ["", "abc", &"g".repeat(64), &"0".repeat(66)] {
+        fs::write(&bad, content).expect("write");
+        let e = CheckpointKey::from_file(&bad).expect_err(content);
+        assert!(
+            matches!(
+                e,
+                CheckpointError::Key {
+                    source: InvalidKey::NotHex,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("bad.key"), "{e}");
+    }
+    let identity = format!("01{}", "00".repeat(31));
+    assert_eq!(identity.parse::<PublicKey>(), Err(InvalidKey::NotAKey));
+    let public = key.public_key().to_string();
+    assert_eq!(
+        public.to_uppercase().parse::<PublicKey>(),
+        Ok(key.public_key())
+    );
 }

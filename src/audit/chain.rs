@@ -52,8 +52,13 @@ fn text(h: &mut Sha256, s: &str) {
 /// The record's chain hash, from [`hash_record`]'s state and the previous record's hash.
 pub(crate) fn finish(mut h: Sha256, prev: &str) -> String {
     text(&mut h, prev);
-    let mut hex = String::with_capacity(64);
-    for b in h.finalize() {
+    hex(&h.finalize())
+}
+
+/// `bytes` as lowercase hexadecimal digits.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    let mut hex = String::with_capacity(2 * bytes.len());
+    for b in bytes {
         let _ = write!(hex, "{b:02x}");
     }
     hex
@@ -98,7 +103,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Chained, BreakKind> {
     Ok(Chained { record, prev, hash })
 }
 
-fn is_digest(s: &str) -> bool {
+pub(crate) fn is_digest(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
@@ -345,6 +350,16 @@ pub(crate) struct Scan {
 /// Verifies the log read from `file` (the file at `path`, read again to place a `prev`
 /// that names another line).
 pub(crate) fn scan(path: &Path, file: impl Read) -> Result<Scan, ReadError> {
+    scan_with(path, file, |_, _| {})
+}
+
+/// [`scan`], calling `on_record` with the count of records verified and their head
+/// after each record that verifies.
+pub(crate) fn scan_with(
+    path: &Path,
+    file: impl Read,
+    mut on_record: impl FnMut(u64, &str),
+) -> Result<Scan, ReadError> {
     let io = |source| io_error(path, source);
     let mut lines = Lines::new(BufReader::new(file));
     let mut head = GENESIS.to_string();
@@ -363,6 +378,7 @@ pub(crate) fn scan(path: &Path, file: impl Read) -> Result<Scan, ReadError> {
                     head = hash;
                     records += 1;
                     intact_len = line.end;
+                    on_record(records, &head);
                 }
                 Err(why) => broken = Some((line.number, why)),
             }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use super::chain::{self, Break, ReadError, TornLine, GENESIS};
+use super::checkpoint::{self, Checkpoint, CheckpointError, CheckpointKey, CheckpointPolicy};
 use super::{AuditError, DecisionRecord, DecisionSink};
 
 /// How far each record is pushed before [`DecisionSink::record`] returns.
@@ -123,6 +124,8 @@ struct State {
     len: u64,
     /// A failed write may have left a partial line that is not yet removed.
     dirty: bool,
+    /// The signed checkpoints, if the sink was given them.
+    checkpoints: Option<checkpoint::Writer>,
 }
 
 impl JsonlSink {
@@ -147,23 +150,11 @@ impl JsonlSink {
             path: path.to_path_buf(),
             source,
         };
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(OpenError::Locked {
-                    path: path.to_path_buf(),
-                })
-            }
-            Err(TryLockError::Error(e)) if e.kind() == io::ErrorKind::Unsupported => {}
-            Err(TryLockError::Error(e)) => return Err(io(e)),
-        }
-        let regular = file.metadata().map_err(io)?.is_file();
+        let Some((file, regular)) = open_locked(path).map_err(io)? else {
+            return Err(OpenError::Locked {
+                path: path.to_path_buf(),
+            });
+        };
         let mut opened = OpenReport {
             records: 0,
             head: GENESIS.to_string(),
@@ -188,15 +179,7 @@ impl JsonlSink {
                 });
             }
             if let Some(torn) = scan.report.torn {
-                file.set_len(scan.intact_len).map_err(io)?;
-                file.sync_all().map_err(io)?;
-                tracing::warn!(
-                    target: "membergate::audit",
-                    path = %path.display(),
-                    line = torn.line,
-                    bytes = torn.bytes,
-                    "removed a torn last line (a write cut off by a crash) from the decision log"
-                );
+                cut_torn(&file, path, scan.intact_len, torn).map_err(io)?;
                 opened.repaired = Some(torn);
             }
             opened.records = scan.report.records;
@@ -222,9 +205,104 @@ impl JsonlSink {
                 records: opened.records,
                 len,
                 dirty: false,
+                checkpoints: None,
             }),
             opened,
         })
+    }
+
+    /// The sink, signing checkpoints of the log with `key` into the file at `checkpoints`
+    /// (created if needed, locked like the log) when `policy` says: after the record that
+    /// meets it, once that record's line is written, the log is `fsync`ed (whatever the
+    /// [`Durability`]: no checkpoint outlives the records it signs) and the checkpoint
+    /// line appended (and `fsync`ed with [`Durability::Fsync`]).
+    /// [`verify_checkpoints`](super::verify_checkpoints) then finds records cut off the
+    /// log below the last checkpoint, an emptied log and a rebuilt chain.
+    ///
+    /// The checkpoint file must be where whoever can write the log cannot (another host
+    /// or volume, or shipped to a witness as it is written). The checkpoints already in
+    /// it are checked with `key`'s public key, and the log against them (the log is read
+    /// again): a sink does not extend a log its checkpoints do not anchor. A torn last
+    /// line is cut off. One checkpoint file per log and key.
+    ///
+    /// A record whose checkpoint cannot be written returns [`AuditError::Checkpoint`]:
+    /// the record is in the log, and the next record tries the checkpoint again.
+    ///
+    /// # Errors
+    /// [`CheckpointError::Mismatch`] if a checkpoint in the file does not verify with
+    /// `key` or the log does not pass through it; [`CheckpointError::Locked`] if another
+    /// sink writes the file; [`CheckpointError::Io`] and [`CheckpointError::Log`] if the
+    /// file or the log cannot be read or written.
+    ///
+    /// # Example
+    /// See [`verify_checkpoints`](super::verify_checkpoints).
+    pub fn with_checkpoints(
+        mut self,
+        checkpoints: impl AsRef<Path>,
+        key: CheckpointKey,
+        policy: CheckpointPolicy,
+    ) -> Result<JsonlSink, CheckpointError> {
+        let state = match self.state.get_mut() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let writer = checkpoint::Writer::open(
+            &self.path,
+            state.regular,
+            checkpoints.as_ref(),
+            key,
+            policy,
+            self.durability == Durability::Fsync,
+        )?;
+        state.checkpoints = Some(writer);
+        Ok(self)
+    }
+
+    /// Writes a checkpoint of the log now, if the sink has checkpoints
+    /// ([`JsonlSink::with_checkpoints`]) and records the last checkpoint does not sign:
+    /// the checkpoint written, if any. For a CRM to anchor its last records at shutdown,
+    /// or from a timer when requests are few.
+    ///
+    /// # Errors
+    /// [`AuditError::Checkpoint`] if the log cannot be `fsync`ed or the checkpoint
+    /// written.
+    ///
+    /// # Example
+    /// ```
+    /// use membergate::audit::{self, CheckpointKey, CheckpointPolicy, DecisionRecord, DecisionSink, Durability, JsonlSink};
+    /// use membergate::Engine;
+    ///
+    /// let engine = Engine::from_dir("policies")?;
+    /// let record = DecisionRecord::rejection("req-1", "2020-03-01T12:00:00Z".parse()?,
+    ///     r#"Staff::"nobody""#, "read", "m-00001", "unknown principal", engine.version());
+    /// let dir = tempfile::tempdir()?;
+    /// let (log, checkpoints) = (dir.path().join("decisions.jsonl"), dir.path().join("checkpoints.jsonl"));
+    /// let key = CheckpointKey::generate()?;
+    /// let public = key.public_key();
+    /// let sink = JsonlSink::open(&log, Durability::Flush)?
+    ///     .with_checkpoints(&checkpoints, key, CheckpointPolicy::default())?;
+    /// sink.record(&record)?;
+    /// sink.record(&record)?;
+    /// assert_eq!(sink.checkpoint()?.map(|c| c.records), Some(2));
+    /// assert_eq!(sink.checkpoint()?, None);   // nothing new to sign
+    /// assert_eq!(audit::verify_checkpoints(&log, &checkpoints, &public)?.unanchored(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn checkpoint(&self) -> Result<Option<Checkpoint>, AuditError> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        match state.checkpoints.as_mut() {
+            Some(writer) if writer.behind(state.records) => writer
+                .write(
+                    &self.path,
+                    &state.file,
+                    state.regular,
+                    state.records,
+                    &state.head,
+                )
+                .map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// The log file.
@@ -303,6 +381,58 @@ impl DecisionSink for JsonlSink {
         state.head = hash;
         state.records += 1;
         state.len += line.len() as u64;
+        let state = &mut *state;
+        if let Some(writer) = state.checkpoints.as_mut() {
+            if writer.due(state.records) {
+                writer.write(
+                    &self.path,
+                    &state.file,
+                    state.regular,
+                    state.records,
+                    &state.head,
+                )?;
+            }
+        }
         Ok(())
     }
+}
+
+/// Cuts the torn last line `torn` off `file` (at `path`), keeping its first `intact_len`
+/// bytes, and says so as a `tracing` warning.
+pub(crate) fn cut_torn(
+    file: &File,
+    path: &Path,
+    intact_len: u64,
+    torn: TornLine,
+) -> io::Result<()> {
+    file.set_len(intact_len)?;
+    file.sync_all()?;
+    tracing::warn!(
+        target: "membergate::audit",
+        path = %path.display(),
+        line = torn.line,
+        bytes = torn.bytes,
+        "removed a torn last line (a write cut off by a crash)"
+    );
+    Ok(())
+}
+
+/// Opens the file at `path` for reading and appending, creating it if needed, and takes
+/// its exclusive lock without waiting (a file system without locks lets it be): the file
+/// and whether it is a regular file (not a device or pipe), or `None` if another holder
+/// has the lock.
+pub(crate) fn open_locked(path: &Path) -> io::Result<Option<(File, bool)>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Ok(None),
+        Err(TryLockError::Error(e)) if e.kind() == io::ErrorKind::Unsupported => {}
+        Err(TryLockError::Error(e)) => return Err(e),
+    }
+    let regular = file.metadata()?.is_file();
+    Ok(Some((file, regular)))
 }

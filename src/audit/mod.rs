@@ -7,6 +7,10 @@
 //!   `tracing` events.
 //! - [`verify`] checks a log's chain line by line; [`query`] finds the records that match
 //!   a [`Filter`] ("who saw this member's phone number last month").
+//! - [`JsonlSink::with_checkpoints`] signs the log's head every so many records or
+//!   seconds with a [`CheckpointKey`] into a file of its own; [`verify_checkpoints`]
+//!   finds records cut off the log's end, an emptied log or a rebuilt chain below the
+//!   last checkpoint.
 //!
 //! # Example
 //! ```
@@ -45,10 +49,15 @@ use crate::fields::FieldSet;
 use crate::request::{MemberRequest, Request};
 
 mod chain;
+mod checkpoint;
 mod jsonl;
 mod query;
 
 pub use chain::{verify, Break, BreakKind, ReadError, TornLine, VerifyReport, GENESIS};
+pub use checkpoint::{
+    verify_checkpoints, Checkpoint, CheckpointError, CheckpointKey, CheckpointPolicy,
+    CheckpointProblem, CheckpointReport, InvalidKey, PublicKey,
+};
 pub use jsonl::{Durability, JsonlSink, OpenError, OpenReport};
 pub use query::{query, Filter};
 
@@ -77,12 +86,11 @@ pub fn bounded(text: &str) -> String {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    let digest = Sha256::digest(text.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!(
-        "{}... ({} bytes, sha256 {hex})",
+        "{}... ({} bytes, sha256 {})",
         text.get(..end).unwrap_or_default(),
-        text.len()
+        text.len(),
+        chain::hex(&Sha256::digest(text.as_bytes()))
     )
 }
 
@@ -352,6 +360,16 @@ pub enum AuditError {
     #[error("the decision log `{}` still ends with a partial record from a failed write and cannot be truncated: {source}", path.display())]
     Repair {
         /// The log file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The record was appended to the log, but the checkpoint it was due could not be:
+    /// the log could not be `fsync`ed or the checkpoint file written
+    /// ([`JsonlSink::with_checkpoints`]). The next record tries again.
+    #[error("the decision record was appended, but its checkpoint was not: cannot write `{}`: {source}", path.display())]
+    Checkpoint {
+        /// The file that could not be written (the checkpoint file, or the log).
         path: PathBuf,
         /// The operating system's error.
         source: std::io::Error,
