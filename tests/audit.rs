@@ -1513,3 +1513,149 @@ fn a_checkpoint_key_is_a_new_owner_only_file_of_64_hex_digits() {
         Ok(key.public_key())
     );
 }
+
+#[test]
+fn audit_keygen_and_verify_with_checkpoints_exit_0_anchored_1_truncated_or_forged_2_unreadable() {
+    let (dir, log) = log_path();
+    let key_file = dir.path().join("checkpoint.key");
+    let key_arg = key_file.to_str().expect("utf-8");
+    let out = membergate(&["audit", "keygen", "--out", key_arg]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let public = stdout(&out).trim().to_string();
+    let key = CheckpointKey::from_file(&key_file).expect("the key written");
+    assert_eq!(public, key.public_key().to_string());
+    let again = membergate(&["audit", "keygen", "--out", key_arg]);
+    assert_ne!(again.status.code(), Some(0), "an existing key is kept");
+    assert!(
+        stderr(&again).contains("checkpoint.key"),
+        "{}",
+        stderr(&again)
+    );
+
+    let checkpoints = dir.path().join("checkpoints.jsonl");
+    let policy = CheckpointPolicy {
+        records: Some(400),
+        interval: None,
+    };
+    let sink = JsonlSink::open(&log, Durability::Flush)
+        .expect("open")
+        .with_checkpoints(&checkpoints, key, policy)
+        .expect("checkpoints");
+    for i in 0..1_250 {
+        sink.record(&rec(i)).expect("record");
+    }
+    drop(sink);
+    let public_file = dir.path().join("checkpoint.pub");
+    fs::write(&public_file, format!("{public}\n")).expect("write");
+    let (file, ckpt) = (
+        log.to_str().expect("utf-8"),
+        checkpoints.to_str().expect("utf-8"),
+    );
+    let verify = |key: &str| {
+        membergate(&[
+            "audit",
+            "verify",
+            file,
+            "--checkpoints",
+            ckpt,
+            "--public-key",
+            key,
+        ])
+    };
+
+    for key in [public.as_str(), public_file.to_str().expect("utf-8")] {
+        let out = verify(key);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let text = stdout(&out);
+        assert!(text.starts_with("1250 records, chain intact\n"), "{text}");
+        assert!(
+            text.contains("3 checkpoints verify; the last signs 1200 records at "),
+            "{text}"
+        );
+        assert!(text.contains("50 records not yet anchored"), "{text}");
+    }
+    // Another key: 1.
+    let other = CheckpointKey::generate()
+        .expect("key")
+        .public_key()
+        .to_string();
+    let out = verify(&other);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("checkpoint 1 is signed by another key"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A checkpoint forged: 1.
+    let original = lines(&checkpoints);
+    let mut forged = original.clone();
+    forged[1] = forged[1].replacen(r#""records":800,"#, r#""records":700,"#, 1);
+    write_lines(&checkpoints, &forged);
+    let out = verify(&public);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("checkpoint 2's signature does not verify: it was forged or changed"),
+        "{}",
+        stdout(&out)
+    );
+    write_lines(&checkpoints, &original);
+
+    // The log truncated below the last checkpoint: its chain verifies, its checkpoints do not.
+    write_lines(&log, &lines(&log)[..1_150]);
+    assert_eq!(
+        membergate(&["audit", "verify", file]).status.code(),
+        Some(0)
+    );
+    let out = verify(&public);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("log truncated: checkpoint 3 signs 1,200 records, the log has 1,150"),
+        "{}",
+        stdout(&out)
+    );
+
+    // Unreadable: 2.
+    for (what, out) in [
+        (
+            "checkpoints",
+            membergate(&[
+                "audit",
+                "verify",
+                file,
+                "--checkpoints",
+                "no/such.jsonl",
+                "--public-key",
+                &public,
+            ]),
+        ),
+        ("key file", verify("no/such.pub")),
+        (
+            "log",
+            membergate(&[
+                "audit",
+                "verify",
+                "no/such/log.jsonl",
+                "--checkpoints",
+                ckpt,
+                "--public-key",
+                &public,
+            ]),
+        ),
+    ] {
+        assert_eq!(out.status.code(), Some(2), "{what}: {}", stdout(&out));
+        assert!(stderr(&out).contains("no/such"), "{what}: {}", stderr(&out));
+    }
+    let out = membergate(&["audit", "verify", file, "--checkpoints", ckpt]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--checkpoints needs --public-key"
+    );
+}

@@ -1,12 +1,16 @@
-//! `membergate audit`: the decision log, check a log's hash chain (`audit verify`) or
-//! print the records that match (`audit query`).
+//! `membergate audit`: the decision log, check a log's hash chain and its signed
+//! checkpoints (`audit verify`), print the records that match (`audit query`), make a
+//! checkpoint key (`audit keygen`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
 use jiff::Timestamp;
-use membergate::audit::{self, DecisionRecord, DecisionSink, Durability, Filter, JsonlSink};
+use membergate::audit::{
+    self, CheckpointKey, DecisionRecord, DecisionSink, Durability, Filter, InvalidKey, JsonlSink,
+    PublicKey,
+};
 use membergate::sample::{self, ids};
 use membergate::{Action, Context, MemberRef, MemberRequest, PrincipalId, PrincipalKind};
 
@@ -21,12 +25,28 @@ pub struct Args {
 /// `membergate audit` subcommands.
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check a decision log's hash chain: exit 0 if every record is intact (a torn last
-    /// line from a crash is reported, not a break), 1 naming the first broken line, 2 if
-    /// the file cannot be read.
+    /// Check a decision log's hash chain, and with `--checkpoints` that its signed
+    /// checkpoints anchor it: exit 0 if every record is intact (a torn last line from a
+    /// crash is reported, not a break) and every checkpoint verifies and matches the log
+    /// (records after the last are reported as not yet anchored), 1 naming the first
+    /// broken line or failing checkpoint, 2 if a file or the key cannot be read.
     Verify {
         /// The log file.
         file: PathBuf,
+        /// The checkpoint file the log's sink signs (`JsonlSink::with_checkpoints`).
+        #[arg(long, requires = "public_key")]
+        checkpoints: Option<PathBuf>,
+        /// The public key that signs the checkpoints: 64 hexadecimal digits, or a file
+        /// holding them (as `audit keygen` prints).
+        #[arg(long, value_name = "HEX_OR_FILE", requires = "checkpoints")]
+        public_key: Option<String>,
+    },
+    /// Make a key to sign a decision log's checkpoints: write its secret to a new file
+    /// (mode 0600; an existing file is left alone) and print its public key.
+    Keygen {
+        /// The secret key file to create.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print the records of a decision log that match every condition given, one line
     /// each (the chain is not checked: `audit verify` does that).
@@ -71,24 +91,19 @@ enum AuditCommand {
 
 pub fn exec(dir: &Path, args: Args) -> Result<ExitCode, String> {
     match args.command {
-        AuditCommand::Verify { file } => {
-            let report = match audit::verify(&file) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Ok(ExitCode::from(NO_VERDICT));
-                }
-            };
-            if let Some(broken) = &report.broken {
-                println!("{}: chain broken at {broken}", file.display());
-                println!("{} records before it intact", report.records);
-                return Ok(ExitCode::FAILURE);
-            }
-            println!("{} records, chain intact", report.records);
-            println!("last hash {}", report.head);
-            if let Some(torn) = report.torn {
-                println!("{torn}; opening the log for writing removes it");
-            }
+        AuditCommand::Verify {
+            file,
+            checkpoints,
+            public_key,
+        } => match (checkpoints, public_key) {
+            (Some(checkpoints), Some(key)) => Ok(verify_checkpoints(&file, &checkpoints, &key)),
+            _ => Ok(verify(&file)),
+        },
+        AuditCommand::Keygen { out } => {
+            let key = CheckpointKey::generate().map_err(|e| e.to_string())?;
+            key.write_new(&out).map_err(|e| e.to_string())?;
+            eprintln!("wrote the secret key to {}; its public key:", out.display());
+            println!("{}", key.public_key());
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Query {
@@ -183,5 +198,81 @@ pub fn exec(dir: &Path, args: Args) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `audit verify FILE`: the chain alone.
+fn verify(file: &Path) -> ExitCode {
+    match audit::verify(file) {
+        Ok(report) => {
+            print_chain(file, &report);
+            if report.is_intact() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(NO_VERDICT)
+        }
+    }
+}
+
+/// What `audit verify` says of a log's chain.
+fn print_chain(file: &Path, report: &audit::VerifyReport) {
+    if let Some(broken) = &report.broken {
+        println!("{}: chain broken at {broken}", file.display());
+        println!("{} records before it intact", report.records);
+        return;
+    }
+    println!("{} records, chain intact", report.records);
+    println!("last hash {}", report.head);
+    if let Some(torn) = report.torn {
+        println!("{torn}; opening the log for writing removes it");
+    }
+}
+
+/// `audit verify FILE --checkpoints CKPT --public-key KEY`: the chain and the checkpoints.
+fn verify_checkpoints(file: &Path, checkpoints: &Path, key: &str) -> ExitCode {
+    // 64 hexadecimal digits are the key; anything else names a file.
+    let key = match key.parse::<PublicKey>() {
+        Err(InvalidKey::NotHex) => PublicKey::from_file(key).map_err(|e| e.to_string()),
+        parsed => parsed.map_err(|e| format!("--public-key: {e}")),
+    };
+    let report = key.and_then(|key| {
+        audit::verify_checkpoints(file, checkpoints, &key).map_err(|e| e.to_string())
+    });
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(NO_VERDICT);
+        }
+    };
+    print_chain(file, &report.log);
+    if let Some(problem) = &report.problem {
+        println!("{}: {problem}", checkpoints.display());
+    }
+    match &report.last {
+        Some(last) => println!(
+            "{} checkpoints verify; the last signs {} records at {}",
+            report.checkpoints, last.records, last.at
+        ),
+        None => println!("no checkpoint verifies"),
+    }
+    if report.is_intact() {
+        println!("{} records not yet anchored", report.unanchored());
+    }
+    if let Some(torn) = report.torn {
+        println!(
+            "{}: {torn}; opening the sink with its checkpoints removes it",
+            checkpoints.display()
+        );
+    }
+    if report.is_intact() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
