@@ -1752,6 +1752,58 @@ fn mutated_requests_get_an_answer_never_a_server_error() {
     assert!(audit::verify(&crm.log).expect("verify").is_intact());
 }
 
+/// The attack: deleting the log's last records still verified. With `--checkpoints`, the
+/// CRM signs the log's head every N records into a file of its own, and cutting records
+/// the checkpoints sign is found.
+#[test]
+fn signed_checkpoints_anchor_the_crms_log() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (key_file, checkpoints) = (dir.path().join("key"), dir.path().join("checkpoints"));
+    let key = audit::CheckpointKey::generate().expect("a key");
+    key.write_new(&key_file).expect("write the key");
+    let crm = Crm::start(Opts {
+        now: Some(BALLOT),
+        extra: vec![
+            "--checkpoints".into(),
+            checkpoints.display().to_string(),
+            "--checkpoint-key".into(),
+            key_file.display().to_string(),
+            "--checkpoint-every".into(),
+            "5".into(),
+        ],
+        ..Opts::default()
+    });
+    let (staffer, path) = campaign_read();
+    for _ in 0..12 {
+        assert_eq!(crm.get(&path, Some(&staffer)).status, 200);
+    }
+    let report =
+        audit::verify_checkpoints(&crm.log, &checkpoints, &key.public_key()).expect("verify");
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!((report.anchored(), report.unanchored()), (10, 2));
+    // Cut the last four records: two of them signed.
+    let text = fs::read_to_string(&crm.log).expect("the log");
+    let kept: Vec<&str> = text.lines().take(8).collect();
+    fs::write(&crm.log, kept.join("\n") + "\n").expect("cut the log");
+    assert!(
+        audit::verify(&crm.log).expect("verify").is_intact(),
+        "the chain alone cannot tell"
+    );
+    let report =
+        audit::verify_checkpoints(&crm.log, &checkpoints, &key.public_key()).expect("verify");
+    assert!(
+        matches!(
+            report.problem,
+            Some(audit::CheckpointProblem::Truncated {
+                signed: 10,
+                log: 8,
+                ..
+            })
+        ),
+        "{report:?}"
+    );
+}
+
 /// A break-glass reason no person wrote is the request's fault: 400 with the reason why,
 /// logged (not the 500 the CRM answers when its own records are at fault); a reason in
 /// words is served.

@@ -45,6 +45,10 @@
 //! log's write, SQLite), so each request runs it on tokio's blocking pool, never on the
 //! threads that serve connections.
 //!
+//! With `--checkpoints FILE --checkpoint-key KEY`, the log's head is signed into FILE every
+//! `--checkpoint-every` records, every minute and at shutdown, so truncating or rewriting the log up
+//! to the last checkpoint is found by `membergate audit verify --checkpoints`.
+//!
 //! Connections: a request's headers must arrive within `--header-timeout-ms`, its answer
 //! within `--request-timeout-ms` (else 408, logged), and at most `--max-connections` are
 //! served at once (the accept loop at the end of this file: `axum::serve` bounds none of
@@ -74,7 +78,9 @@ use clap::Parser;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use jiff::Timestamp;
-use membergate::audit::{DecisionRecord, DecisionSink, Durability, JsonlSink};
+use membergate::audit::{
+    CheckpointKey, CheckpointPolicy, DecisionRecord, DecisionSink, Durability, JsonlSink,
+};
 use membergate::meter::{LocalMeter, VolumeMeter};
 use membergate::{
     sample, Action, Context, FieldDecisions, Member, MemberRef, MemberRequest, PrincipalId,
@@ -118,6 +124,17 @@ struct Args {
     /// `fsync` each decision record instead of flushing it to the operating system.
     #[arg(long)]
     fsync: bool,
+    /// Sign checkpoints of the decision log's head into this file, which must be on
+    /// storage the log's operator cannot write (`membergate audit verify --checkpoints`).
+    #[arg(long, requires = "checkpoint_key")]
+    checkpoints: Option<PathBuf>,
+    /// The Ed25519 key that signs them (`membergate audit keygen --out FILE`).
+    #[arg(long, requires = "checkpoints")]
+    checkpoint_key: Option<PathBuf>,
+    /// A checkpoint after every N records (and after the first record a minute after the
+    /// last checkpoint).
+    #[arg(long, default_value_t = 1_000)]
+    checkpoint_every: u64,
     /// How long a connection may take to send a request's headers (the first request's,
     /// or the next one's on a kept-alive connection) before it is closed, in milliseconds.
     #[arg(long, default_value_t = 5_000)]
@@ -832,6 +849,9 @@ async fn policy(State(app): State<Arc<App>>) -> Json<Value> {
     }))
 }
 
+/// The longest time the log's last records go unsigned while checkpoints are on.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+
 /// The longest request target (path and query) served.
 const MAX_TARGET: usize = 8 * 1024;
 /// The most header bytes (names and values) a request may carry.
@@ -947,7 +967,17 @@ fn start(args: &Args) -> Result<App, String> {
     } else {
         Durability::Flush
     };
-    let log = JsonlSink::open(&args.audit_log, durability).map_err(|e| e.to_string())?;
+    let mut log = JsonlSink::open(&args.audit_log, durability).map_err(|e| e.to_string())?;
+    if let (Some(file), Some(key)) = (&args.checkpoints, &args.checkpoint_key) {
+        let key = CheckpointKey::from_file(key).map_err(|e| e.to_string())?;
+        let policy = CheckpointPolicy {
+            records: Some(args.checkpoint_every.max(1)),
+            interval: Some(CHECKPOINT_EVERY),
+        };
+        log = log
+            .with_checkpoints(file, key, policy)
+            .map_err(|e| e.to_string())?;
+    }
     if let Some(torn) = &log.opened().repaired {
         eprintln!("crm: decision log: {torn}");
     }
@@ -1006,20 +1036,18 @@ async fn main() -> ExitCode {
         }
     };
     if args.reload_ms > 0 {
-        let app = Arc::clone(&app);
-        let every = Duration::from_millis(args.reload_ms);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let app = Arc::clone(&app);
-                if tokio::task::spawn_blocking(move || app.reload())
-                    .await
-                    .is_err()
-                {
-                    eprintln!("crm: a reload panicked; the old policies are still served");
-                }
+        every(
+            &app,
+            Duration::from_millis(args.reload_ms),
+            "reload",
+            App::reload,
+        );
+    }
+    if args.checkpoints.is_some() {
+        // A quiet log crosses no count: anchor its last records every minute anyway.
+        every(&app, CHECKPOINT_EVERY, "checkpoint", |app| {
+            if let Err(e) = app.log.checkpoint() {
+                eprintln!("crm: checkpoint: {e}");
             }
         });
     }
@@ -1048,9 +1076,34 @@ async fn main() -> ExitCode {
         max_connections: args.max_connections.max(1),
     };
     tokio::select! {
-        () = serve(listener, router, app, bounds) => ExitCode::SUCCESS,
-        _ = tokio::signal::ctrl_c() => ExitCode::SUCCESS,
+        () = serve(listener, router, Arc::clone(&app), bounds) => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
+    // Anchor the records since the last checkpoint before stopping.
+    if let Err(e) = app.log.checkpoint() {
+        eprintln!("crm: the last checkpoint: {e}");
+    }
+    ExitCode::SUCCESS
+}
+
+/// Runs `job` on the blocking pool every `period`, from one period after now; a run that
+/// panics (the old policies are then still served) is reported and the next one runs.
+fn every(app: &Arc<App>, period: Duration, what: &'static str, job: fn(&App)) {
+    let app = Arc::clone(app);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let app = Arc::clone(&app);
+            if tokio::task::spawn_blocking(move || job(&app))
+                .await
+                .is_err()
+            {
+                eprintln!("crm: a {what} panicked");
+            }
+        }
+    });
 }
 
 /// What the accept loop bounds.
