@@ -9,7 +9,7 @@ use std::str::FromStr;
 use cedar_policy::{Entity, EntityUid, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use serde::Deserialize;
 
-use crate::error::{LoadError, Problem, ProblemKind};
+use crate::error::{LineStarts, LoadError, Problem, ProblemKind};
 use crate::fields::{FieldCatalogue, FieldInfo, MAX_FIELDS};
 
 /// The schema file of a policy directory.
@@ -380,6 +380,7 @@ fn load_policies(
             )
             .collect();
         statements.sort_by_key(|(n, _, _)| *n);
+        let lines = LineStarts::of(&text);
         let mut from = 0;
         let mut in_file = Vec::new();
         for (_, stmt, policy) in statements {
@@ -439,7 +440,7 @@ fn load_policies(
                 id.to_string(),
                 PolicySource {
                     file: file.clone(),
-                    line: crate::error::line_column(&text, at).0,
+                    line: lines.line(at),
                     text: policy.to_string(),
                 },
             );

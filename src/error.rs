@@ -168,6 +168,25 @@ pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Where each line of a text starts: the line of many offsets in one text without
+/// counting its newlines from the start for each. Placing the n policies of a file one
+/// by one with [`line_column`] is O(n²): a file of 20,000 policies took 14 s to load,
+/// 7 s of it there.
+#[derive(Debug, Clone)]
+pub(crate) struct LineStarts(Vec<usize>);
+
+impl LineStarts {
+    pub(crate) fn of(text: &str) -> LineStarts {
+        let after_newlines = text.match_indices('\n').map(|(i, _)| i + 1);
+        LineStarts(std::iter::once(0).chain(after_newlines).collect())
+    }
+
+    /// The 1-based line of byte `offset`, as [`line_column`] gives it.
+    pub(crate) fn line(&self, offset: usize) -> usize {
+        self.0.partition_point(|start| *start <= offset)
+    }
+}
+
 /// A diagnostic re-homed in a named file, so its rendering shows the file name.
 struct InFile<'a> {
     message: &'a str,
@@ -362,4 +381,19 @@ pub enum RecordError {
         /// What is wrong.
         message: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_starts_agree_with_line_column() {
+        let text = "a\nbé\n\n// ü\nlast";
+        let lines = LineStarts::of(text);
+        for offset in 0..=text.len() + 2 {
+            assert_eq!(lines.line(offset), line_column(text, offset).0, "{offset}");
+        }
+        assert_eq!(LineStarts::of("").line(0), 1);
+    }
 }
