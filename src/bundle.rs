@@ -1,12 +1,14 @@
 //! A policy directory, loaded and strictly validated: the schema, the policies with
 //! their `@id`s and where each came from, and the field catalogue.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use cedar_policy::{Entity, EntityUid, PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use cedar_policy::{
+    Entity, EntityUid, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+};
 use serde::Deserialize;
 
 use crate::error::{LineStarts, LoadError, Problem, ProblemKind};
@@ -123,8 +125,52 @@ fn read_optional(path: &Path) -> Result<Option<String>, LoadError> {
     }
 }
 
-/// Loads `dir`, collecting every problem before refusing.
-pub(crate) fn load(dir: &Path) -> Result<Bundle, LoadError> {
+/// The JSON form (EST) of each policy of a bundle, by id: what `Policy::to_json` gives,
+/// from one parse of each file (see [`Ests::take`]).
+#[derive(Debug, Default)]
+pub(crate) struct Ests(HashMap<PolicyId, serde_json::Value>);
+
+impl Ests {
+    /// The EST of `policy` (of the bundle it came with), taken out: compiling needs each
+    /// once. A policy it lacks (none, unless Cedar's two parsers disagree) is converted
+    /// by Cedar alone.
+    pub(crate) fn take(&mut self, policy: &Policy) -> Result<serde_json::Value, String> {
+        match self.0.remove(policy.id()) {
+            Some(est) => Ok(est),
+            None => policy.to_json().map_err(|e| e.to_string()),
+        }
+    }
+
+    /// `f` of the EST of `policy`.
+    pub(crate) fn with<T>(
+        &self,
+        policy: &Policy,
+        f: impl FnOnce(&serde_json::Value) -> Option<T>,
+    ) -> Option<T> {
+        match self.0.get(policy.id()) {
+            Some(est) => f(est),
+            None => f(&policy.to_json().ok()?),
+        }
+    }
+}
+
+/// The ESTs of the statements of a policy file that parsed, by the ids Cedar gives them
+/// (`policy0`, `policy1`, ...), from one parse of the whole text: `Policy::to_json`
+/// parses each policy's text again on its own, and Cedar's parser pays a fixed cost per
+/// parse (it builds its lexer's automaton anew) several times that of a policy in a
+/// file. Empty if it does not parse (`PolicySet::from_str` said it does).
+fn file_ests(text: &str) -> HashMap<String, serde_json::Value> {
+    let Ok((ests, _)) = cedar_policy_core::parser::parse_policyset_to_ests_and_pset(text) else {
+        return HashMap::new();
+    };
+    ests.into_iter()
+        .filter_map(|(id, est)| Some((id.to_string(), serde_json::to_value(est).ok()?)))
+        .collect()
+}
+
+/// Loads `dir`, collecting every problem before refusing; with the bundle, its policies'
+/// ESTs, for compiling.
+pub(crate) fn load(dir: &Path) -> Result<(Bundle, Ests), LoadError> {
     let meta = fs::metadata(dir).map_err(|source| LoadError::Io {
         path: dir.to_path_buf(),
         source,
@@ -162,7 +208,7 @@ pub(crate) fn load(dir: &Path) -> Result<Bundle, LoadError> {
         }
     };
 
-    let (policies, sources, texts) = load_policies(dir, &mut problems)?;
+    let (policies, sources, texts, ests) = load_policies(dir, &mut problems)?;
     let invariants_text = read_optional(&dir.join(INVARIANTS_FILE))?;
 
     let catalogue_path = dir.join(CATALOGUE_FILE);
@@ -226,30 +272,33 @@ pub(crate) fn load(dir: &Path) -> Result<Bundle, LoadError> {
         PolicyVersion::of(files.iter().map(|(n, t)| (n.as_str(), *t)))
     };
     match catalogue {
-        Some((catalogue, _)) if problems.is_empty() => Ok(Bundle {
-            action_entities: match schema.action_entities() {
-                Ok(actions) => actions.iter().cloned().collect(),
-                Err(e) => {
-                    let problem = Problem::at(
-                        ProblemKind::Schema,
-                        &schema_path,
-                        &schema_text,
-                        None,
-                        e.to_string(),
-                    );
-                    return Err(LoadError::Invalid {
-                        problems: vec![problem],
-                    });
-                }
+        Some((catalogue, _)) if problems.is_empty() => Ok((
+            Bundle {
+                action_entities: match schema.action_entities() {
+                    Ok(actions) => actions.iter().cloned().collect(),
+                    Err(e) => {
+                        let problem = Problem::at(
+                            ProblemKind::Schema,
+                            &schema_path,
+                            &schema_text,
+                            None,
+                            e.to_string(),
+                        );
+                        return Err(LoadError::Invalid {
+                            problems: vec![problem],
+                        });
+                    }
+                },
+                schema,
+                policies,
+                catalogue,
+                field_entities,
+                sources,
+                version,
+                invariants: invariants_text,
             },
-            schema,
-            policies,
-            catalogue,
-            field_entities,
-            sources,
-            version,
-            invariants: invariants_text,
-        }),
+            ests,
+        )),
         _ => Err(LoadError::Invalid { problems }),
     }
 }
@@ -284,7 +333,7 @@ type Texts = BTreeMap<PathBuf, String>;
 fn load_policies(
     dir: &Path,
     problems: &mut Vec<Problem>,
-) -> Result<(PolicySet, Sources, Texts), LoadError> {
+) -> Result<(PolicySet, Sources, Texts, Ests), LoadError> {
     let entries = fs::read_dir(dir).map_err(|source| LoadError::Io {
         path: dir.to_path_buf(),
         source,
@@ -333,6 +382,7 @@ fn load_policies(
     let mut set = PolicySet::new();
     let mut sources = Sources::new();
     let mut texts = Texts::new();
+    let mut ests = Ests::default();
     let mut statements_seen = 0;
     for file in &files {
         let text = fs::read_to_string(file).map_err(|source| LoadError::Io {
@@ -381,6 +431,7 @@ fn load_policies(
             .collect();
         statements.sort_by_key(|(n, _, _)| *n);
         let lines = LineStarts::of(&text);
+        let mut file_ests = file_ests(&text);
         let mut from = 0;
         let mut in_file = Vec::new();
         for (_, stmt, policy) in statements {
@@ -401,7 +452,7 @@ fn load_policies(
             }
         }
         for (at, policy) in in_file {
-            let Some(id) = policy.annotation(ID_ANNOTATION) else {
+            let Some(id) = annotation(policy, ID_ANNOTATION) else {
                 problems.push(Problem::at(
                     ProblemKind::Policy,
                     file,
@@ -426,6 +477,7 @@ fn load_policies(
                 continue;
             }
             let named = policy.new_id(PolicyId::new(id));
+            let est = file_ests.remove(&policy.id().to_string());
             if let Err(e) = set.add(named) {
                 problems.push(Problem::at(
                     ProblemKind::Policy,
@@ -444,6 +496,9 @@ fn load_policies(
                     text: policy.to_string(),
                 },
             );
+            if let Some(est) = est {
+                ests.0.insert(PolicyId::new(id), est);
+            }
         }
         texts.insert(file.clone(), text);
     }
@@ -456,7 +511,15 @@ fn load_policies(
             "no `.cedar` policy files: every request would be denied",
         ));
     }
-    Ok((set, sources, texts))
+    Ok((set, sources, texts, ests))
+}
+
+/// The value of `policy`'s annotation `key`. (`Policy::annotation` parses `key` with
+/// Cedar's parser each time, at the fixed cost of a parse.)
+pub(crate) fn annotation<'p>(policy: &'p Policy, key: &str) -> Option<&'p str> {
+    policy
+        .annotations()
+        .find_map(|(k, v)| (k == key).then_some(v))
 }
 
 #[derive(Deserialize)]
@@ -620,4 +683,26 @@ fn conforming(entity: Entity, schema: &Schema) -> Result<Entity, String> {
             }
             msg
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ESTs of one parse of each file are what `Policy::to_json` gives, policy by
+    /// policy, for every bundled policy: compiling from them compiles the same.
+    #[test]
+    fn the_ests_of_a_file_are_each_policys_own() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let (bundle, ests) = load(&dir).unwrap_or_else(|e| panic!("{}", e.render()));
+        assert_eq!(ests.0.len(), bundle.policies.policies().count());
+        for policy in bundle.policies.policies() {
+            assert_eq!(
+                ests.0.get(policy.id()),
+                Some(&policy.to_json().unwrap()),
+                "{}",
+                policy.id()
+            );
+        }
+    }
 }

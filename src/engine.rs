@@ -109,11 +109,12 @@ impl Engine {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Engine, LoadError> {
-        let bundle = bundle::load(dir.as_ref())?;
+        let (bundle, mut ests) = bundle::load(dir.as_ref())?;
         let field_uids = bundle.field_entities.iter().map(|e| e.uid()).collect();
-        let singles = single_policies(&bundle.policies);
+        let singles = single_policies(&bundle.policies, &ests);
         let index = Index::build(
             &bundle.policies,
+            |p| ests.take(p),
             &bundle.catalogue,
             &bundle.field_entities,
             &bundle.action_entities,
@@ -879,7 +880,7 @@ fn error_message(e: &cedar_policy::AuthorizationError) -> String {
 
 /// Each policy alone, and its scope alone (its conditions dropped, made a permit), so
 /// `explain` can tell "in scope" from "condition held".
-fn single_policies(set: &PolicySet) -> Vec<SinglePolicy> {
+fn single_policies(set: &PolicySet, ests: &bundle::Ests) -> Vec<SinglePolicy> {
     let mut out = Vec::new();
     for p in set.policies() {
         let effect = match p.effect() {
@@ -887,22 +888,24 @@ fn single_policies(set: &PolicySet) -> Vec<SinglePolicy> {
             cedar_policy::Effect::Forbid => Effect::Deny,
         };
         let alone = PolicySet::from_policies([p.clone()]).unwrap_or_default();
-        let scope = p
-            .to_json()
-            .ok()
-            .and_then(|mut json| {
-                let obj = json.as_object_mut()?;
-                obj.insert("effect".into(), "permit".into());
-                obj.insert("conditions".into(), serde_json::Value::Array(Vec::new()));
-                obj.remove("annotations");
-                cedar_policy::Policy::from_json(Some(p.id().clone()), json).ok()
+        let scope = ests
+            .with(p, |est| {
+                // The scope alone: a permit with the same principal, action and resource
+                // constraints, no conditions, no annotations.
+                let mut json = serde_json::Map::new();
+                json.insert("effect".into(), "permit".into());
+                for part in ["principal", "action", "resource"] {
+                    json.insert(part.into(), est.get(part)?.clone());
+                }
+                json.insert("conditions".into(), serde_json::Value::Array(Vec::new()));
+                cedar_policy::Policy::from_json(Some(p.id().clone()), json.into()).ok()
             })
             .and_then(|s| PolicySet::from_policies([s]).ok());
         out.push(SinglePolicy {
             id: p.id().to_string(),
             effect,
-            flag: p.annotation("flag").map(str::to_string),
-            rule: p.annotation("rule").map(str::to_string),
+            flag: bundle::annotation(p, "flag").map(str::to_string),
+            rule: bundle::annotation(p, "rule").map(str::to_string),
             alone,
             scope,
         });

@@ -248,18 +248,19 @@ fn status_index(s: MemberStatus) -> usize {
 }
 
 impl Index {
-    /// Compiles the engine's policies and indexes them.
+    /// Compiles the engine's policies (each from its EST, given by `ests`) and indexes them.
     ///
     /// # Errors
     /// A message if the policies cannot be compiled (templates, which loading refuses
     /// first) or the field and action entities cannot be read.
     pub(crate) fn build(
         policies: &cedar_policy::PolicySet,
+        ests: impl FnMut(&cedar_policy::Policy) -> Result<serde_json::Value, String>,
         catalogue: &FieldCatalogue,
         field_entities: &[cedar_policy::Entity],
         action_entities: &[cedar_policy::Entity],
     ) -> Result<Index, String> {
-        let compiled = CompiledPolicies::compile(policies).map_err(|e| e.to_string())?;
+        let compiled = CompiledPolicies::compile_with(policies, ests).map_err(|e| e.to_string())?;
         let entities = Entities::from_entities(
             field_entities.iter().chain(action_entities.iter()).cloned(),
             None,
@@ -324,7 +325,9 @@ impl Index {
         let mut placements = Vec::new();
         for (i, v) in views.iter().enumerate() {
             let id = v.id.to_string();
-            let flag = policies.policy(v.id).and_then(|p| p.annotation("flag"));
+            let flag = policies
+                .policy(v.id)
+                .and_then(|p| crate::bundle::annotation(p, "flag"));
             meta.push(Meta {
                 id,
                 flag: flag.map(str::to_string),
