@@ -170,10 +170,47 @@ pub fn bundled() -> Membership {
 /// assert_eq!(text.matches("@id(").count(), 4);
 /// ```
 pub fn generated_policies(n: usize) -> String {
-    let mut out = String::new();
-    for i in 0..n {
-        let k = i / 4;
-        let policy = match i % 4 {
+    (0..n).map(generated_policy).collect()
+}
+
+/// The policies per file that [`write_generated_policies`] writes: 1,000, about 250 KB,
+/// well under the 4 MiB a policy file may hold (see [`LoadError::LIMITS`](crate::LoadError::LIMITS)).
+pub const GENERATED_PER_FILE: usize = 1_000;
+
+/// Writes [`generated_policies`]`(n)` into the directory `dir`, [`GENERATED_PER_FILE`] a
+/// file (`generated-0000.cedar`, `generated-0001.cedar`, ...): with the bundled schema and
+/// catalogue beside them, a policy directory of any size up to the limits, for the
+/// loading benchmarks and tests.
+///
+/// # Errors
+/// If a file cannot be written.
+///
+/// # Example
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// for file in [membergate::SCHEMA_FILE, membergate::CATALOGUE_FILE] {
+///     std::fs::copy(std::path::Path::new("policies").join(file), dir.path().join(file))?;
+/// }
+/// membergate::sample::write_generated_policies(dir.path(), 1_500)?;
+/// assert!(dir.path().join("generated-0001.cedar").exists());
+/// let engine = membergate::Engine::from_dir(dir.path())?;
+/// assert_eq!(engine.policy_ids().count(), 1_500);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn write_generated_policies(dir: &std::path::Path, n: usize) -> std::io::Result<()> {
+    for (file, start) in (0..n).step_by(GENERATED_PER_FILE).enumerate() {
+        let text: String = (start..n.min(start + GENERATED_PER_FILE))
+            .map(generated_policy)
+            .collect();
+        std::fs::write(dir.join(format!("generated-{file:04}.cedar")), text)?;
+    }
+    Ok(())
+}
+
+/// The `i`-th of [`generated_policies`], with a blank line after it.
+fn generated_policy(i: usize) -> String {
+    let k = i / 4;
+    let mut policy = match i % 4 {
             0 => format!(
                 "@id(\"gen-campaign-{k}-read\")\n\
                  permit (principal in Campaign::\"camp-gen-{k}\", action in [Action::\"read\", Action::\"contact\"], resource is Member)\n\
@@ -193,12 +230,10 @@ pub fn generated_policies(n: usize) -> String {
                 "@id(\"gen-region-{k}-bulk\")\n\
                  forbid (principal, action == Action::\"bulk_export\", resource in Region::\"r-gen-{k}\")\n\
                  when {{ context.reads_this_hour > 1000 }};\n"
-            ),
-        };
-        out.push_str(&policy);
-        out.push('\n');
-    }
-    out
+        ),
+    };
+    policy.push('\n');
+    policy
 }
 
 /// The UTC hour `y-m-d h:00`. For `const` items only (the tests check it against jiff).
@@ -1153,7 +1188,7 @@ mod tests {
                 std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
             }
         }
-        std::fs::write(dir.path().join("generated.cedar"), generated_policies(40)).unwrap();
+        write_generated_policies(dir.path(), 40).unwrap();
         let engine =
             crate::Engine::from_dir(dir.path()).unwrap_or_else(|e| panic!("{}", e.render()));
         let bundled = crate::Engine::from_dir(&src).unwrap();

@@ -7,10 +7,16 @@
 
 use std::fs;
 
+use membergate::sample::ids;
 use membergate::testing::TestPlan;
-use membergate::{Engine, LoadError, Problem, ProblemKind};
+use membergate::{
+    Action, Context, Directory, Engine, LoadError, PrincipalId, PrincipalKind, Problem, ProblemKind,
+};
 
-use crate::support::{line_col, policies_dir, Mutation, Place, PolicyCopy, POLICY_SYNTAX};
+use crate::support::{
+    authorize, bundled, directory, engine, field_decisions, line_col, policies_dir, t, Ask,
+    Mutation, Place, PolicyCopy, POLICY_SYNTAX,
+};
 
 // ------------------------------------------------------------------ helpers
 
@@ -574,6 +580,91 @@ fn a_directory_over_the_limits_is_refused_before_parsing() {
         .collect();
     fs::write(copy.file("many.cedar"), many).expect("write");
     too_large(&copy, copy.path(), &format!("over {max_policies} policies"));
+}
+
+/// A directory at the policy limit (the bundled policies and generated ones beside them,
+/// 20,000 in all, 1,000 a file) loads, places each policy at its line, and decides as
+/// Cedar's authorizer on the same policies; the generated policies name campaigns and
+/// regions the sample does not hold, so it decides as the bundled policies alone.
+#[test]
+fn a_directory_at_the_policy_limit_loads_and_decides_as_cedar() {
+    let (_, _, max_policies) = LoadError::LIMITS;
+    let copy = PolicyCopy::new();
+    let generated = max_policies - engine().policy_ids().count();
+    membergate::sample::write_generated_policies(copy.path(), generated).expect("write");
+    let big = Engine::from_dir(copy.path()).unwrap_or_else(|e| panic!("{}", e.render()));
+    assert_eq!(big.policy_ids().count(), max_policies);
+    // Each policy of the last file at the line of its text.
+    let last = copy.file(&format!("generated-{:04}.cedar", generated / 1_000));
+    let text = fs::read_to_string(&last).expect("read");
+    let mut placed = 0;
+    for source in big.policy_ids().filter_map(|id| big.policy_source(id)) {
+        if source.file == last {
+            let at = text
+                .find(&source.text)
+                .expect("the policy's text is in its file");
+            assert_eq!(source.line, line_col(&text, at).0, "{}", source.text);
+            placed += 1;
+        }
+    }
+    assert_eq!(placed, generated % 1_000);
+
+    let big_directory = Directory::from_membership(&big, bundled()).expect("the sample fits");
+    let at = |s: &str| Context::at(t(s));
+    let asks = [
+        (
+            PrincipalKind::CampaignStaff,
+            ids::CS_A_STAFF,
+            Action::Read,
+            "phone",
+            at("2020-03-01T12:00:00Z").election(ids::LEADER_2020),
+        ),
+        (
+            PrincipalKind::Staff,
+            ids::S_REGIONAL_LONDON,
+            Action::Read,
+            "status",
+            at("2024-05-01T09:00:00Z"),
+        ),
+        (
+            PrincipalKind::Staff,
+            ids::S_EXPORT,
+            Action::BulkExport,
+            "name",
+            at("2024-05-01T09:00:00Z").reads_this_hour(5_000),
+        ),
+        (
+            PrincipalKind::Staff,
+            ids::S_MEMBERSHIP,
+            Action::Update,
+            "address",
+            at("2024-05-01T09:00:00Z"),
+        ),
+    ];
+    for (kind, id, action, field, context) in asks {
+        let ask = Ask::new(
+            bundled(),
+            PrincipalId::new(kind, id),
+            action,
+            ids::MEMBER_ELIGIBLE,
+            field,
+            context,
+        );
+        // Both paths, on the field and on every field (Cedar's `explain`, each of the
+        // 20,000 policies alone, is left to the smaller sets).
+        let decision = authorize(&big, &big_directory, &ask.request());
+        let fields = field_decisions(&big, &big_directory, &ask.all_fields());
+        assert_eq!(
+            decision,
+            engine().authorize(directory(), &ask.request()),
+            "{ask:?}"
+        );
+        assert_eq!(
+            fields,
+            engine().field_decisions(directory(), &ask.all_fields()),
+            "{ask:?}"
+        );
+    }
 }
 
 #[test]
