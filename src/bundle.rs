@@ -11,7 +11,7 @@ use cedar_policy::{
 };
 use serde::Deserialize;
 
-use crate::error::{LineStarts, LoadError, Problem, ProblemKind};
+use crate::error::{LineStarts, LoadError, Problem, ProblemKind, SourceFile};
 use crate::fields::{FieldCatalogue, FieldInfo, MAX_FIELDS};
 
 /// The schema file of a policy directory.
@@ -259,7 +259,7 @@ pub(crate) fn load(dir: &Path) -> Result<(Bundle, Ests), LoadError> {
             (SCHEMA_FILE.to_string(), schema_text.as_str()),
             (CATALOGUE_FILE.to_string(), catalogue_text.as_str()),
         ];
-        for (path, text) in &texts {
+        for (path, (text, _)) in &texts {
             let name = path
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
@@ -315,8 +315,8 @@ fn push_policy_problem(
     let src = sources.get(id.to_string().as_str());
     let text = src.and_then(|s| texts.get(&s.file));
     match (src, text) {
-        (Some(src), Some(text)) => {
-            problems.push(Problem::from_diagnostic(kind, &src.file, text, diag))
+        (Some(src), Some((text, lines))) => {
+            problems.push(SourceFile::new(&src.file, text, lines).diagnostic(kind, diag))
         }
         (src, _) => {
             let file = src.map_or(Path::new("<policies>"), |s| s.file.as_path());
@@ -326,8 +326,8 @@ fn push_policy_problem(
 }
 
 type Sources = BTreeMap<String, PolicySource>;
-/// The text of each policy file, by path.
-type Texts = BTreeMap<PathBuf, String>;
+/// The text of each policy file and its line starts, by path.
+type Texts = BTreeMap<PathBuf, (String, LineStarts)>;
 
 /// Parses every `*.cedar` file of `dir` (in name order), naming each policy by its `@id`.
 fn load_policies(
@@ -389,16 +389,13 @@ fn load_policies(
             path: file.clone(),
             source,
         })?;
+        let lines = LineStarts::of(&text);
+        let source = SourceFile::new(file, &text, &lines);
         let parsed = match PolicySet::from_str(&text) {
             Ok(p) => p,
             Err(errs) => {
                 for e in errs.iter() {
-                    problems.push(Problem::from_diagnostic(
-                        ProblemKind::Policy,
-                        file,
-                        &text,
-                        e,
-                    ));
+                    problems.push(source.diagnostic(ProblemKind::Policy, e));
                 }
                 continue;
             }
@@ -430,7 +427,6 @@ fn load_policies(
             )
             .collect();
         statements.sort_by_key(|(n, _, _)| *n);
-        let lines = LineStarts::of(&text);
         let mut file_ests = file_ests(&text);
         let mut from = 0;
         let mut in_file = Vec::new();
@@ -442,10 +438,8 @@ fn load_policies(
             from = at + stmt.len();
             match policy {
                 Some(p) => in_file.push((at, p)),
-                None => problems.push(Problem::at(
+                None => problems.push(source.at(
                     ProblemKind::Policy,
-                    file,
-                    &text,
                     Some(at),
                     "templates (policies with `?principal` or `?resource` slots) are not supported",
                 )),
@@ -453,20 +447,16 @@ fn load_policies(
         }
         for (at, policy) in in_file {
             let Some(id) = annotation(policy, ID_ANNOTATION) else {
-                problems.push(Problem::at(
+                problems.push(source.at(
                     ProblemKind::Policy,
-                    file,
-                    &text,
                     Some(at),
                     "policy has no `@id(\"...\")` annotation: every policy needs a unique id",
                 ));
                 continue;
             };
             if let Some(prev) = sources.get(id) {
-                problems.push(Problem::at(
+                problems.push(source.at(
                     ProblemKind::Policy,
-                    file,
-                    &text,
                     Some(at),
                     format!(
                         "duplicate policy id `{id}`: first used at {}:{}",
@@ -479,13 +469,7 @@ fn load_policies(
             let named = policy.new_id(PolicyId::new(id));
             let est = file_ests.remove(&policy.id().to_string());
             if let Err(e) = set.add(named) {
-                problems.push(Problem::at(
-                    ProblemKind::Policy,
-                    file,
-                    &text,
-                    Some(at),
-                    e.to_string(),
-                ));
+                problems.push(source.at(ProblemKind::Policy, Some(at), e.to_string()));
                 continue;
             }
             sources.insert(
@@ -500,7 +484,7 @@ fn load_policies(
                 ests.0.insert(PolicyId::new(id), est);
             }
         }
-        texts.insert(file.clone(), text);
+        texts.insert(file.clone(), (text, lines));
     }
     if files.is_empty() {
         problems.push(Problem::at(
