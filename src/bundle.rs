@@ -126,7 +126,7 @@ fn read_optional(path: &Path) -> Result<Option<String>, LoadError> {
 }
 
 /// The JSON form (EST) of each policy of a bundle, by id: what `Policy::to_json` gives,
-/// from one parse of each file (see [`Ests::take`]).
+/// from one parse of each run of each file (see [`Ests::take`]).
 #[derive(Debug, Default)]
 pub(crate) struct Ests(HashMap<PolicyId, serde_json::Value>);
 
@@ -154,12 +154,12 @@ impl Ests {
     }
 }
 
-/// The ESTs of the statements of a policy file that parsed, by the ids Cedar gives them
-/// (`policy0`, `policy1`, ...), from one parse of the whole text: `Policy::to_json`
-/// parses each policy's text again on its own, and Cedar's parser pays a fixed cost per
-/// parse (it builds its lexer's automaton anew) several times that of a policy in a
-/// file. Empty if it does not parse (`PolicySet::from_str` said it does).
-fn file_ests(text: &str) -> HashMap<String, serde_json::Value> {
+/// The ESTs of the statements of a run of a policy file (see [`runs`]) that parsed, by
+/// the ids Cedar gives them (`policy0`, `policy1`, ...), from one parse of the whole run:
+/// `Policy::to_json` parses each policy's text again on its own, and Cedar's parser pays
+/// a fixed cost per parse (it builds its lexer's automaton anew) several times that of a
+/// policy in a file. Empty if it does not parse (`PolicySet::from_str` said it does).
+fn ests_of_run(text: &str) -> HashMap<String, serde_json::Value> {
     let Ok((ests, _)) = cedar_policy_core::parser::parse_policyset_to_ests_and_pset(text) else {
         return HashMap::new();
     };
@@ -208,7 +208,13 @@ pub(crate) fn load(dir: &Path) -> Result<(Bundle, Ests), LoadError> {
         }
     };
 
-    let (policies, sources, texts, ests) = load_policies(dir, &mut problems)?;
+    let PolicyFiles {
+        set: policies,
+        sources,
+        texts,
+        ests,
+        run_starts,
+    } = load_policies(dir, &mut problems)?;
     let invariants_text = read_optional(&dir.join(INVARIANTS_FILE))?;
 
     let catalogue_path = dir.join(CATALOGUE_FILE);
@@ -226,6 +232,7 @@ pub(crate) fn load(dir: &Path) -> Result<(Bundle, Ests), LoadError> {
             &mut problems,
             &sources,
             &texts,
+            &run_starts,
             e.policy_id(),
             ProblemKind::Validation,
             e,
@@ -236,6 +243,7 @@ pub(crate) fn load(dir: &Path) -> Result<(Bundle, Ests), LoadError> {
             &mut problems,
             &sources,
             &texts,
+            &run_starts,
             w.policy_id(),
             ProblemKind::Validation,
             w,
@@ -307,16 +315,19 @@ fn push_policy_problem(
     problems: &mut Vec<Problem>,
     sources: &Sources,
     texts: &Texts,
+    run_starts: &RunStarts,
     id: &PolicyId,
     kind: ProblemKind,
     diag: &dyn miette::Diagnostic,
 ) {
-    // Cedar's spans are offsets into the text of the file the policy was parsed from.
-    let src = sources.get(id.to_string().as_str());
+    // Cedar's spans are offsets into the run of its file the policy was parsed with.
+    let key = id.to_string();
+    let src = sources.get(key.as_str());
     let text = src.and_then(|s| texts.get(&s.file));
+    let from = run_starts.get(key.as_str()).copied().unwrap_or(0);
     match (src, text) {
         (Some(src), Some((text, lines))) => {
-            problems.push(SourceFile::new(&src.file, text, lines).diagnostic(kind, diag))
+            problems.push(SourceFile::new(&src.file, text, lines).diagnostic_in(kind, diag, from))
         }
         (src, _) => {
             let file = src.map_or(Path::new("<policies>"), |s| s.file.as_path());
@@ -328,12 +339,82 @@ fn push_policy_problem(
 type Sources = BTreeMap<String, PolicySource>;
 /// The text of each policy file and its line starts, by path.
 type Texts = BTreeMap<PathBuf, (String, LineStarts)>;
+/// The offset in its file of the run each policy was parsed with (see [`runs`]), by id.
+type RunStarts = HashMap<String, usize>;
+
+/// The policy files of a directory, parsed.
+struct PolicyFiles {
+    set: PolicySet,
+    sources: Sources,
+    texts: Texts,
+    ests: Ests,
+    run_starts: RunStarts,
+}
+
+/// The most statements of a policy file parsed together.
+const STATEMENTS_PER_RUN: usize = 100;
+
+/// The runs of `text` to parse apart: up to [`STATEMENTS_PER_RUN`] statements each, cut
+/// after a statement's `;` (one outside strings and comments), the last run holding the
+/// rest. Cedar keeps the whole text a policy was parsed from in each of its source
+/// locations, and hashes it with each validation error it collects: a file of 16,000
+/// policies, 4,000 of them not validating, took 20 s to refuse, hashing 4 MB per error.
+/// Parsed a run at a time, each error hashes its run (Cedar's parser costs about the
+/// same: its fixed cost per parse is paid once per run).
+fn runs(text: &str) -> Vec<std::ops::Range<usize>> {
+    let bytes = text.as_bytes();
+    let mut runs = Vec::new();
+    let (mut start, mut statements, mut i) = (0, 0, 0);
+    let mut in_string = false;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'\\' if in_string => i += 1,
+            b'"' => in_string = !in_string,
+            b'/' if !in_string && bytes.get(i + 1) == Some(&b'/') => {
+                // A comment, to the end of its line.
+                i = bytes
+                    .get(i..)
+                    .and_then(|rest| rest.iter().position(|c| *c == b'\n'))
+                    .map_or(bytes.len(), |n| i + n);
+            }
+            b';' if !in_string => {
+                statements += 1;
+                if statements == STATEMENTS_PER_RUN {
+                    runs.push(start..i + 1);
+                    (start, statements) = (i + 1, 0);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if start < bytes.len() || runs.is_empty() {
+        runs.push(start..bytes.len());
+    }
+    runs
+}
+
+/// `text` parsed a run at a time (see [`runs`]): each run and its statements. If a run
+/// does not parse, the whole text, as one run: Cedar's errors are then those of the file.
+fn parse_runs(
+    text: &str,
+) -> Result<Vec<(std::ops::Range<usize>, PolicySet)>, Box<cedar_policy::ParseErrors>> {
+    let mut parsed = Vec::new();
+    for run in runs(text) {
+        match text.get(run.clone()).map(PolicySet::from_str) {
+            Some(Ok(set)) => parsed.push((run, set)),
+            _ => {
+                return PolicySet::from_str(text)
+                    .map(|set| vec![(0..text.len(), set)])
+                    .map_err(Box::new)
+            }
+        }
+    }
+    Ok(parsed)
+}
 
 /// Parses every `*.cedar` file of `dir` (in name order), naming each policy by its `@id`.
-fn load_policies(
-    dir: &Path,
-    problems: &mut Vec<Problem>,
-) -> Result<(PolicySet, Sources, Texts, Ests), LoadError> {
+fn load_policies(dir: &Path, problems: &mut Vec<Problem>) -> Result<PolicyFiles, LoadError> {
     let entries = fs::read_dir(dir).map_err(|source| LoadError::Io {
         path: dir.to_path_buf(),
         source,
@@ -383,6 +464,7 @@ fn load_policies(
     let mut sources = Sources::new();
     let mut texts = Texts::new();
     let mut ests = Ests::default();
+    let mut run_starts = RunStarts::new();
     let mut statements_seen = 0;
     for file in &files {
         let text = fs::read_to_string(file).map_err(|source| LoadError::Io {
@@ -391,7 +473,7 @@ fn load_policies(
         })?;
         let lines = LineStarts::of(&text);
         let source = SourceFile::new(file, &text, &lines);
-        let parsed = match PolicySet::from_str(&text) {
+        let parsed = match parse_runs(&text) {
             Ok(p) => p,
             Err(errs) => {
                 for e in errs.iter() {
@@ -400,7 +482,10 @@ fn load_policies(
                 continue;
             }
         };
-        statements_seen += parsed.policies().count() + parsed.templates().count();
+        statements_seen += parsed
+            .iter()
+            .map(|(_, set)| set.policies().count() + set.templates().count())
+            .sum::<usize>();
         let (_, _, max_policies) = LoadError::LIMITS;
         if statements_seen > max_policies {
             return Err(LoadError::TooLarge {
@@ -408,7 +493,7 @@ fn load_policies(
                 what: format!("over {max_policies} policies"),
             });
         }
-        // Cedar names the statements of a file `policy0`, `policy1`, ... in source order;
+        // Cedar names the statements of a run `policy0`, `policy1`, ... in source order;
         // walk them in that order, each found after the one before, so that two copies of
         // the same text are placed at their own lines.
         let ordinal = |id: &PolicyId| {
@@ -417,35 +502,41 @@ fn load_policies(
                 .and_then(|n| n.parse::<usize>().ok())
                 .unwrap_or(usize::MAX)
         };
-        let mut statements: Vec<(usize, String, Option<&cedar_policy::Policy>)> = parsed
-            .policies()
-            .map(|p| (ordinal(p.id()), p.to_string(), Some(p)))
-            .chain(
-                parsed
-                    .templates()
-                    .map(|t| (ordinal(t.id()), t.to_string(), None)),
-            )
-            .collect();
-        statements.sort_by_key(|(n, _, _)| *n);
-        let mut file_ests = file_ests(&text);
-        let mut from = 0;
+        let mut run_ests = Vec::new();
+        // The policies, each with its offset, the start of its run and its run's index.
         let mut in_file = Vec::new();
-        for (_, stmt, policy) in statements {
-            let at = text
-                .get(from..)
-                .and_then(|rest| rest.find(&stmt))
-                .map_or(from, |i| i + from);
-            from = at + stmt.len();
-            match policy {
-                Some(p) => in_file.push((at, p)),
-                None => problems.push(source.at(
-                    ProblemKind::Policy,
-                    Some(at),
-                    "templates (policies with `?principal` or `?resource` slots) are not supported",
-                )),
+        for (run, parsed) in &parsed {
+            let run_text = text.get(run.clone()).unwrap_or_default();
+            let mut statements: Vec<(usize, String, Option<&cedar_policy::Policy>)> = parsed
+                .policies()
+                .map(|p| (ordinal(p.id()), p.to_string(), Some(p)))
+                .chain(
+                    parsed
+                        .templates()
+                        .map(|t| (ordinal(t.id()), t.to_string(), None)),
+                )
+                .collect();
+            statements.sort_by_key(|(n, _, _)| *n);
+            run_ests.push(ests_of_run(run_text));
+            let mut from = 0;
+            for (_, stmt, policy) in statements {
+                let at = run_text
+                    .get(from..)
+                    .and_then(|rest| rest.find(&stmt))
+                    .map_or(from, |i| i + from);
+                from = at + stmt.len();
+                let at = run.start + at;
+                match policy {
+                    Some(p) => in_file.push((at, run.start, p, run_ests.len() - 1)),
+                    None => problems.push(source.at(
+                        ProblemKind::Policy,
+                        Some(at),
+                        "templates (policies with `?principal` or `?resource` slots) are not supported",
+                    )),
+                }
             }
         }
-        for (at, policy) in in_file {
+        for (at, run_start, policy, run) in in_file {
             let Some(id) = annotation(policy, ID_ANNOTATION) else {
                 problems.push(source.at(
                     ProblemKind::Policy,
@@ -467,7 +558,9 @@ fn load_policies(
                 continue;
             }
             let named = policy.new_id(PolicyId::new(id));
-            let est = file_ests.remove(&policy.id().to_string());
+            let est = run_ests
+                .get_mut(run)
+                .and_then(|ests| ests.remove(&policy.id().to_string()));
             if let Err(e) = set.add(named) {
                 problems.push(source.at(ProblemKind::Policy, Some(at), e.to_string()));
                 continue;
@@ -483,6 +576,9 @@ fn load_policies(
             if let Some(est) = est {
                 ests.0.insert(PolicyId::new(id), est);
             }
+            if run_start > 0 {
+                run_starts.insert(id.to_string(), run_start);
+            }
         }
         texts.insert(file.clone(), (text, lines));
     }
@@ -495,7 +591,13 @@ fn load_policies(
             "no `.cedar` policy files: every request would be denied",
         ));
     }
-    Ok((set, sources, texts, ests))
+    Ok(PolicyFiles {
+        set,
+        sources,
+        texts,
+        ests,
+        run_starts,
+    })
 }
 
 /// The value of `policy`'s annotation `key`. (`Policy::annotation` parses `key` with
@@ -673,12 +775,75 @@ fn conforming(entity: Entity, schema: &Schema) -> Result<Entity, String> {
 mod tests {
     use super::*;
 
-    /// The ESTs of one parse of each file are what `Policy::to_json` gives, policy by
-    /// policy, for every bundled policy: compiling from them compiles the same.
+    /// The bundled policy directory, with `extra` files beside its own.
+    fn bundled_with(extra: &[(&str, &str)]) -> tempfile::TempDir {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let dir = tempfile::tempdir().unwrap();
+        for entry in fs::read_dir(&src).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        for (name, text) in extra {
+            fs::write(dir.path().join(name), text).unwrap();
+        }
+        dir
+    }
+
+    /// 250 policies (three runs) with `;`, `"` and `//` in strings and comments.
+    fn long_file() -> String {
+        let mut text = String::from("// A long file; of many policies.\n");
+        for i in 0..250 {
+            text.push_str(&format!(
+                "// Policy {i}; \"quoted\" // nested\n\
+                 @id(\"long-{i}\")\n@note(\"a; b \\\" c // d\")\n\
+                 permit (principal, action == Action::\"read\", resource)\n\
+                 when {{ context has purpose && context.purpose == \"x;{i}//\\\"\" }};\n\n"
+            ));
+        }
+        text
+    }
+
     #[test]
-    fn the_ests_of_a_file_are_each_policys_own() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-        let (bundle, ests) = load(&dir).unwrap_or_else(|e| panic!("{}", e.render()));
+    fn runs_are_cut_after_statements_outside_strings_and_comments() {
+        let text = long_file();
+        let runs = runs(&text);
+        assert_eq!(runs.len(), 3);
+        assert_eq!(runs.first().map(|r| r.start), Some(0));
+        assert_eq!(runs.last().map(|r| r.end), Some(text.len()));
+        for pair in runs.windows(2) {
+            assert_eq!(pair[0].end, pair[1].start);
+            assert!(text[..pair[0].end].ends_with("\" };"));
+        }
+        for run in &runs[..2] {
+            let set = PolicySet::from_str(&text[run.clone()]).unwrap();
+            assert_eq!(set.policies().count(), STATEMENTS_PER_RUN);
+        }
+        let whole = |text: &str| {
+            let runs = super::runs(text);
+            runs.len() == 1 && runs.first() == Some(&(0..text.len()))
+        };
+        assert!(whole(""));
+        assert!(whole("permit (principal, action, resource);"));
+    }
+
+    /// The ESTs of one parse of each run are what `Policy::to_json` gives, policy by
+    /// policy, for every bundled policy and a file of three runs: compiling from them
+    /// compiles the same. Each policy is at its line.
+    #[test]
+    fn the_ests_of_a_run_are_each_policys_own() {
+        let long = long_file();
+        let dir = bundled_with(&[("long.cedar", &long)]);
+        let (bundle, ests) = load(dir.path()).unwrap_or_else(|e| panic!("{}", e.render()));
+        let own = fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+            .filter_map(|p| fs::read_to_string(p).ok())
+            .map(|text| text.matches("@id(").count())
+            .sum::<usize>();
+        assert_eq!(bundle.policies.policies().count(), 250 + own);
         assert_eq!(ests.0.len(), bundle.policies.policies().count());
         for policy in bundle.policies.policies() {
             assert_eq!(
@@ -688,5 +853,9 @@ mod tests {
                 policy.id()
             );
         }
+        let source = &bundle.sources["long-249"];
+        let at = long.find("@id(\"long-249\")").unwrap();
+        assert_eq!(source.line, crate::error::line_column(&long, at).0);
+        assert!(source.text.starts_with("@id(\"long-249\")"));
     }
 }

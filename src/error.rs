@@ -137,7 +137,27 @@ impl<'t> SourceFile<'t> {
 
     /// [`Problem::from_diagnostic`].
     pub(crate) fn diagnostic(&self, kind: ProblemKind, diag: &dyn Diagnostic) -> Problem {
-        let labels: Option<Vec<LabeledSpan>> = diag.labels().map(|l| l.collect());
+        self.diagnostic_in(kind, diag, 0)
+    }
+
+    /// [`SourceFile::diagnostic`] for a diagnostic about the part of the text from byte
+    /// `from` on: its spans are offsets into that part.
+    pub(crate) fn diagnostic_in(
+        &self,
+        kind: ProblemKind,
+        diag: &dyn Diagnostic,
+        from: usize,
+    ) -> Problem {
+        let shift = |l: LabeledSpan| {
+            let span = miette::SourceSpan::new((l.offset() + from).into(), l.len());
+            let label = l.label().map(String::from);
+            if l.primary() {
+                LabeledSpan::new_primary_with_span(label, span)
+            } else {
+                LabeledSpan::new_with_span(label, span)
+            }
+        };
+        let labels: Option<Vec<LabeledSpan>> = diag.labels().map(|l| l.map(shift).collect());
         let offset = labels.as_ref().and_then(|l| l.first()).map(|l| l.offset());
         let mut message = diag.to_string();
         let help = diag.help().map(|h| h.to_string());

@@ -667,6 +667,46 @@ fn a_directory_at_the_policy_limit_loads_and_decides_as_cedar() {
     }
 }
 
+/// A long file is parsed a run of statements at a time: the validation problems of its
+/// policies are each at their own line and column, in every run.
+#[test]
+fn validation_problems_in_a_long_file_are_each_at_their_place() {
+    let copy = PolicyCopy::new();
+    let bad = "principal.campaign.candidate.fee_payed";
+    let mut text = String::from("// Many policies; some do not validate.\n");
+    let mut expected = Vec::new();
+    for i in 0..450 {
+        let condition = if i % 7 == 3 {
+            expected.push(text.len());
+            bad
+        } else {
+            "principal.campaign.candidate.fee_paid"
+        };
+        text.push_str(&format!(
+            "@id(\"long-{i}\")\nforbid (principal is CampaignStaff, action, resource)\n\
+             when {{ {condition} }};\n\n"
+        ));
+        if let Some(at) = expected.last_mut().filter(|_| i % 7 == 3) {
+            *at += text[*at..].find(bad).expect("the condition");
+        }
+    }
+    fs::write(copy.file("long.cedar"), &text).expect("write");
+    let err = copy.load_error();
+    let places: Vec<(usize, usize)> = err
+        .problems()
+        .iter()
+        .filter(|p| p.file() == copy.file("long.cedar"))
+        .map(|p| {
+            assert_eq!(p.kind(), ProblemKind::Validation, "{p}");
+            assert!(p.message().contains("fee_payed"), "{p}");
+            assert!(p.rendered().contains(bad), "{}", p.rendered());
+            (p.line(), p.column())
+        })
+        .collect();
+    let want: Vec<(usize, usize)> = expected.iter().map(|at| line_col(&text, *at)).collect();
+    assert_eq!(places, want, "{}", list(err.problems()));
+}
+
 #[test]
 fn directory_without_cedar_files_is_refused() {
     let copy = PolicyCopy::new();
