@@ -5,7 +5,7 @@
 //! Group `load`: `policies_2000` and `policies_20000` (the most a directory may hold, see
 //! `LoadError::LIMITS`), each the bundled policy directory with policies from
 //! `sample::write_generated_policies` beside its own to make that many, 1,000 a file.
-//! Loading is linear in the policies: the second takes about ten times the first.
+//! Loading is linear in the policies: the second takes 10 to 12 times the first.
 
 use std::hint::black_box;
 use std::path::Path;
