@@ -71,6 +71,9 @@ struct Served {
     gate: Option<(PathBuf, String)>,
     /// Its directory as it was read, if it could be listed.
     seen: Option<Fingerprint>,
+    /// The last directory that did not load, and why: not read again until it changes
+    /// (a broken 20,000-policy directory would cost seconds every tick).
+    refused: Option<(Fingerprint, String)>,
 }
 
 /// A policy directory's resolved path and, per entry (links followed), its name, size
@@ -147,6 +150,15 @@ pub enum ReloadError {
         /// Every problem, with its file and position.
         source: LoadError,
     },
+    /// The directory is as it was when it last failed to load ([`ReloadError::Load`]):
+    /// it is not read again until a file in it changes.
+    #[error("the new policies were refused and have not changed since; still serving {}: {reason}", serving.short())]
+    StillRefused {
+        /// The version still served.
+        serving: PolicyVersion,
+        /// The load error, as it was reported then.
+        reason: String,
+    },
     /// An invariant does not hold for the new policies.
     #[error(
         "the new policies break invariant `{invariant}`; still serving {}:\n{example}",
@@ -211,7 +223,11 @@ impl ReloadableEngine {
             .and_then(|d| Fingerprint::of(&d));
         let engine = Engine::from_dir(&dir)?;
         #[allow(unused_mut)]
-        let mut served = Served { gate: None, seen };
+        let mut served = Served {
+            gate: None,
+            seen,
+            refused: None,
+        };
         #[cfg(feature = "assurance")]
         if check == ReloadCheck::Invariants {
             served.gate = Some(verify(&dir, &engine, None).map_err(ReloadStartError::Check)?);
@@ -294,7 +310,22 @@ impl ReloadableEngine {
         if print.is_some() && print == held.seen {
             return Ok(ReloadOutcome::Untouched(serving));
         }
-        let engine = Engine::from_dir(&resolved).map_err(refused)?;
+        if let (Some(now), Some((then, reason))) = (&print, &held.refused) {
+            if now == then {
+                return Err(ReloadError::StillRefused {
+                    serving,
+                    reason: reason.clone(),
+                });
+            }
+        }
+        let engine = match Engine::from_dir(&resolved) {
+            Ok(engine) => engine,
+            Err(e) => {
+                held.refused = print.map(|p| (p, e.to_string()));
+                return Err(refused(e));
+            }
+        };
+        held.refused = None;
         if engine.version() == &serving {
             held.seen = print;
             return Ok(ReloadOutcome::Unchanged(serving));

@@ -179,6 +179,18 @@ fn refused_reloads_keep_serving_the_old_set() {
     assert!(err.to_string().contains(v1.short()), "{err}");
     assert_eq!(engine.current().engine.version(), &v1);
     assert_eq!(decide(&engine.current()), Effect::Deny);
+    // Unchanged since: not read again (issue 12: a broken large directory cost seconds
+    // every tick), the same reason given.
+    match engine.reload().expect_err("still broken") {
+        ReloadError::StillRefused { serving, reason } => {
+            assert_eq!(serving, v1);
+            assert_eq!(
+                reason,
+                err.to_string().split_once(": ").map_or("", |(_, r)| r)
+            );
+        }
+        other => panic!("unexpected {other}"),
+    }
 
     // The directory disappears: refused, still serving.
     d.point_to("v2");
