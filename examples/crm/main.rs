@@ -158,10 +158,13 @@ struct Args {
     redis_prefix: String,
 }
 
-/// The last reload's outcome, for `GET /policy`.
+/// The last reload's outcome, for `GET /policy`: the version it left served with its
+/// error, written together so that the two are never read from different reloads.
 #[derive(Default)]
 struct ReloadStatus {
     reloads: u64,
+    /// `None` before the first reload (the version served at start).
+    version: Option<String>,
     error: Option<String>,
 }
 
@@ -762,6 +765,14 @@ impl App {
             Err(poisoned) => poisoned.into_inner(),
         };
         status.reloads += 1;
+        status.version = Some(
+            self.policies
+                .current()
+                .engine
+                .version()
+                .as_str()
+                .to_string(),
+        );
         status.error = error;
     }
 }
@@ -836,13 +847,17 @@ async fn page(
 }
 
 async fn policy(State(app): State<Arc<App>>) -> Json<Value> {
-    let serving = app.policies.current();
-    let (reloads, error) = match app.reload.lock() {
-        Ok(s) => (s.reloads, s.error.clone()),
-        Err(poisoned) => (poisoned.get_ref().reloads, poisoned.get_ref().error.clone()),
+    let (reloads, version, error) = {
+        let s = match app.reload.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        (s.reloads, s.version.clone(), s.error.clone())
     };
+    let version =
+        version.unwrap_or_else(|| app.policies.current().engine.version().as_str().to_string());
     Json(json!({
-        "version": serving.engine.version().as_str(),
+        "version": version,
         "directory": app.policies.dir().display().to_string(),
         "reloads": reloads,
         "reload_error": error,
