@@ -262,6 +262,10 @@ pub(crate) fn load(dir: &Path) -> Result<(Bundle, Ests), LoadError> {
         None => Vec::new(),
     };
 
+    if let Some((cat, _)) = &catalogue {
+        check_field_literals(&policies, cat, &sources, &texts, &mut problems);
+    }
+
     let version = {
         let mut files: Vec<(String, &str)> = vec![
             (SCHEMA_FILE.to_string(), schema_text.as_str()),
@@ -332,6 +336,53 @@ fn push_policy_problem(
         (src, _) => {
             let file = src.map_or(Path::new("<policies>"), |s| s.file.as_path());
             problems.push(Problem::at(kind, file, "", None, diag.to_string()))
+        }
+    }
+}
+
+/// Refuses a policy that names a field the catalogue lacks: no request is ever about
+/// `Field::"politcal_views"`, so a forbid naming it would forbid nothing, silently (and a
+/// permit grant nothing). One problem per file and misspelt field, at its first use.
+fn check_field_literals(
+    policies: &PolicySet,
+    catalogue: &FieldCatalogue,
+    sources: &Sources,
+    texts: &Texts,
+    problems: &mut Vec<Problem>,
+) {
+    let mut seen = std::collections::BTreeSet::new();
+    for policy in policies.policies() {
+        for uid in policy.entity_literals() {
+            if uid.type_name().to_string() != "Field" {
+                continue;
+            }
+            let name = uid.id().unescaped();
+            if catalogue.id(name).is_some() {
+                continue;
+            }
+            let id = policy.id().to_string();
+            let Some(src) = sources.get(id.as_str()) else {
+                continue;
+            };
+            if !seen.insert((src.file.clone(), name.to_string())) {
+                continue;
+            }
+            let message = format!(
+                "policy `{id}` names {uid}, which is not in fields.toml: no request is ever \
+                 about it, so the policy would silently never apply to it"
+            );
+            let problem = match texts.get(&src.file) {
+                Some((text, lines)) => {
+                    let literal = uid.to_string();
+                    SourceFile::new(&src.file, text, lines).at(
+                        ProblemKind::Validation,
+                        text.find(&literal),
+                        message,
+                    )
+                }
+                None => Problem::at(ProblemKind::Validation, &src.file, "", None, message),
+            };
+            problems.push(problem);
         }
     }
 }

@@ -116,6 +116,21 @@ const UNKNOWN_ATTRIBUTE: Mutation = Mutation {
     message: &["attribute `fee_payed`", "`Candidate`", "not found"],
 };
 
+/// A field the catalogue lacks: the schema cannot tell (fields are entities, not an
+/// enumeration), and the forbid would never apply to any request.
+const UNKNOWN_FIELD: Mutation = Mutation {
+    file: "guardrails.cedar",
+    find: "context.field == Field::\"email\"",
+    replace: "context.field == Field::\"e-mail\"",
+    at: "Field::",
+    kind: ProblemKind::Validation,
+    message: &[
+        "contact-email-consent",
+        "Field::\"e-mail\"",
+        "not in fields.toml",
+    ],
+};
+
 const UNKNOWN_FIELD_CLASS: Mutation = Mutation {
     file: "campaigns.cedar",
     find: "FieldClass::\"financial\"",
@@ -312,6 +327,7 @@ macro_rules! one_problem {
 one_problem! {
     policy_unknown_attribute_is_a_validation_error: Engine, UNKNOWN_ATTRIBUTE;
     policy_unknown_enumerated_field_class_is_a_validation_error: Engine, UNKNOWN_FIELD_CLASS;
+    policy_naming_a_field_the_catalogue_lacks_is_refused: Engine, UNKNOWN_FIELD;
     policy_comparing_datetime_with_string_is_a_validation_error: Engine, DATETIME_VS_STRING;
     policy_without_id_is_refused: Engine, NO_ID;
     policy_template_is_refused: Engine, TEMPLATE;
