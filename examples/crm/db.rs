@@ -70,6 +70,16 @@ macro_rules! member_columns {
 
 const CHANNELS: [Channel; 3] = [Channel::Phone, Channel::Email, Channel::Post];
 
+/// The channel spelt `name` (`phone`), as the policies spell it.
+fn channel(name: &str) -> Option<Channel> {
+    CHANNELS.into_iter().find(|ch| ch.as_str() == name)
+}
+
+/// The member status spelt `name` (`registered_supporter`), as the policies spell it.
+fn status(name: &str) -> Option<MemberStatus> {
+    MemberStatus::ALL.into_iter().find(|s| s.as_str() == name)
+}
+
 fn channels_text(channels: &[Channel]) -> String {
     channels
         .iter()
@@ -184,21 +194,13 @@ fn member_of(id: &str, row: &Row<'_>, at: usize) -> Result<Member, DbError> {
         value
             .split(',')
             .filter(|c| !c.is_empty())
-            .map(|c| {
-                CHANNELS
-                    .into_iter()
-                    .find(|ch| ch.as_str() == c)
-                    .ok_or_else(|| bad(what, value))
-            })
+            .map(|c| channel(c).ok_or_else(|| bad(what, value)))
             .collect()
     };
-    let status = text(0)?;
+    let spelt = text(0)?;
     let left: Option<String> = row.get(at + 3).map_err(sql)?;
     Ok(Member {
-        status: MemberStatus::ALL
-            .into_iter()
-            .find(|s| s.as_str() == status)
-            .ok_or_else(|| bad("status", &status))?,
+        status: status(&spelt).ok_or_else(|| bad("status", &spelt))?,
         clp: text(1)?,
         joined: time("joined", &text(2)?)?,
         left: left.map(|l| time("left_at", &l)).transpose()?,
@@ -368,22 +370,18 @@ pub fn mirrored(field: &str, value: &str) -> Result<Option<Mirrored>, String> {
         list.split(',')
             .map(|c| {
                 let c = c.trim();
-                CHANNELS
-                    .into_iter()
-                    .find(|ch| ch.as_str() == c)
-                    .ok_or_else(|| {
-                        format!("{field}: `{c}` is not a channel (phone, email, post, or none)")
-                    })
+                channel(c).ok_or_else(|| {
+                    format!("{field}: `{c}` is not a channel (phone, email, post, or none)")
+                })
             })
             .collect()
     };
     Ok(match field {
-        "status" => Some(Mirrored::Status(
-            MemberStatus::ALL
-                .into_iter()
-                .find(|s| s.as_str() == value)
-                .ok_or_else(|| format!("status: `{value}` is not a member status"))?,
-        )),
+        "status" => {
+            Some(Mirrored::Status(status(value).ok_or_else(|| {
+                format!("status: `{value}` is not a member status")
+            })?))
+        }
         "contact_consents" => Some(Mirrored::Consents(channels()?)),
         "opt_outs" => Some(Mirrored::OptOuts(channels()?)),
         _ => None,
