@@ -11,7 +11,7 @@ use crate::entities::{
     cedar_can_hold, check_member, display_uid, ty, Attr, CedarSlice, Record, Sink, Val,
 };
 use crate::error::{RecordError, RequestError};
-use crate::index::{action_index, kind_index, Index, MemberEntity, Plan};
+use crate::index::{action_index, kind_index, Index, Plan, Subject};
 use crate::records::{
     CallSession, Campaign, CampaignStaff, Candidate, Clp, Election, MemberRef, Membership, Officer,
     PrincipalId, PrincipalKind, PrincipalRecord, Processor, Region, Representative, Staff,
@@ -559,8 +559,8 @@ impl Directory {
             .ok_or_else(|| RequestError::UnknownSession(id.to_string()))
     }
 
-    /// The member of a request, checked and written for the compiled evaluator.
-    pub(crate) fn member(&self, m: MemberRef<'_>) -> Result<MemberEntity<'_>, RequestError> {
+    /// The member of a request, checked and resolved (its uid and ancestors).
+    pub(crate) fn member<'a>(&'a self, m: MemberRef<'a>) -> Result<Subject<'a>, RequestError> {
         check_member(m.id, m.attrs)?;
         let (_, ancestors) =
             self.clps
@@ -577,12 +577,7 @@ impl Directory {
             .get(m.id)
             .copied()
             .unwrap_or(FRESH_MEMBER);
-        Ok(MemberEntity::write(
-            &self.index,
-            uid,
-            (m.id, m.attrs),
-            ancestors,
-        ))
+        Ok(Subject::new(&self.index, uid, (m.id, m.attrs), ancestors))
     }
 
     /// The Cedar entities a request (or a page) reads: the principal, the context's

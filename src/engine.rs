@@ -16,9 +16,13 @@ use crate::entities::cedar_time;
 use crate::error::{LoadError, RequestError};
 use crate::explain::{Explanation, Outcome, PolicyTrace};
 use crate::fields::{FieldCatalogue, FieldId, FieldSet};
-use crate::index::{Asked, ContextPairs, Index, MemberEntity, Plan};
+use crate::index::{Asked, Index, Plan, Subject};
 use crate::records::{MemberRef, PrincipalId};
 use crate::request::{Action, Context, MemberRequest, PageRequest, Request};
+
+/// A request resolved on the compiled path: the principal's uid and plan, the uids of
+/// the context's election and call session.
+type Resolved<'d> = (u32, &'d Plan, (Option<u32>, Option<u32>));
 
 /// One policy evaluated alone, and its scope alone, for `explain` on the reference.
 #[derive(Debug)]
@@ -436,38 +440,37 @@ impl Engine {
         &self,
         directory: &Directory,
         req: &Request<'_>,
-        f: impl FnOnce(&Asked<'_>, &MemberEntity<'_>) -> T,
+        f: impl FnOnce(&Asked<'_>, &Subject<'_>) -> T,
     ) -> Result<Option<T>, RequestError> {
         // The page's checks, in its order (the principal, the context), then the member.
         let resolved = self.resolve_page(directory, &req.all_fields().as_page())?;
         let entity = directory.member(req.member)?;
-        let Some((puid, plan, pairs)) = resolved else {
+        let Some((puid, plan, uids)) = resolved else {
             return Ok(None);
         };
         let asked = self.index.asked(
             directory.store(),
             (puid, req.principal.kind),
-            req.action,
-            plan,
-            &pairs,
+            (req.action, plan),
+            req.context,
+            uids,
         );
         Ok(Some(f(&asked, &entity)))
     }
 
-    /// Resolves a page on the compiled path, with the reference's errors in its order
+    /// Resolves a page on the compiled path (the principal's uid and plan, the uids of
+    /// the context's election and session), with the reference's errors in its order
     /// (the principal, the context; each member is checked as the pass reaches it):
     /// `None` when a policy is Cedar's alone.
     fn resolve_page<'d>(
         &self,
         directory: &'d Directory,
         req: &PageRequest<'_>,
-    ) -> Result<Option<(u32, &'d Plan, ContextPairs)>, RequestError> {
+    ) -> Result<Option<Resolved<'d>>, RequestError> {
         self.check_directory(directory)?;
         let (puid, plan) = directory.principal_plan(req.principal, req.action)?;
-        let pairs = self
-            .index
-            .context(req.context, directory.context_uids(req.context)?);
-        Ok(self.index.complete().then_some((puid, plan, pairs)))
+        let uids = directory.context_uids(req.context)?;
+        Ok(self.index.complete().then_some((puid, plan, uids)))
     }
 
     fn fields_pass(
@@ -476,7 +479,7 @@ impl Engine {
         req: &PageRequest<'_>,
         emit: impl FnMut(FieldSet),
     ) -> Result<(), RequestError> {
-        let Some((puid, plan, pairs)) = self.resolve_page(directory, req)? else {
+        let Some((puid, plan, uids)) = self.resolve_page(directory, req)? else {
             let sets = self.reference().permitted_fields_page(directory, req)?;
             sets.into_iter().for_each(emit);
             return Ok(());
@@ -484,9 +487,9 @@ impl Engine {
         let asked = self.index.asked(
             directory.store(),
             (puid, req.principal.kind),
-            req.action,
-            plan,
-            &pairs,
+            (req.action, plan),
+            req.context,
+            uids,
         );
         asked.fields(req.members.iter().map(|m| directory.member(*m)), emit)
     }
@@ -497,7 +500,7 @@ impl Engine {
         req: &PageRequest<'_>,
         mut emit: impl FnMut(FieldDecisions<'e>),
     ) -> Result<(), RequestError> {
-        let Some((puid, plan, pairs)) = self.resolve_page(directory, req)? else {
+        let Some((puid, plan, uids)) = self.resolve_page(directory, req)? else {
             let all = self.reference().field_decisions_page(directory, req)?;
             all.into_iter().for_each(emit);
             return Ok(());
@@ -505,9 +508,9 @@ impl Engine {
         let asked = self.index.asked(
             directory.store(),
             (puid, req.principal.kind),
-            req.action,
-            plan,
-            &pairs,
+            (req.action, plan),
+            req.context,
+            uids,
         );
         asked.decisions(
             req.members.iter().map(|m| directory.member(*m)),

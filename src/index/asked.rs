@@ -1,10 +1,13 @@
 //! A request resolved against a directory ([`Asked`]) and the passes that decide it:
 //! one field, every field of a page of members, each policy's part.
 
+use std::cell::OnceCell;
+
 use cedar_compiled::{Ctx, Query, Store, Value};
 use smallvec::SmallVec;
 
-use super::{truth, Bucket, Index, MemberEntity, Plan, Rule};
+use super::check::{Check, Leaf};
+use super::{truth, Bucket, Conj, ContextValues, Index, Plan, Rule, Subject};
 use crate::entities::{millis, Attr};
 use crate::error::RequestError;
 use crate::fields::FieldSet;
@@ -33,7 +36,13 @@ pub(crate) struct Asked<'a> {
     plan: &'a Plan,
     /// For the policies scoped on the member.
     bucket: Option<&'a Bucket>,
-    context: &'a ContextPairs,
+    context: &'a Context,
+    /// The uids of the context's election and call session.
+    uids: (Option<u32>, Option<u32>),
+    /// The context as checks read it.
+    values: ContextValues,
+    /// The context as the compiled evaluator reads it, written on first use.
+    pairs: OnceCell<ContextPairs>,
 }
 
 /// The policies that held for one field: their indices, and whether forbids decided.
@@ -43,8 +52,8 @@ pub(crate) struct Held {
 }
 
 impl Index {
-    /// The context's pairs; errors for an election or session the directory lacks.
-    pub(crate) fn context(
+    /// The context's pairs, with the uids of its election and session.
+    fn context(
         &self,
         ctx: &Context,
         (election, session): (Option<u32>, Option<u32>),
@@ -80,14 +89,15 @@ impl Index {
         ContextPairs { pairs, len }
     }
 
-    /// Who asks what, when: `plan` is the principal's [`Index::plan`] for `action`.
+    /// Who asks what, when: `plan` is the principal's [`Index::plan`] for `action`,
+    /// `uids` those of the context's election and call session.
     pub(crate) fn asked<'a>(
         &'a self,
         store: &'a Store,
         (principal, kind): (u32, PrincipalKind),
-        action: Action,
-        plan: &'a Plan,
-        context: &'a ContextPairs,
+        (action, plan): (Action, &'a Plan),
+        context: &'a Context,
+        uids: (Option<u32>, Option<u32>),
     ) -> Asked<'a> {
         Asked {
             index: self,
@@ -97,33 +107,142 @@ impl Index {
             plan,
             bucket: self.bucket(action, kind),
             context,
+            uids,
+            values: ContextValues {
+                now: millis(context.now),
+                reads: i64::try_from(context.reads_this_hour).unwrap_or(i64::MAX),
+                election: uids.0,
+                session: uids.1,
+                purpose: context.purpose.is_some(),
+                reason: context.reason.is_some(),
+            },
+            pairs: OnceCell::new(),
         }
     }
 }
 
 impl<'a> Asked<'a> {
-    fn query(&self) -> Query<'a> {
-        Query::direct(
+    /// The query the compiled evaluator reads: the context written on first use, the
+    /// member's entity too if there is one, and the field if given.
+    fn query<'q>(&'q self, subject: Option<&'q Subject<'_>>, field: Option<u32>) -> Query<'q> {
+        let pairs = self
+            .pairs
+            .get_or_init(|| self.index.context(self.context, self.uids));
+        let mut q = Query::direct(
             self.store,
             self.principal,
             self.action,
             u32::MAX,
-            Ctx::Pairs(self.context.as_slice()),
-        )
+            Ctx::Pairs(pairs.as_slice()),
+        );
+        if let Some(s) = subject {
+            q.resource = s.uid;
+            q = q.with_entity(s.uid, self.index.member_type(), s.entity().view());
+        }
+        q.field = field.map(|u| (self.index.attr(Attr::Field), u));
+        q
     }
 
-    fn member_query<'m>(&self, member: &'m MemberEntity<'_>) -> Query<'m>
-    where
-        'a: 'm,
-    {
-        let mut q = self.query();
-        q.resource = member.uid;
-        q.with_entity(member.uid, self.index.member_type(), member.view())
+    /// `c` on one field (`(bit, uid)`; `None` for a check that does not read the
+    /// field): `None` if it fails to evaluate, as Cedar's `&&`, `||`, `!` and `if`
+    /// evaluate it.
+    fn test(&self, c: &Check, s: Option<&Subject<'_>>, field: Option<(u64, u32)>) -> Option<bool> {
+        match c {
+            Check::Const(t, f) => {
+                let bit = field.map_or(self.index.all, |(b, _)| b);
+                if t & bit != 0 {
+                    Some(true)
+                } else if f & bit != 0 {
+                    Some(false)
+                } else {
+                    None
+                }
+            }
+            Check::Leaf(Leaf::Expr { expr, .. }) => {
+                truth(expr, &self.query(s, field.map(|(_, u)| u)))
+            }
+            Check::Leaf(l) => self.values.leaf(l, s),
+            Check::Not(a) => self.test(a, s, field).map(|b| !b),
+            Check::And(a, b) => match self.test(a, s, field)? {
+                false => Some(false),
+                true => self.test(b, s, field),
+            },
+            Check::Or(a, b) => match self.test(a, s, field)? {
+                true => Some(true),
+                false => self.test(b, s, field),
+            },
+            Check::If(c, t, e) => match self.test(c, s, field)? {
+                true => self.test(t, s, field),
+                false => self.test(e, s, field),
+            },
+        }
+    }
+
+    /// `(T, F)` of `c` over every field.
+    fn masks(&self, c: &Check, s: Option<&Subject<'_>>) -> (u64, u64) {
+        let all = self.index.all;
+        match c {
+            Check::Const(t, f) => (*t, *f),
+            Check::Leaf(Leaf::Expr { expr, field: true }) => {
+                let (mut t, mut f) = (0u64, 0u64);
+                for (i, u) in self.index.field_uids.iter().enumerate() {
+                    match truth(expr, &self.query(s, Some(*u))) {
+                        Some(true) => t |= 1 << i,
+                        Some(false) => f |= 1 << i,
+                        None => {}
+                    }
+                }
+                (t, f)
+            }
+            Check::Leaf(_) => match self.test(c, s, None) {
+                Some(true) => (all, 0),
+                Some(false) => (0, all),
+                None => (0, 0),
+            },
+            Check::Not(a) => {
+                let (t, f) = self.masks(a, s);
+                (f, t)
+            }
+            Check::And(a, b) => {
+                let (ta, fa) = self.masks(a, s);
+                if ta == 0 {
+                    return (0, fa);
+                }
+                let (tb, fb) = self.masks(b, s);
+                (ta & tb, fa | (ta & fb))
+            }
+            Check::Or(a, b) => {
+                let (ta, fa) = self.masks(a, s);
+                if fa == 0 {
+                    return (ta, 0);
+                }
+                let (tb, fb) = self.masks(b, s);
+                (ta | (fa & tb), fa & fb)
+            }
+            Check::If(c, t, e) => {
+                let (tc, fc) = self.masks(c, s);
+                let (tt, ft) = if tc == 0 { (0, 0) } else { self.masks(t, s) };
+                let (te, fe) = if fc == 0 { (0, 0) } else { self.masks(e, s) };
+                ((tc & tt) | (fc & te), (tc & ft) | (fc & fe))
+            }
+        }
+    }
+
+    /// The fields on which `c` holds.
+    #[inline]
+    fn holds(&self, c: &Conj, s: Option<&Subject<'_>>) -> u64 {
+        if c.field {
+            self.masks(&c.check, s).0
+        } else if self.test(&c.check, s, None) == Some(true) {
+            self.index.all
+        } else {
+            0
+        }
     }
 
     /// The policies that held for `field` of `member`, or `None` if one failed to
     /// evaluate (the caller then asks Cedar, whose messages the decision carries).
-    pub(crate) fn authorize(&self, member: &MemberEntity<'_>, field: usize) -> Option<Held> {
+    pub(crate) fn authorize(&self, member: &Subject<'_>, field: usize) -> Option<Held> {
         let index = self.index;
         let mut held = Held {
             forbid: false,
@@ -135,8 +254,7 @@ impl<'a> Asked<'a> {
         ) else {
             return None;
         };
-        let mut q = self.member_query(member);
-        q.field = Some((index.attr(Attr::Field), *uid));
+        let on = Some((bit, *uid));
         let (mut permits, mut forbids): (SmallVec<[u32; 4]>, SmallVec<[u32; 4]>) =
             (SmallVec::new(), SmallVec::new());
         let mut errored = false;
@@ -144,11 +262,7 @@ impl<'a> Asked<'a> {
             for c in &rule.conjuncts {
                 // A condition on the field is read from its masks (atoms on the field
                 // alone were settled when the engine was built).
-                let holds = if c.field {
-                    index.one(&c.mask, &q, bit)
-                } else {
-                    truth(&c.expr, &q)
-                };
+                let holds = self.test(&c.check, Some(member), on.filter(|_| c.field));
                 match holds {
                     Some(true) => {}
                     Some(false) => return,
@@ -187,11 +301,10 @@ impl<'a> Asked<'a> {
     /// failed to evaluate (Cedar then gives the account, with its message).
     pub(crate) fn trace(
         &self,
-        member: &MemberEntity<'_>,
+        member: &Subject<'_>,
         field: u32,
     ) -> Option<Vec<(u32, Option<bool>)>> {
-        let mut q = self.member_query(member);
-        q.field = Some((self.index.attr(Attr::Field), field));
+        let q = self.query(Some(member), Some(field));
         let mut out = Vec::new();
         for (i, v) in self.index.compiled.views().enumerate() {
             let (conjuncts, shape) = v.native?;
@@ -220,7 +333,7 @@ impl<'a> Asked<'a> {
     /// The fields of each member on which the request is allowed, in order.
     pub(crate) fn fields<'m>(
         &self,
-        members: impl Iterator<Item = Result<MemberEntity<'m>, RequestError>>,
+        members: impl Iterator<Item = Result<Subject<'m>, RequestError>>,
         mut emit: impl FnMut(FieldSet),
     ) -> Result<(), RequestError> {
         let index = self.index;
@@ -228,11 +341,7 @@ impl<'a> Asked<'a> {
         // Page level: what does not read the member.
         let (mut p0, mut f0) = (0u64, 0u64);
         with_page_list(|list| {
-            let mut q = self.query();
-            page_pass(
-                index,
-                self.plan,
-                &mut q,
+            self.page_pass(
                 |_, forbid, m| {
                     if forbid {
                         f0 |= m;
@@ -247,7 +356,6 @@ impl<'a> Asked<'a> {
                 .is_some_and(|b| !b.resource_eq.is_empty() || !b.resource_in.is_empty());
             for member in members {
                 let member = member?;
-                let mut q = self.member_query(&member);
                 let (mut p, mut f) = (p0, f0);
                 for (at, mask) in list.iter() {
                     let Some((_, rule)) = self.plan.rules.get(*at as usize) else {
@@ -258,14 +366,14 @@ impl<'a> Asked<'a> {
                     }
                     let want = mask & !p;
                     if want != 0 {
-                        p |= member_pass(index, rule, &mut q, want, true);
+                        p |= self.member_pass(rule, &member, want, true);
                     }
                 }
                 if scoped {
                     for_each_resource(self.bucket, &member, |i| {
                         if let Some(rule) = index.rule(i) {
                             if !rule.forbid && all & !p != 0 {
-                                p |= member_pass(index, rule, &mut q, all & !p, false);
+                                p |= self.member_pass(rule, &member, all & !p, false);
                             }
                         }
                     });
@@ -279,14 +387,14 @@ impl<'a> Asked<'a> {
                     }
                     let want = mask & p & !f;
                     if want != 0 {
-                        f |= member_pass(index, rule, &mut q, want, true);
+                        f |= self.member_pass(rule, &member, want, true);
                     }
                 }
                 if scoped {
                     for_each_resource(self.bucket, &member, |i| {
                         if let Some(rule) = index.rule(i) {
                             if rule.forbid && p & !f != 0 {
-                                f |= member_pass(index, rule, &mut q, p & !f, false);
+                                f |= self.member_pass(rule, &member, p & !f, false);
                             }
                         }
                     });
@@ -303,7 +411,7 @@ impl<'a> Asked<'a> {
     /// holds on no field, as Cedar skips it.
     pub(crate) fn decisions<'m>(
         &self,
-        members: impl Iterator<Item = Result<MemberEntity<'m>, RequestError>>,
+        members: impl Iterator<Item = Result<Subject<'m>, RequestError>>,
         mut emit: impl FnMut(FieldSet, &[(u32, u64)]),
     ) -> Result<(), RequestError> {
         let index = self.index;
@@ -312,22 +420,17 @@ impl<'a> Asked<'a> {
         let mut held: SmallVec<[(u32, bool, u64); 16]> = SmallVec::new();
         let mut deciding: SmallVec<[(u32, u64); 16]> = SmallVec::new();
         with_page_list(|list| {
-            let mut q = self.query();
-            page_pass(
-                index,
-                self.plan,
-                &mut q,
+            self.page_pass(
                 |i, forbid, m| held.push((i, forbid, m)),
                 |i, m| list.push((i, m)),
             );
             let whole = held.len();
             for member in members {
                 let member = member?;
-                let mut q = self.member_query(&member);
                 held.truncate(whole);
                 for (at, mask) in list.iter() {
                     if let Some((i, rule)) = self.plan.rules.get(*at as usize) {
-                        let m = member_pass(index, rule, &mut q, *mask, true);
+                        let m = self.member_pass(rule, &member, *mask, true);
                         if m != 0 {
                             held.push((*i, rule.forbid, m));
                         }
@@ -335,7 +438,7 @@ impl<'a> Asked<'a> {
                 }
                 for_each_resource(self.bucket, &member, |i| {
                     if let Some(rule) = index.rule(i) {
-                        let m = member_pass(index, rule, &mut q, index.all, false);
+                        let m = self.member_pass(rule, &member, index.all, false);
                         if m != 0 {
                             held.push((i, rule.forbid, m));
                         }
@@ -360,6 +463,54 @@ impl<'a> Asked<'a> {
             Ok(())
         })
     }
+
+    /// The fields among `want` on which every conjunct of `rule` holds (only those that read
+    /// the member if `member_only`, the others having been folded into `want`).
+    #[inline]
+    fn member_pass(&self, rule: &Rule, member: &Subject<'_>, want: u64, member_only: bool) -> u64 {
+        let mut alive = want;
+        for c in &rule.conjuncts {
+            if member_only && !c.resource {
+                continue;
+            }
+            alive &= self.holds(c, Some(member));
+            if alive == 0 {
+                break;
+            }
+        }
+        alive
+    }
+
+    /// Evaluates once for a page, on every field, the conjuncts that do not read the member
+    /// of the plan's policies (those that apply whatever the member). A policy that holds
+    /// on no field is left out; `whole(policy, forbid, fields)` gets one none of whose
+    /// conjuncts reads the member, with the fields on which it holds; `partial(at, fields)`
+    /// the others, by their position in the plan, with the fields on which the conjuncts
+    /// that do not read the member hold (see [`member_pass`] for the rest).
+    fn page_pass(&self, mut whole: impl FnMut(u32, bool, u64), mut partial: impl FnMut(u32, u64)) {
+        for (at, (i, rule)) in self.plan.rules.iter().enumerate() {
+            let mut m = self.index.all;
+            let mut per_member = false;
+            for c in &rule.conjuncts {
+                if c.resource {
+                    per_member = true;
+                    continue;
+                }
+                m &= self.holds(c, None);
+                if m == 0 {
+                    break;
+                }
+            }
+            if m == 0 {
+                continue;
+            }
+            if per_member {
+                partial(u32::try_from(at).unwrap_or(u32::MAX), m);
+            } else {
+                whole(*i, rule.forbid, m);
+            }
+        }
+    }
 }
 
 thread_local! {
@@ -379,68 +530,14 @@ fn with_page_list<T>(f: impl FnOnce(&mut Vec<(u32, u64)>) -> T) -> T {
     })
 }
 
-/// The fields among `want` on which every conjunct of `rule` holds (only those that read
-/// the member if `member_only`, the others having been folded into `want`).
-#[inline]
-fn member_pass(index: &Index, rule: &Rule, q: &mut Query<'_>, want: u64, member_only: bool) -> u64 {
-    let mut alive = want;
-    for c in &rule.conjuncts {
-        if member_only && !c.resource {
-            continue;
-        }
-        alive &= index.holds(c, q);
-        if alive == 0 {
-            break;
-        }
-    }
-    alive
-}
-
-/// Evaluates once for a page, on every field, the conjuncts that do not read the member
-/// of the plan's policies (those that apply whatever the member). A policy that holds
-/// on no field is left out; `whole(policy, forbid, fields)` gets one none of whose
-/// conjuncts reads the member, with the fields on which it holds; `partial(at, fields)`
-/// the others, by their position in the plan, with the fields on which the conjuncts
-/// that do not read the member hold (see [`member_pass`] for the rest).
-fn page_pass(
-    index: &Index,
-    plan: &Plan,
-    q: &mut Query<'_>,
-    mut whole: impl FnMut(u32, bool, u64),
-    mut partial: impl FnMut(u32, u64),
-) {
-    for (at, (i, rule)) in plan.rules.iter().enumerate() {
-        let mut m = index.all;
-        let mut per_member = false;
-        for c in &rule.conjuncts {
-            if c.resource {
-                per_member = true;
-                continue;
-            }
-            m &= index.holds(c, q);
-            if m == 0 {
-                break;
-            }
-        }
-        if m == 0 {
-            continue;
-        }
-        if per_member {
-            partial(u32::try_from(at).unwrap_or(u32::MAX), m);
-        } else {
-            whole(*i, rule.forbid, m);
-        }
-    }
-}
-
 /// Calls `f` on each policy indexed under the member's scope entities.
-fn for_each_resource(bucket: Option<&Bucket>, member: &MemberEntity<'_>, mut f: impl FnMut(u32)) {
+fn for_each_resource(bucket: Option<&Bucket>, member: &Subject<'_>, mut f: impl FnMut(u32)) {
     let Some(bucket) = bucket else { return };
     if let Some(l) = bucket.resource_eq.get(&member.uid) {
         l.iter().for_each(|i| f(*i));
     }
     if !bucket.resource_in.is_empty() {
-        let anc = member.view().ancestors;
+        let anc = member.ancestors;
         for e in std::iter::once(&member.uid).chain(anc.iter()) {
             if let Some(l) = bucket.resource_in.get(e) {
                 l.iter().for_each(|i| f(*i));

@@ -1,5 +1,9 @@
-//! A request's member written for the compiled evaluator: its own attributes on the
-//! stack in id order, its status and channels borrowed from the index's table.
+//! A request's member: as the CRM gave it ([`Subject`], what checks read) and, when a
+//! condition needs the compiled evaluator, written for it ([`MemberEntity`]: its own
+//! attributes on the stack in id order, its status and channels borrowed from the
+//! index's table).
+
+use std::cell::OnceCell;
 
 use cedar_compiled::{EntityRef, Value};
 
@@ -56,11 +60,47 @@ pub(super) fn member_rank(attrs: &[u32; Attr::ALL.len()]) -> [u8; Attr::ALL.len(
     rank
 }
 
+/// A member of a request, checked and resolved against the directory: its uid and
+/// ancestors (its CLP and region), its record as given, and its entity for the compiled
+/// evaluator, written on first use.
+pub(crate) struct Subject<'d> {
+    pub(crate) uid: u32,
+    pub(crate) member: &'d Member,
+    pub(crate) ancestors: &'d [u32],
+    id: &'d str,
+    index: &'d Index,
+    entity: OnceCell<MemberEntity<'d>>,
+}
+
+impl<'d> Subject<'d> {
+    /// The member `id` under `uid`, with `ancestors`, for `index`'s evaluator.
+    pub(crate) fn new(
+        index: &'d Index,
+        uid: u32,
+        (id, member): (&'d str, &'d Member),
+        ancestors: &'d [u32],
+    ) -> Subject<'d> {
+        Subject {
+            uid,
+            member,
+            ancestors,
+            id,
+            index,
+            entity: OnceCell::new(),
+        }
+    }
+
+    /// The member written for the compiled evaluator (once).
+    pub(crate) fn entity(&self) -> &MemberEntity<'d> {
+        self.entity
+            .get_or_init(|| MemberEntity::write(self.index, (self.id, self.member), self.ancestors))
+    }
+}
+
 /// A member of a request, resolved for the compiled evaluator: its uid and its data,
 /// on the stack, its status and channels borrowed from the index's table of shared
 /// values (no copy, no reference count).
 pub(crate) struct MemberEntity<'d> {
-    pub(crate) uid: u32,
     attrs: [(u32, Value); 4],
     len: usize,
     shared: [&'d (u32, Value); 4],
@@ -72,18 +112,16 @@ pub(crate) struct MemberEntity<'d> {
 static NO_ATTR: (u32, Value) = (u32::MAX, Value::Bool(false));
 
 impl<'d> MemberEntity<'d> {
-    /// The member `id` written for `index`'s evaluator, under `uid`, with `ancestors`
+    /// The member `id` written for `index`'s evaluator, with `ancestors`
     /// (its CLP and region).
     pub(crate) fn write(
         index: &'d Index,
-        uid: u32,
         (id, member): (&str, &Member),
         ancestors: &'d [u32],
     ) -> MemberEntity<'d> {
         let mut sink = MemberSink {
             index,
             entity: MemberEntity {
-                uid,
                 attrs: std::array::from_fn(|_| (0, Value::Bool(false))),
                 len: 0,
                 shared: [&NO_ATTR; 4],

@@ -14,14 +14,17 @@
 //! the plans; [`asked`] runs the passes over them, [`member`] writes the member.
 
 mod asked;
+mod check;
 mod member;
 
 use cedar_compiled::lowlevel::{eval_bool, specialize_expr, BinOp, Expr, PolicyView, Scope, Var};
 use cedar_compiled::{CompiledPolicies, Ctx, Query, Store, Value};
 use cedar_policy::Entities;
 
-pub(crate) use asked::{Asked, ContextPairs};
-pub(crate) use member::MemberEntity;
+pub(crate) use asked::Asked;
+use check::Check;
+pub(crate) use check::ContextValues;
+pub(crate) use member::Subject;
 use member::{member_rank, shared_code, SHARED_CODES};
 
 use crate::entities::{millis, Attr, Val};
@@ -47,28 +50,11 @@ pub(crate) fn action_index(a: Action) -> usize {
     }
 }
 
-/// A boolean condition evaluated over every field at once: `(true, false)` masks; the
-/// fields in neither errored.
-#[derive(Debug, Clone)]
-enum MNode {
-    /// Masks known when the engine is built (the condition reads only the field).
-    Const(u64, u64),
-    /// An atom: evaluated once if it does not read the field, else once per field.
-    Leaf {
-        expr: Expr,
-        field: bool,
-    },
-    Not(Box<MNode>),
-    And(Box<MNode>, Box<MNode>),
-    Or(Box<MNode>, Box<MNode>),
-    If(Box<MNode>, Box<MNode>, Box<MNode>),
-}
-
 /// One `&&` operand of a policy's condition.
 #[derive(Debug, Clone)]
 pub(crate) struct Conj {
     pub(crate) expr: Expr,
-    mask: MNode,
+    check: Check,
     /// Whether it reads `context.field`.
     pub(crate) field: bool,
     /// Whether it reads `resource` (the member).
@@ -519,51 +505,9 @@ impl Index {
         let f = self.attr(Attr::Field);
         Conj {
             expr: e.clone(),
-            mask: self.mnode(e),
+            check: self.check(e),
             field: reads_field(e, f),
             resource: reads_var(e, Var::Resource),
-        }
-    }
-
-    fn mnode(&self, e: &Expr) -> MNode {
-        let f = self.attr(Attr::Field);
-        if !reads_field(e, f) {
-            return match e {
-                Expr::Lit(Value::Bool(true)) => MNode::Const(self.all, 0),
-                Expr::Lit(Value::Bool(false)) => MNode::Const(0, self.all),
-                Expr::Lit(_) | Expr::Error => MNode::Const(0, 0),
-                _ => MNode::Leaf {
-                    expr: e.clone(),
-                    field: false,
-                },
-            };
-        }
-        match e {
-            Expr::Not(a) => MNode::Not(Box::new(self.mnode(a))),
-            Expr::And(a, b) => MNode::And(Box::new(self.mnode(a)), Box::new(self.mnode(b))),
-            Expr::Or(a, b) => MNode::Or(Box::new(self.mnode(a)), Box::new(self.mnode(b))),
-            Expr::If(c, t, x) => MNode::If(
-                Box::new(self.mnode(c)),
-                Box::new(self.mnode(t)),
-                Box::new(self.mnode(x)),
-            ),
-            _ if field_only(e, f) => {
-                let mut q = self.base_query();
-                let (mut t, mut fl) = (0u64, 0u64);
-                for (i, u) in self.field_uids.iter().enumerate() {
-                    q.field = Some((f, *u));
-                    match truth(e, &q) {
-                        Some(true) => t |= 1 << i,
-                        Some(false) => fl |= 1 << i,
-                        None => {}
-                    }
-                }
-                MNode::Const(t, fl)
-            }
-            _ => MNode::Leaf {
-                expr: e.clone(),
-                field: true,
-            },
         }
     }
 
@@ -645,100 +589,6 @@ impl Index {
             Val::Refs(ty, ids) => {
                 Value::set(ids.iter().map(|id| Value::Entity(uid(ty, id))).collect())
             }
-        }
-    }
-
-    /// `(T, F)` of `n` over every field.
-    fn masks(&self, n: &MNode, q: &mut Query<'_>) -> (u64, u64) {
-        match n {
-            MNode::Const(t, f) => (*t, *f),
-            MNode::Leaf { expr, field: false } => match truth(expr, q) {
-                Some(true) => (self.all, 0),
-                Some(false) => (0, self.all),
-                None => (0, 0),
-            },
-            MNode::Leaf { expr, field: true } => {
-                let (mut t, mut f) = (0u64, 0u64);
-                let saved = q.field;
-                for (i, u) in self.field_uids.iter().enumerate() {
-                    q.field = Some((self.attr(Attr::Field), *u));
-                    match truth(expr, q) {
-                        Some(true) => t |= 1 << i,
-                        Some(false) => f |= 1 << i,
-                        None => {}
-                    }
-                }
-                q.field = saved;
-                (t, f)
-            }
-            MNode::Not(a) => {
-                let (t, f) = self.masks(a, q);
-                (f, t)
-            }
-            MNode::And(a, b) => {
-                let (ta, fa) = self.masks(a, q);
-                if ta == 0 {
-                    return (0, fa);
-                }
-                let (tb, fb) = self.masks(b, q);
-                (ta & tb, fa | (ta & fb))
-            }
-            MNode::Or(a, b) => {
-                let (ta, fa) = self.masks(a, q);
-                if fa == 0 {
-                    return (ta, 0);
-                }
-                let (tb, fb) = self.masks(b, q);
-                (ta | (fa & tb), fa & fb)
-            }
-            MNode::If(c, t, e) => {
-                let (tc, fc) = self.masks(c, q);
-                let (tt, ft) = if tc == 0 { (0, 0) } else { self.masks(t, q) };
-                let (te, fe) = if fc == 0 { (0, 0) } else { self.masks(e, q) };
-                ((tc & tt) | (fc & te), (tc & ft) | (fc & fe))
-            }
-        }
-    }
-
-    /// [`Index::masks`] on one field (`bit`), with `q.field` set to it: `None` on an
-    /// error, as Cedar's `&&`, `||`, `!` and `if` evaluate it.
-    fn one(&self, n: &MNode, q: &Query<'_>, bit: u64) -> Option<bool> {
-        match n {
-            MNode::Const(t, f) => {
-                if t & bit != 0 {
-                    Some(true)
-                } else if f & bit != 0 {
-                    Some(false)
-                } else {
-                    None
-                }
-            }
-            MNode::Leaf { expr, .. } => truth(expr, q),
-            MNode::Not(a) => self.one(a, q, bit).map(|b| !b),
-            MNode::And(a, b) => match self.one(a, q, bit)? {
-                false => Some(false),
-                true => self.one(b, q, bit),
-            },
-            MNode::Or(a, b) => match self.one(a, q, bit)? {
-                true => Some(true),
-                false => self.one(b, q, bit),
-            },
-            MNode::If(c, t, e) => match self.one(c, q, bit)? {
-                true => self.one(t, q, bit),
-                false => self.one(e, q, bit),
-            },
-        }
-    }
-
-    /// The fields on which `c` holds.
-    #[inline]
-    fn holds(&self, c: &Conj, q: &mut Query<'_>) -> u64 {
-        if c.field {
-            self.masks(&c.mask, q).0
-        } else if truth(&c.expr, q) == Some(true) {
-            self.all
-        } else {
-            0
         }
     }
 
