@@ -2,9 +2,11 @@
 //! (compiled) and its oracle `engine.reference()` (Cedar's authorizer) give the same
 //! answers to every question. Thread safety, pages against single decisions, faithfulness
 //! to plain Cedar, explanations, flags, time and FieldSet here; the two paths compared
-//! over the whole bundled sample, and directory upserts, in [`differential`].
+//! over the whole bundled sample, and directory upserts, in [`differential`]; on generated
+//! policy sets over the bundled schema, in [`generated_policies`].
 
 mod differential;
+mod generated_policies;
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
