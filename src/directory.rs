@@ -572,12 +572,12 @@ impl Directory {
                 })?;
         // A member a call session lists has a uid in the store already; any other is
         // one no stored value refers to.
-        let uid = self
-            .listed_members
-            .get(m.id)
-            .copied()
-            .unwrap_or(FRESH_MEMBER);
-        Ok(Subject::new(&self.index, uid, (m.id, m.attrs), ancestors))
+        Ok(Subject::new(
+            &self.index,
+            (&self.listed_members, FRESH_MEMBER),
+            (m.id, m.attrs),
+            ancestors,
+        ))
     }
 
     /// The Cedar entities a request (or a page) reads: the principal, the context's

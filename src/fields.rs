@@ -30,15 +30,35 @@ pub struct FieldInfo {
 }
 
 /// The member fields that policies can grant, in catalogue order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct FieldCatalogue {
     fields: Vec<FieldInfo>,
+    /// Each name's id: a request names its field, and one hash finds it.
+    ids: rustc_hash::FxHashMap<Box<str>, FieldId>,
 }
+
+impl PartialEq for FieldCatalogue {
+    fn eq(&self, other: &Self) -> bool {
+        // `ids` is derived from `fields`.
+        self.fields == other.fields
+    }
+}
+
+impl Eq for FieldCatalogue {}
 
 impl FieldCatalogue {
     /// A catalogue of these fields; `None` if there are more than [`MAX_FIELDS`].
     pub(crate) fn new(fields: Vec<FieldInfo>) -> Option<Self> {
-        (fields.len() <= MAX_FIELDS).then_some(FieldCatalogue { fields })
+        if fields.len() > MAX_FIELDS {
+            return None;
+        }
+        let mut ids = rustc_hash::FxHashMap::default();
+        for (i, f) in fields.iter().enumerate() {
+            // The first of a repeated name, as a scan in catalogue order would find.
+            ids.entry(f.name.as_str().into())
+                .or_insert(FieldId(u8::try_from(i).ok()?));
+        }
+        Some(FieldCatalogue { fields, ids })
     }
 
     /// The number of fields.
@@ -53,11 +73,7 @@ impl FieldCatalogue {
 
     /// The id of the field with this name.
     pub fn id(&self, name: &str) -> Option<FieldId> {
-        self.fields
-            .iter()
-            .position(|f| f.name == name)
-            .and_then(|i| u8::try_from(i).ok())
-            .map(FieldId)
+        self.ids.get(name).copied()
     }
 
     /// The field with this id.

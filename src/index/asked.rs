@@ -3,10 +3,11 @@
 
 use std::cell::OnceCell;
 
+use cedar_compiled::lowlevel::Expr;
 use cedar_compiled::{Ctx, Query, Store, Value};
 use smallvec::SmallVec;
 
-use super::check::{Check, Leaf};
+use super::check::{Check, Cond, Leaf};
 use super::{truth, Bucket, Conj, ContextValues, Index, Plan, Rule, Subject};
 use crate::entities::{millis, Attr};
 use crate::error::RequestError;
@@ -136,8 +137,8 @@ impl<'a> Asked<'a> {
             Ctx::Pairs(pairs.as_slice()),
         );
         if let Some(s) = subject {
-            q.resource = s.uid;
-            q = q.with_entity(s.uid, self.index.member_type(), s.entity().view());
+            q.resource = s.uid();
+            q = q.with_entity(s.uid(), self.index.member_type(), s.entity().view());
         }
         q.field = field.map(|u| (self.index.attr(Attr::Field), u));
         q
@@ -148,19 +149,8 @@ impl<'a> Asked<'a> {
     /// evaluate it.
     fn test(&self, c: &Check, s: Option<&Subject<'_>>, field: Option<(u64, u32)>) -> Option<bool> {
         match c {
-            Check::Const(t, f) => {
-                let bit = field.map_or(self.index.all, |(b, _)| b);
-                if t & bit != 0 {
-                    Some(true)
-                } else if f & bit != 0 {
-                    Some(false)
-                } else {
-                    None
-                }
-            }
-            Check::Leaf(Leaf::Expr { expr, .. }) => {
-                truth(expr, &self.query(s, field.map(|(_, u)| u)))
-            }
+            Check::Const(t, f) => on_bit((*t, *f), field.map_or(self.index.all, |(b, _)| b)),
+            Check::Leaf(Leaf::Expr { expr, .. }) => self.general(expr, s, field.map(|(_, u)| u)),
             Check::Leaf(l) => self.values.leaf(l, s),
             Check::Not(a) => self.test(a, s, field).map(|b| !b),
             Check::And(a, b) => match self.test(a, s, field)? {
@@ -176,6 +166,48 @@ impl<'a> Asked<'a> {
                 false => self.test(e, s, field),
             },
         }
+    }
+
+    /// `c` on one field (`(bit, uid)`) of `member`: `None` if it fails to evaluate.
+    fn one_field(&self, c: &Cond, member: &Subject<'_>, on: (u64, u32)) -> Option<bool> {
+        match c {
+            Cond::Const(t, f) => on_bit((*t, *f), on.0),
+            Cond::Leaf { leaf, not } => self.atom(leaf, member, on.1).map(|b| b != *not),
+            Cond::All(items) | Cond::Any(items) => {
+                // `All` goes on while true, `Any` while false; anything else is the result.
+                let go_on = matches!(c, Cond::All(_));
+                for i in items.iter() {
+                    match self.one_field(i, member, on) {
+                        Some(b) if b == go_on => {}
+                        other => return other,
+                    }
+                }
+                Some(go_on)
+            }
+            Cond::If(b) => {
+                let (c, t, e) = &**b;
+                match self.one_field(c, member, on)? {
+                    true => self.one_field(t, member, on),
+                    false => self.one_field(e, member, on),
+                }
+            }
+        }
+    }
+
+    /// An atom on the field `uid` of `member`.
+    #[inline(always)]
+    fn atom(&self, l: &Leaf, member: &Subject<'_>, uid: u32) -> Option<bool> {
+        match l {
+            Leaf::Expr { expr, .. } => self.general(expr, Some(member), Some(uid)),
+            l => self.values.leaf(l, Some(member)),
+        }
+    }
+
+    /// `e`, for the compiled evaluator (kept out of [`Asked::test`], whose atoms are
+    /// read in place).
+    #[inline(never)]
+    fn general(&self, e: &Expr, s: Option<&Subject<'_>>, field: Option<u32>) -> Option<bool> {
+        truth(e, &self.query(s, field))
     }
 
     /// `(T, F)` of `c` over every field.
@@ -254,22 +286,20 @@ impl<'a> Asked<'a> {
         ) else {
             return None;
         };
-        let on = Some((bit, *uid));
+        let on = (bit, *uid);
         let (mut permits, mut forbids): (SmallVec<[u32; 4]>, SmallVec<[u32; 4]>) =
             (SmallVec::new(), SmallVec::new());
         let mut errored = false;
         let mut decide = |i: u32, rule: &Rule| {
-            for c in &rule.conjuncts {
-                // A condition on the field is read from its masks (atoms on the field
-                // alone were settled when the engine was built).
-                let holds = self.test(&c.check, Some(member), on.filter(|_| c.field));
-                match holds {
-                    Some(true) => {}
-                    Some(false) => return,
-                    None => {
-                        errored = true;
-                        return;
-                    }
+            if rule.never & bit != 0 {
+                return;
+            }
+            match self.one_field(&rule.cond, member, on) {
+                Some(true) => {}
+                Some(false) => return,
+                None => {
+                    errored = true;
+                    return;
                 }
             }
             if rule.forbid {
@@ -513,6 +543,18 @@ impl<'a> Asked<'a> {
     }
 }
 
+/// Masks `(true, false)` read on one field's `bit`: `None` where it fails.
+#[inline]
+fn on_bit((t, f): (u64, u64), bit: u64) -> Option<bool> {
+    if t & bit != 0 {
+        Some(true)
+    } else if f & bit != 0 {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 thread_local! {
     /// The per-page list of policies that read the member, reused between pages.
     static PAGE: std::cell::Cell<Vec<(u32, u64)>> = const { std::cell::Cell::new(Vec::new()) };
@@ -533,12 +575,14 @@ fn with_page_list<T>(f: impl FnOnce(&mut Vec<(u32, u64)>) -> T) -> T {
 /// Calls `f` on each policy indexed under the member's scope entities.
 fn for_each_resource(bucket: Option<&Bucket>, member: &Subject<'_>, mut f: impl FnMut(u32)) {
     let Some(bucket) = bucket else { return };
-    if let Some(l) = bucket.resource_eq.get(&member.uid) {
-        l.iter().for_each(|i| f(*i));
+    if !bucket.resource_eq.is_empty() {
+        if let Some(l) = bucket.resource_eq.get(&member.uid()) {
+            l.iter().for_each(|i| f(*i));
+        }
     }
     if !bucket.resource_in.is_empty() {
-        let anc = member.ancestors;
-        for e in std::iter::once(&member.uid).chain(anc.iter()) {
+        let uid = member.uid();
+        for e in std::iter::once(&uid).chain(member.ancestors.iter()) {
             if let Some(l) = bucket.resource_in.get(e) {
                 l.iter().for_each(|i| f(*i));
             }

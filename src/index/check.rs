@@ -9,13 +9,17 @@
 //! evaluator, which then gets the member and the context written on first use. Errors
 //! are Cedar's: reading a `left` the member lacks, an `election` the context lacks, or
 //! an `offset` that overflows makes the condition fail to evaluate.
+//!
+//! Checks are evaluated over every field at once (masks, for field sets); for one
+//! field's decision a policy's conjuncts become one [`Cond`], and the fields on which
+//! it certainly neither holds nor fails ([`never_holds`]) are passed over.
 
 use cedar_compiled::lowlevel::{BinOp, Expr, ExtFn, Var};
 use cedar_compiled::Value;
 
 use super::{channel_bit, field_only, reads_field, status_index, truth, Index, Subject};
-use crate::entities::{millis, Attr};
-use crate::records::{Channel, Member, MemberStatus};
+use crate::entities::Attr;
+use crate::records::{Channel, MemberStatus};
 
 /// A boolean condition: evaluated on one field, or on every field at once as
 /// `(true, false)` masks (the fields in neither fail to evaluate).
@@ -34,6 +38,136 @@ pub(crate) enum Check {
     Or(Box<Check>, Box<Check>),
     /// `if c then t else e`
     If(Box<Check>, Box<Check>, Box<Check>),
+}
+
+impl Check {
+    /// Whether the check evaluates without error on every field of any member (given
+    /// one) and context.
+    pub(crate) fn infallible(&self, all: u64) -> bool {
+        match self {
+            Check::Const(t, f) => t | f == all,
+            Check::Leaf(l) => match l {
+                Leaf::Cmp(x, _, y) => x.infallible() && y.infallible(),
+                Leaf::Status(_)
+                | Leaf::Standing
+                | Leaf::HasLeft
+                | Leaf::Channels { .. }
+                | Leaf::Within(_)
+                | Leaf::Has(_) => true,
+                Leaf::Is(..) | Leaf::Expr { .. } => false,
+            },
+            Check::Not(a) => a.infallible(all),
+            Check::And(a, b) | Check::Or(a, b) => a.infallible(all) && b.infallible(all),
+            Check::If(c, t, e) => c.infallible(all) && t.infallible(all) && e.infallible(all),
+        }
+    }
+}
+
+impl Num {
+    fn infallible(self) -> bool {
+        matches!(self, Num::Lit(_) | Num::Now | Num::Reads | Num::Joined)
+    }
+}
+
+/// The fields on which a policy whose condition is `conjuncts` (evaluated in order)
+/// certainly does not hold, without an error on the way: a conjunct that reads only the
+/// field is false there, and each one before it is true there or cannot fail. One field's
+/// decision passes over the policy on those fields; the decision, errors included, is the
+/// same.
+pub(crate) fn never_holds<'c>(conjuncts: impl IntoIterator<Item = &'c Check>, all: u64) -> u64 {
+    // The fields on which nothing before could have failed or been false on the field.
+    let mut clear = all;
+    let mut never = 0;
+    for c in conjuncts {
+        match c {
+            Check::Const(t, f) => {
+                never |= clear & f;
+                clear &= t;
+            }
+            _ if c.infallible(all) => {}
+            _ => break,
+        }
+    }
+    never
+}
+
+/// A policy's condition for one field's decision: its conjuncts as one n-ary form with
+/// each `!` pushed down to the atoms (De Morgan's laws hold under Cedar's
+/// short-circuiting, failures included: `!(a && b)` fails where `!a || !b` fails), so
+/// that deciding walks runs of atoms instead of a tree of boxes.
+#[derive(Debug, Clone)]
+pub(crate) enum Cond {
+    /// Masks known when the engine is built, on the field's bit.
+    Const(u64, u64),
+    /// An atom, negated if `not`.
+    Leaf { leaf: Leaf, not: bool },
+    /// `&&`: the first that is not true is the result.
+    All(Box<[Cond]>),
+    /// `||`: the first that is not false is the result.
+    Any(Box<[Cond]>),
+    /// `if c then t else e`.
+    If(Box<(Cond, Cond, Cond)>),
+}
+
+impl Cond {
+    /// The condition of `conjuncts`.
+    pub(crate) fn of<'c>(conjuncts: impl IntoIterator<Item = &'c Check>) -> Cond {
+        let mut all = Vec::new();
+        for c in conjuncts {
+            Cond::push(c, false, true, &mut all);
+        }
+        Cond::All(all.into_boxed_slice())
+    }
+
+    /// Appends `c` (negated if `not`) to the operands of an `All` (`all`) or an `Any`,
+    /// splicing in an operand of the same kind.
+    fn push(c: &Check, not: bool, all: bool, into: &mut Vec<Cond>) {
+        match c {
+            Check::Const(t, f) => into.push(if not {
+                Cond::Const(*f, *t)
+            } else {
+                Cond::Const(*t, *f)
+            }),
+            Check::Leaf(l) => into.push(Cond::Leaf {
+                leaf: l.clone(),
+                not,
+            }),
+            Check::Not(a) => Cond::push(a, !not, all, into),
+            Check::And(a, b) | Check::Or(a, b) => {
+                // `&&` stays an `All` unless negated; `||` is an `Any` unless negated.
+                let is_all = matches!(c, Check::And(..)) != not;
+                if is_all == all {
+                    Cond::push(a, not, all, into);
+                    Cond::push(b, not, all, into);
+                } else {
+                    let mut inner = Vec::new();
+                    Cond::push(a, not, is_all, &mut inner);
+                    Cond::push(b, not, is_all, &mut inner);
+                    let inner = inner.into_boxed_slice();
+                    into.push(if is_all {
+                        Cond::All(inner)
+                    } else {
+                        Cond::Any(inner)
+                    });
+                }
+            }
+            Check::If(c, t, e) => {
+                let one = |x: &Check, not: bool| {
+                    let mut v = Vec::new();
+                    Cond::push(x, not, true, &mut v);
+                    match v.len() {
+                        1 => v.pop().unwrap_or(Cond::Const(0, 0)),
+                        _ => Cond::All(v.into_boxed_slice()),
+                    }
+                };
+                into.push(Cond::If(Box::new((
+                    one(c, false),
+                    one(t, not),
+                    one(e, not),
+                ))));
+            }
+        }
+    }
 }
 
 /// An atom read from the request's typed data, or left to the compiled evaluator.
@@ -130,10 +264,8 @@ impl Index {
             Expr::Lit(Value::Bool(true)) => Check::Const(all, 0),
             Expr::Lit(Value::Bool(false)) => Check::Const(0, all),
             Expr::Lit(_) | Expr::Error => Check::Const(0, 0),
-            Expr::Not(a) => Check::Not(b(a)),
-            Expr::And(x, y) => Check::And(b(x), b(y)),
-            Expr::Or(x, y) => Check::Or(b(x), b(y)),
-            Expr::If(c, t, x) => Check::If(b(c), b(t), b(x)),
+            // Whole before split: an atom on the field alone, however composed, is one
+            // pair of masks.
             _ if reads_field(e, f) && field_only(e, f) => {
                 let mut q = self.base_query();
                 let (mut t, mut fl) = (0u64, 0u64);
@@ -147,6 +279,10 @@ impl Index {
                 }
                 Check::Const(t, fl)
             }
+            Expr::Not(a) => Check::Not(b(a)),
+            Expr::And(x, y) => Check::And(b(x), b(y)),
+            Expr::Or(x, y) => Check::Or(b(x), b(y)),
+            Expr::If(c, t, x) => Check::If(b(c), b(t), b(x)),
             _ => Check::Leaf(self.leaf(e).unwrap_or_else(|| Leaf::Expr {
                 expr: e.clone(),
                 field: reads_field(e, f),
@@ -331,22 +467,24 @@ fn channel_mask(holds: impl Fn(Channel) -> bool) -> u8 {
 }
 
 impl ContextValues {
-    fn time(&self, t: Time, member: Option<&Member>) -> Option<i64> {
+    #[inline]
+    fn time(&self, t: Time, subject: Option<&Subject<'_>>) -> Option<i64> {
         match t {
             Time::Now => Some(self.now),
-            Time::Joined => member.map(|m| millis(m.joined)),
-            Time::Left => member.and_then(|m| m.left).map(millis),
+            Time::Joined => subject.map(|s| s.joined),
+            Time::Left => subject.and_then(|s| s.left),
         }
     }
 
-    fn num(&self, n: Num, member: Option<&Member>) -> Option<i64> {
+    #[inline]
+    fn num(&self, n: Num, subject: Option<&Subject<'_>>) -> Option<i64> {
         match n {
             Num::Lit(v) => Some(v),
             Num::Now => Some(self.now),
             Num::Reads => Some(self.reads),
-            Num::Joined => self.time(Time::Joined, member),
-            Num::Left => self.time(Time::Left, member),
-            Num::Offset(t, d) => self.time(t, member)?.checked_add(d),
+            Num::Joined => self.time(Time::Joined, subject),
+            Num::Left => self.time(Time::Left, subject),
+            Num::Offset(t, d) => self.time(t, subject)?.checked_add(d),
         }
     }
 
@@ -361,29 +499,27 @@ impl ContextValues {
 
     /// The atom `l` on the context and `subject` (`None` if it fails to evaluate); not
     /// for [`Leaf::Expr`], which fails here.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn leaf(&self, l: &Leaf, subject: Option<&Subject<'_>>) -> Option<bool> {
-        let m = subject.map(|s| s.member);
-        let member = || m;
         match l {
-            Leaf::Cmp(x, op, y) => (|| {
-                let (x, y) = (self.num(*x, m)?, self.num(*y, m)?);
+            Leaf::Cmp(x, op, y) => {
+                let (x, y) = (self.num(*x, subject)?, self.num(*y, subject)?);
                 Some(match op {
                     Cmp::Less => x < y,
                     Cmp::LessEq => x <= y,
                     Cmp::Eq => x == y,
                 })
-            })(),
-            Leaf::Status(mask) => member().map(|m| mask & (1 << status_index(m.status)) != 0),
-            Leaf::Standing => member().map(|m| m.in_good_standing),
-            Leaf::HasLeft => member().map(|m| m.left.is_some()),
-            Leaf::Channels { opt_outs, any } => member().map(|m| {
-                let set = if *opt_outs { &m.opt_outs } else { &m.consents };
-                set.iter().any(|c| usize::from(*any) & channel_bit(*c) != 0)
+            }
+            Leaf::Status(mask) => subject.map(|s| mask & s.status != 0),
+            Leaf::Standing => subject.map(|s| s.in_good_standing),
+            Leaf::HasLeft => subject.map(|s| s.left.is_some()),
+            Leaf::Channels { opt_outs, any } => subject.map(|s| {
+                let set = if *opt_outs { s.opt_outs } else { s.consents };
+                set & any != 0
             }),
             Leaf::Within(uids) => subject.map(|s| {
                 uids.iter()
-                    .any(|u| *u == s.uid || s.ancestors.binary_search(u).is_ok())
+                    .any(|u| s.ancestors.binary_search(u).is_ok() || *u == s.uid())
             }),
             Leaf::Has(o) => Some(self.optional(*o)),
             Leaf::Is(o, u) => match o {

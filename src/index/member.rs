@@ -7,9 +7,9 @@ use std::cell::OnceCell;
 
 use cedar_compiled::{EntityRef, Value};
 
-use super::{channel_bit, status_index, Index};
-use crate::entities::{Attr, Record, Sink, Val};
-use crate::records::{Member, MemberStatus};
+use super::{channel_bit, status_index, FxMap, Index};
+use crate::entities::{millis, Attr, Record, Sink, Val};
+use crate::records::{Channel, Member, MemberStatus};
 
 /// How many values the table of shared values holds per attribute: the five member
 /// statuses, then the eight sets of channels.
@@ -64,30 +64,61 @@ pub(super) fn member_rank(attrs: &[u32; Attr::ALL.len()]) -> [u8; Attr::ALL.len(
 /// ancestors (its CLP and region), its record as given, and its entity for the compiled
 /// evaluator, written on first use.
 pub(crate) struct Subject<'d> {
-    pub(crate) uid: u32,
-    pub(crate) member: &'d Member,
+    /// Its uid, looked up on first use (few conditions name a member).
+    uid: OnceCell<u32>,
+    /// The uids of the members the directory knows (any other's is `fresh`).
+    listed: &'d FxMap<Box<str>, u32>,
+    fresh: u32,
     pub(crate) ancestors: &'d [u32],
+    /// Its status's bit ([`status_index`]).
+    pub(crate) status: u8,
+    /// When it joined and left, in milliseconds since the epoch.
+    pub(crate) joined: i64,
+    pub(crate) left: Option<i64>,
+    /// Its consents and opt-outs as bits ([`channel_bit`]).
+    pub(crate) consents: u8,
+    pub(crate) opt_outs: u8,
+    pub(crate) in_good_standing: bool,
     id: &'d str,
+    member: &'d Member,
     index: &'d Index,
     entity: OnceCell<MemberEntity<'d>>,
 }
 
 impl<'d> Subject<'d> {
-    /// The member `id` under `uid`, with `ancestors`, for `index`'s evaluator.
+    /// The member `id`, with `ancestors`, for `index`'s evaluator: its uid is the one
+    /// `listed` gives it, else `fresh`.
     pub(crate) fn new(
         index: &'d Index,
-        uid: u32,
+        (listed, fresh): (&'d FxMap<Box<str>, u32>, u32),
         (id, member): (&'d str, &'d Member),
         ancestors: &'d [u32],
     ) -> Subject<'d> {
+        let bits = |cs: &[Channel]| cs.iter().fold(0u8, |b, c| b | channel_bit(*c) as u8);
         Subject {
-            uid,
-            member,
+            uid: OnceCell::new(),
+            listed,
+            fresh,
             ancestors,
+            status: 1 << status_index(member.status),
+            joined: millis(member.joined),
+            left: member.left.map(millis),
+            consents: bits(&member.consents),
+            opt_outs: bits(&member.opt_outs),
+            in_good_standing: member.in_good_standing,
             id,
+            member,
             index,
             entity: OnceCell::new(),
         }
+    }
+
+    /// The member's uid.
+    #[inline]
+    pub(crate) fn uid(&self) -> u32 {
+        *self
+            .uid
+            .get_or_init(|| self.listed.get(self.id).copied().unwrap_or(self.fresh))
     }
 
     /// The member written for the compiled evaluator (once).

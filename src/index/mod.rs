@@ -22,8 +22,8 @@ use cedar_compiled::{CompiledPolicies, Ctx, Query, Store, Value};
 use cedar_policy::Entities;
 
 pub(crate) use asked::Asked;
-use check::Check;
 pub(crate) use check::ContextValues;
+use check::{never_holds, Check, Cond};
 pub(crate) use member::Subject;
 use member::{member_rank, shared_code, SHARED_CODES};
 
@@ -66,6 +66,23 @@ pub(crate) struct Conj {
 pub(crate) struct Rule {
     pub(crate) forbid: bool,
     pub(crate) conjuncts: Vec<Conj>,
+    /// The fields on which it certainly does not hold, nor fail ([`never_holds`]).
+    pub(crate) never: u64,
+    /// The conjuncts' checks as one condition, for one field's decision.
+    pub(crate) cond: Cond,
+}
+
+impl Rule {
+    fn new(forbid: bool, conjuncts: Vec<Conj>, all: u64) -> Rule {
+        let never = never_holds(conjuncts.iter().map(|c| &c.check), all);
+        let cond = Cond::of(conjuncts.iter().map(|c| &c.check));
+        Rule {
+            forbid,
+            conjuncts,
+            never,
+            cond,
+        }
+    }
 }
 
 /// The policies that can apply to one principal and one action whatever the member,
@@ -354,10 +371,7 @@ impl Index {
                 }
                 residual.push(fast.conj(c));
             }
-            rules.push(Some(Rule {
-                forbid: v.forbid,
-                conjuncts: residual,
-            }));
+            rules.push(Some(Rule::new(v.forbid, residual, fast.all)));
             placements.push((index, shape.clone(), principal_entity, resource_indexed));
         }
         drop(views);
@@ -461,13 +475,7 @@ impl Index {
                         e => conjuncts.push(self.conj(&e)),
                     }
                 }
-                rules.push((
-                    i,
-                    Rule {
-                        forbid: rule.forbid,
-                        conjuncts,
-                    },
-                ));
+                rules.push((i, Rule::new(rule.forbid, conjuncts, self.all)));
             };
             bucket.open.iter().for_each(|i| add(*i));
             for_each_principal(store, bucket, principal, add);
