@@ -561,6 +561,17 @@ impl Directory {
 
     /// The member of a request, checked and resolved (its uid and ancestors).
     pub(crate) fn member<'a>(&'a self, m: MemberRef<'a>) -> Result<Subject<'a>, RequestError> {
+        let ancestors = self.member_ancestors(m)?;
+        Ok(self.subject(m, ancestors))
+    }
+
+    /// [`Directory::member`] in two steps, so that the subject is built where it is used
+    /// rather than moved out of a `Result`: the checks, giving the member's ancestors
+    /// (its CLP and region)...
+    pub(crate) fn member_ancestors<'a>(
+        &'a self,
+        m: MemberRef<'_>,
+    ) -> Result<&'a [u32], RequestError> {
         check_member(m.id, m.attrs)?;
         let (_, ancestors) =
             self.clps
@@ -570,14 +581,20 @@ impl Directory {
                     kind: "CLP",
                     id: m.attrs.clp.clone(),
                 })?;
+        Ok(ancestors)
+    }
+
+    /// ...and the subject.
+    #[inline]
+    pub(crate) fn subject<'a>(&'a self, m: MemberRef<'a>, ancestors: &'a [u32]) -> Subject<'a> {
         // A member a call session lists has a uid in the store already; any other is
         // one no stored value refers to.
-        Ok(Subject::new(
+        Subject::new(
             &self.index,
             (&self.listed_members, FRESH_MEMBER),
             (m.id, m.attrs),
             ancestors,
-        ))
+        )
     }
 
     /// The Cedar entities a request (or a page) reads: the principal, the context's

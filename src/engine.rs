@@ -235,7 +235,9 @@ impl Engine {
                 for i in &held.policies {
                     if let Some((id, flag)) = self.index.policy(*i) {
                         policies.push(id);
-                        flags.extend(flag);
+                        if let Some(flag) = flag {
+                            flags.push(flag);
+                        }
                     }
                 }
                 let effect = if held.forbid || policies.is_empty() {
@@ -444,7 +446,7 @@ impl Engine {
     ) -> Result<Option<T>, RequestError> {
         // The page's checks, in its order (the principal, the context), then the member.
         let resolved = self.resolve_page(directory, &req.all_fields().as_page())?;
-        let entity = directory.member(req.member)?;
+        let ancestors = directory.member_ancestors(req.member)?;
         let Some((puid, plan, uids)) = resolved else {
             return Ok(None);
         };
@@ -455,7 +457,7 @@ impl Engine {
             req.context,
             uids,
         );
-        Ok(Some(f(&asked, &entity)))
+        Ok(Some(f(&asked, &directory.subject(req.member, ancestors))))
     }
 
     /// Resolves a page on the compiled path (the principal's uid and plan, the uids of

@@ -46,6 +46,14 @@ pub(crate) struct Asked<'a> {
     pairs: OnceCell<ContextPairs>,
 }
 
+/// The policies that held for one field so far, and whether one failed to evaluate.
+#[derive(Default)]
+struct Tally {
+    permits: SmallVec<[u32; 4]>,
+    forbids: SmallVec<[u32; 4]>,
+    errored: bool,
+}
+
 /// The policies that held for one field: their indices, and whether forbids decided.
 pub(crate) struct Held {
     pub(crate) forbid: bool,
@@ -171,13 +179,17 @@ impl<'a> Asked<'a> {
     /// `c` on one field (`(bit, uid)`) of `member`: `None` if it fails to evaluate.
     fn one_field(&self, c: &Cond, member: &Subject<'_>, on: (u64, u32)) -> Option<bool> {
         match c {
-            Cond::Const(t, f) => on_bit((*t, *f), on.0),
-            Cond::Leaf { leaf, not } => self.atom(leaf, member, on.1).map(|b| b != *not),
+            Cond::Const(..) | Cond::Leaf { .. } => self.flat(c, member, on),
             Cond::All(items) | Cond::Any(items) => {
                 // `All` goes on while true, `Any` while false; anything else is the result.
                 let go_on = matches!(c, Cond::All(_));
                 for i in items.iter() {
-                    match self.one_field(i, member, on) {
+                    // Atoms here, without a call per atom.
+                    let r = match i {
+                        Cond::Const(..) | Cond::Leaf { .. } => self.flat(i, member, on),
+                        _ => self.one_field(i, member, on),
+                    };
+                    match r {
                         Some(b) if b == go_on => {}
                         other => return other,
                     }
@@ -191,6 +203,16 @@ impl<'a> Asked<'a> {
                     false => self.one_field(e, member, on),
                 }
             }
+        }
+    }
+
+    /// A [`Cond::Const`] or [`Cond::Leaf`]; `None` for the others (not called on them).
+    #[inline(always)]
+    fn flat(&self, c: &Cond, member: &Subject<'_>, (bit, uid): (u64, u32)) -> Option<bool> {
+        match c {
+            Cond::Const(t, f) => on_bit((*t, *f), bit),
+            Cond::Leaf { leaf, not } => self.atom(leaf, member, uid).map(|b| b != *not),
+            Cond::All(_) | Cond::Any(_) | Cond::If(_) => None,
         }
     }
 
@@ -287,33 +309,20 @@ impl<'a> Asked<'a> {
             return None;
         };
         let on = (bit, *uid);
-        let (mut permits, mut forbids): (SmallVec<[u32; 4]>, SmallVec<[u32; 4]>) =
-            (SmallVec::new(), SmallVec::new());
-        let mut errored = false;
-        let mut decide = |i: u32, rule: &Rule| {
-            if rule.never & bit != 0 {
-                return;
-            }
-            match self.one_field(&rule.cond, member, on) {
-                Some(true) => {}
-                Some(false) => return,
-                None => {
-                    errored = true;
-                    return;
-                }
-            }
-            if rule.forbid {
-                forbids.push(i);
-            } else {
-                permits.push(i);
-            }
-        };
-        self.plan.rules.iter().for_each(|(i, r)| decide(*i, r));
+        let mut tally = Tally::default();
+        for (i, r) in &self.plan.rules {
+            self.tally(*i, r, member, on, &mut tally);
+        }
         for_each_resource(self.bucket, member, |i| {
             if let Some(r) = index.rule(i) {
-                decide(i, r);
+                self.tally(i, r, member, on, &mut tally);
             }
         });
+        let Tally {
+            permits,
+            forbids,
+            errored,
+        } = tally;
         if errored {
             return None;
         }
@@ -324,6 +333,21 @@ impl<'a> Asked<'a> {
             held.policies = forbids;
         }
         Some(held)
+    }
+
+    /// Counts policy `i` (`rule`) in `tally` if it holds on one field (`(bit, uid)`) of
+    /// `member`.
+    #[inline(always)]
+    fn tally(&self, i: u32, rule: &Rule, member: &Subject<'_>, on: (u64, u32), tally: &mut Tally) {
+        if rule.never & on.0 != 0 {
+            return;
+        }
+        match self.one_field(&rule.cond, member, on) {
+            Some(true) if rule.forbid => tally.forbids.push(i),
+            Some(true) => tally.permits.push(i),
+            Some(false) => {}
+            None => tally.errored = true,
+        }
     }
 
     /// Each policy's part in the decision on `field` of `member`, in compiled order:

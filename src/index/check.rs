@@ -514,8 +514,12 @@ impl ContextValues {
             Leaf::Standing => subject.map(|s| s.in_good_standing),
             Leaf::HasLeft => subject.map(|s| s.left.is_some()),
             Leaf::Channels { opt_outs, any } => subject.map(|s| {
-                let set = if *opt_outs { s.opt_outs } else { s.consents };
-                set & any != 0
+                let set = if *opt_outs {
+                    &s.member.opt_outs
+                } else {
+                    &s.member.consents
+                };
+                set.iter().any(|c| usize::from(*any) & channel_bit(*c) != 0)
             }),
             Leaf::Within(uids) => subject.map(|s| {
                 uids.iter()

@@ -9,7 +9,7 @@ use cedar_compiled::{EntityRef, Value};
 
 use super::{channel_bit, status_index, FxMap, Index};
 use crate::entities::{millis, Attr, Record, Sink, Val};
-use crate::records::{Channel, Member, MemberStatus};
+use crate::records::{Member, MemberStatus};
 
 /// How many values the table of shared values holds per attribute: the five member
 /// statuses, then the eight sets of channels.
@@ -75,12 +75,10 @@ pub(crate) struct Subject<'d> {
     /// When it joined and left, in milliseconds since the epoch.
     pub(crate) joined: i64,
     pub(crate) left: Option<i64>,
-    /// Its consents and opt-outs as bits ([`channel_bit`]).
-    pub(crate) consents: u8,
-    pub(crate) opt_outs: u8,
     pub(crate) in_good_standing: bool,
     id: &'d str,
-    member: &'d Member,
+    /// The record as given (its consents and opt-outs are read from here).
+    pub(crate) member: &'d Member,
     index: &'d Index,
     entity: OnceCell<MemberEntity<'d>>,
 }
@@ -94,7 +92,6 @@ impl<'d> Subject<'d> {
         (id, member): (&'d str, &'d Member),
         ancestors: &'d [u32],
     ) -> Subject<'d> {
-        let bits = |cs: &[Channel]| cs.iter().fold(0u8, |b, c| b | channel_bit(*c) as u8);
         Subject {
             uid: OnceCell::new(),
             listed,
@@ -103,8 +100,6 @@ impl<'d> Subject<'d> {
             status: 1 << status_index(member.status),
             joined: millis(member.joined),
             left: member.left.map(millis),
-            consents: bits(&member.consents),
-            opt_outs: bits(&member.opt_outs),
             in_good_standing: member.in_good_standing,
             id,
             member,
