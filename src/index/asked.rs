@@ -152,26 +152,25 @@ impl<'a> Asked<'a> {
         q
     }
 
-    /// `c` on one field (`(bit, uid)`; `None` for a check that does not read the
-    /// field): `None` if it fails to evaluate, as Cedar's `&&`, `||`, `!` and `if`
-    /// evaluate it.
-    fn test(&self, c: &Check, s: Option<&Subject<'_>>, field: Option<(u64, u32)>) -> Option<bool> {
+    /// `c`, a check that does not read the field (one field's checks are [`Cond`]s):
+    /// `None` if it fails to evaluate, as Cedar's `&&`, `||`, `!` and `if` evaluate it.
+    fn test(&self, c: &Check, s: Option<&Subject<'_>>) -> Option<bool> {
         match c {
-            Check::Const(t, f) => on_bit((*t, *f), field.map_or(self.index.all, |(b, _)| b)),
-            Check::Leaf(Leaf::Expr { expr, .. }) => self.general(expr, s, field.map(|(_, u)| u)),
+            Check::Const(t, f) => on_bit((*t, *f), self.index.all),
+            Check::Leaf(Leaf::Expr { expr, .. }) => self.general(expr, s, None),
             Check::Leaf(l) => self.values.leaf(l, s),
-            Check::Not(a) => self.test(a, s, field).map(|b| !b),
-            Check::And(a, b) => match self.test(a, s, field)? {
+            Check::Not(a) => self.test(a, s).map(|b| !b),
+            Check::And(a, b) => match self.test(a, s)? {
                 false => Some(false),
-                true => self.test(b, s, field),
+                true => self.test(b, s),
             },
-            Check::Or(a, b) => match self.test(a, s, field)? {
+            Check::Or(a, b) => match self.test(a, s)? {
                 true => Some(true),
-                false => self.test(b, s, field),
+                false => self.test(b, s),
             },
-            Check::If(c, t, e) => match self.test(c, s, field)? {
-                true => self.test(t, s, field),
-                false => self.test(e, s, field),
+            Check::If(c, t, e) => match self.test(c, s)? {
+                true => self.test(t, s),
+                false => self.test(e, s),
             },
         }
     }
@@ -248,7 +247,7 @@ impl<'a> Asked<'a> {
                 }
                 (t, f)
             }
-            Check::Leaf(_) => match self.test(c, s, None) {
+            Check::Leaf(_) => match self.test(c, s) {
                 Some(true) => (all, 0),
                 Some(false) => (0, all),
                 None => (0, 0),
@@ -287,7 +286,7 @@ impl<'a> Asked<'a> {
     fn holds(&self, c: &Conj, s: Option<&Subject<'_>>) -> u64 {
         if c.field {
             self.masks(&c.check, s).0
-        } else if self.test(&c.check, s, None) == Some(true) {
+        } else if self.test(&c.check, s) == Some(true) {
             self.index.all
         } else {
             0

@@ -511,7 +511,7 @@ impl ContextValues {
                 })
             }
             Leaf::Status(mask) => subject.map(|s| mask & s.status != 0),
-            Leaf::Standing => subject.map(|s| s.in_good_standing),
+            Leaf::Standing => subject.map(|s| s.member.in_good_standing),
             Leaf::HasLeft => subject.map(|s| s.left.is_some()),
             Leaf::Channels { opt_outs, any } => subject.map(|s| {
                 let set = if *opt_outs {

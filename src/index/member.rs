@@ -75,7 +75,6 @@ pub(crate) struct Subject<'d> {
     /// When it joined and left, in milliseconds since the epoch.
     pub(crate) joined: i64,
     pub(crate) left: Option<i64>,
-    pub(crate) in_good_standing: bool,
     id: &'d str,
     /// The record as given (its consents and opt-outs are read from here).
     pub(crate) member: &'d Member,
@@ -100,7 +99,6 @@ impl<'d> Subject<'d> {
             status: 1 << status_index(member.status),
             joined: millis(member.joined),
             left: member.left.map(millis),
-            in_good_standing: member.in_good_standing,
             id,
             member,
             index,
