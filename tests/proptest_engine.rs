@@ -14,17 +14,15 @@ use std::sync::OnceLock;
 
 use jiff::{SignedDuration, Timestamp};
 use membergate::{
-    Action, Channel, Context, Directory, DirectoryRecord, FieldDecisions, Member, MemberRef,
-    MemberRequest, MemberStatus, Membership, PageRequest, PrincipalId, PrincipalKind, Request,
+    Action, Context, Directory, DirectoryRecord, FieldDecisions, Member, MemberRef, MemberRequest,
+    MemberStatus, Membership, PageRequest, PrincipalId, PrincipalKind, Request,
 };
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 
-use crate::support::{engine, fixture, fixture_directory, insert_record};
-
-fn ids<V>(map: &std::collections::BTreeMap<String, V>) -> Vec<String> {
-    map.keys().cloned().collect()
-}
+use crate::support::{
+    engine, fixture, fixture_directory, ids, insert_record, proptest_total, CHANNELS,
+};
 
 fn principals() -> &'static [PrincipalId] {
     static ALL: OnceLock<Vec<PrincipalId>> = OnceLock::new();
@@ -66,15 +64,6 @@ fn moment() -> impl Strategy<Value = Timestamp> {
         })
 }
 
-const CHANNELS: [Channel; 3] = [Channel::Phone, Channel::Email, Channel::Post];
-const STATUSES: [MemberStatus; 5] = [
-    MemberStatus::Member,
-    MemberStatus::RegisteredSupporter,
-    MemberStatus::AffiliatedSupporter,
-    MemberStatus::Former,
-    MemberStatus::Expelled,
-];
-
 /// A CLP id: one of the fixture's, or (rarely) one the directory lacks.
 fn clp() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -88,7 +77,7 @@ fn clp() -> impl Strategy<Value = String> {
 /// one. Now and then the member joined at a time Cedar cannot hold.
 fn member_attrs() -> impl Strategy<Value = Member> {
     (
-        select(&STATUSES[..]),
+        select(&MemberStatus::ALL[..]),
         prop_oneof![20 => moment(), 1 => Just(Timestamp::MIN)],
         moment(),
         0..20u8,
@@ -317,10 +306,7 @@ fn asked() -> impl Strategy<Value = Asked> {
 }
 
 fn cases() -> u32 {
-    std::env::var("MEMBERGATE_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-        .map_or(5_000, |total| (total / 20).max(1))
+    proptest_total().map_or(5_000, |total| (total / 20).max(1))
 }
 
 /// The fixture's directory with `upserts` made one after the other, and the records it

@@ -35,15 +35,14 @@
 //! Sets per run: `MEMBERGATE_PROPTEST_CASES / 2000` (default 50, about 8 s in release),
 //! each with 1 to 79 requests (40 on average, so that a failing case can shrink).
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use jiff::{SignedDuration, Timestamp};
 use membergate::{
-    Action, Channel, Context, Effect, Engine, Member, MemberRef, MemberStatus, PageRequest,
-    PrincipalId, PrincipalKind, Request,
+    Action, Context, Effect, Engine, Member, MemberRef, MemberStatus, PageRequest, PrincipalId,
+    PrincipalKind, Request,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -52,7 +51,8 @@ use proptest::strategy::Union;
 use proptest::test_runner::{Config, TestRunner};
 
 use crate::support::{
-    every_question, field_decisions_page, fixture, fixture_directory, policies_dir,
+    every_question, field_decisions_page, fixture, fixture_directory, ids, policies_dir,
+    proptest_total, CHANNELS,
 };
 
 /// Requests asked of each generated policy set, on average.
@@ -60,19 +60,12 @@ const REQUESTS: usize = 40;
 
 /// Generated policy sets per run, unless `MEMBERGATE_PROPTEST_CASES` says otherwise.
 fn sets() -> u32 {
-    std::env::var("MEMBERGATE_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .map_or(50, |total| (total / 2_000).max(1))
+    proptest_total().map_or(50, |total| (total / 2_000).max(1))
 }
 
 // ------------------------------------------------------------------ literals
 
 type Text = BoxedStrategy<String>;
-
-fn ids<V>(map: &BTreeMap<String, V>) -> Vec<String> {
-    map.keys().cloned().collect()
-}
 
 /// A choice among fixed texts.
 fn one_of(options: &[&str]) -> Text {
@@ -706,15 +699,6 @@ fn load(policies: &PolicyText) -> Engine {
 
 // ------------------------------------------------------------------ members and requests
 
-const CHANNELS: [Channel; 3] = [Channel::Phone, Channel::Email, Channel::Post];
-const MEMBER_STATUSES: [MemberStatus; 5] = [
-    MemberStatus::Member,
-    MemberStatus::RegisteredSupporter,
-    MemberStatus::AffiliatedSupporter,
-    MemberStatus::Former,
-    MemberStatus::Expelled,
-];
-
 /// A member: one of the fixture's as recorded, or generated attributes under a fixture
 /// id or a fresh one. If `broken`, now and then a record both paths refuse (a CLP the
 /// directory lacks, a former member without a leaving date, a time Cedar cannot hold).
@@ -731,7 +715,7 @@ fn member(broken: bool) -> BoxedStrategy<(String, Member)> {
     let odd = if broken { 0..24u8 } else { 3..24u8 };
     let generated = (
         select(names),
-        select(&MEMBER_STATUSES[..]),
+        select(&MemberStatus::ALL[..]),
         moment(),
         moment(),
         any::<bool>(),

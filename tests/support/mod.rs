@@ -462,6 +462,26 @@ pub(crate) fn stderr(o: &Output) -> String {
 // ------------------------------------------------------------------ random edits of inputs
 
 /// Cases per parser property test: `MEMBERGATE_PARSER_CASES` (default 96).
+/// The total of generated cases `MEMBERGATE_PROPTEST_CASES` asks for, if set: each
+/// property test takes its share of it.
+pub(crate) fn proptest_total() -> Option<u32> {
+    std::env::var("MEMBERGATE_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The ids of a map of records, in order.
+pub(crate) fn ids<V>(map: &std::collections::BTreeMap<String, V>) -> Vec<String> {
+    map.keys().cloned().collect()
+}
+
+/// Every contact channel.
+pub(crate) const CHANNELS: [membergate::Channel; 3] = [
+    membergate::Channel::Phone,
+    membergate::Channel::Email,
+    membergate::Channel::Post,
+];
+
 pub(crate) fn parser_cases() -> u32 {
     std::env::var("MEMBERGATE_PARSER_CASES")
         .ok()
