@@ -11,7 +11,7 @@ use crate::entities::{
     cedar_can_hold, check_member, display_uid, ty, Attr, CedarSlice, Record, Sink, Val,
 };
 use crate::error::{RecordError, RequestError};
-use crate::index::{action_index, kind_index, Index, Plan, Subject};
+use crate::index::{action_index, kind_index, Index, Places, PrincipalRules, Subject};
 use crate::records::{
     CallSession, Campaign, CampaignStaff, Candidate, Clp, Election, MemberRef, Membership, Officer,
     PrincipalId, PrincipalKind, PrincipalRecord, Processor, Region, Representative, Staff,
@@ -137,7 +137,7 @@ pub struct Directory {
 #[derive(Debug, Clone)]
 struct Principal {
     uid: u32,
-    plans: [OnceLock<Arc<Plan>>; Action::ALL.len()],
+    rules: [OnceLock<Arc<PrincipalRules>>; Action::ALL.len()],
 }
 
 /// The compiled writer: a record's description as interned attributes and parents.
@@ -288,7 +288,7 @@ impl Directory {
         let kind = as_record(&record).entity_type();
         self.put(id, record, true)?;
         self.refresh_clps();
-        // The plans that read the record (a processor's contract is written with it).
+        // The rules that read the record (a processor's contract is written with it).
         let changed: Vec<u32> = [
             Some(kind),
             (kind == PrincipalKind::Processor.type_name()).then_some(ty::CONTRACT),
@@ -298,7 +298,7 @@ impl Directory {
         .filter_map(|t| self.store.lookup_uid(t, id))
         .collect();
         for p in self.principals.iter_mut().flat_map(|m| m.values_mut()) {
-            for plan in &mut p.plans {
+            for plan in &mut p.rules {
                 if plan
                     .get()
                     .is_some_and(|x| changed.iter().any(|u| x.reads(*u)))
@@ -424,7 +424,7 @@ impl Directory {
                         id.into(),
                         Principal {
                             uid,
-                            plans: Default::default(),
+                            rules: Default::default(),
                         },
                     );
                 }
@@ -495,17 +495,22 @@ impl Directory {
     }
 
     /// The principal's uid and its plan for `action` (built on first use).
-    pub(crate) fn principal_plan(
+    pub(crate) fn principal_rules(
         &self,
         id: &PrincipalId,
         action: Action,
-    ) -> Result<(u32, &Plan), RequestError> {
+    ) -> Result<(u32, &PrincipalRules), RequestError> {
         let p = self.principal(id)?;
         let plan = p
-            .plans
+            .rules
             .get(action_index(action))
             .ok_or_else(|| RequestError::UnknownPrincipal(id.to_string()))?
-            .get_or_init(|| Arc::new(self.index.plan(&self.store, p.uid, id.kind, action)));
+            .get_or_init(|| {
+                Arc::new(
+                    self.index
+                        .principal_rules(&self.store, p.uid, id.kind, action),
+                )
+            });
         Ok((p.uid, plan))
     }
 
@@ -736,5 +741,32 @@ mod tests {
             named, 2,
             "the two named members are forbidden, the third is not"
         );
+    }
+}
+
+impl Places for Directory {
+    fn clps_within(&self, uids: &[u32]) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .clps
+            .iter()
+            .filter(|(_, (uid, ancestors))| {
+                uids.iter()
+                    .any(|u| u == uid || ancestors.binary_search(u).is_ok())
+            })
+            .map(|(id, _)| id.to_string())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    fn members_among(&self, uids: &[u32]) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .listed_members
+            .iter()
+            .filter(|(_, u)| uids.contains(u))
+            .map(|(id, _)| id.to_string())
+            .collect();
+        out.sort_unstable();
+        out
     }
 }

@@ -16,13 +16,14 @@ use crate::entities::cedar_time;
 use crate::error::{LoadError, RequestError};
 use crate::explain::{Explanation, Outcome, PolicyTrace};
 use crate::fields::{FieldCatalogue, FieldId, FieldSet};
-use crate::index::{Asked, Index, Plan, Subject};
+use crate::index::{Asked, Index, Planner, PrincipalRules, Subject};
+use crate::plan::{Atom, FieldPlan, Plan};
 use crate::records::{MemberRef, PrincipalId};
 use crate::request::{Action, Context, MemberRequest, PageRequest, Request};
 
 /// A request resolved on the compiled path: the principal's uid and plan, the uids of
 /// the context's election and call session.
-type Resolved<'d> = (u32, &'d Plan, (Option<u32>, Option<u32>));
+type Resolved<'d> = (u32, &'d PrincipalRules, (Option<u32>, Option<u32>));
 
 /// One policy evaluated alone, and its scope alone, for `explain` on the reference.
 #[derive(Debug)]
@@ -396,6 +397,90 @@ impl Engine {
         Ok(Explanation::new(req, decision, traces, out_of_scope))
     }
 
+    /// Which members `principal` may `action`, field by field, in `context`: a
+    /// [`Plan`] whose conditions read only the members' own attributes, with everything
+    /// known before a member is read folded in. On every member that passes the
+    /// engine's check, the plan allows exactly what [`Engine::permitted_fields`] allows;
+    /// a part it cannot express is an [`Atom::PerMember`] (see [`plan`](crate::plan)).
+    ///
+    /// # Errors
+    /// As [`Engine::permitted_fields`] for the principal and the context.
+    ///
+    /// # Example
+    /// ```
+    /// use membergate::{sample, Action, Context, Directory, Engine, PrincipalId, PrincipalKind};
+    ///
+    /// let engine = Engine::from_dir("policies")?;
+    /// let party = sample::bundled();
+    /// let directory = Directory::from_membership(&engine, &party)?;
+    /// let officer = PrincipalId::new(PrincipalKind::Officer, sample::ids::O_SECRETARY_001);
+    /// let ctx = Context::at("2024-05-01T09:00:00Z".parse()?);
+    /// let plan = engine.plan(&directory, &officer, Action::Read, &ctx)?;
+    /// // A CLP secretary sees the names of their own CLP's members, never payment details.
+    /// assert!(plan.field("name").unwrap().to_string().contains("clp in"));
+    /// assert_eq!(plan.field("payment_details").unwrap().to_string(), "no member");
+    /// for (id, member) in &party.members {
+    ///     let fields = engine.permitted_fields(&directory, &membergate::MemberRequest {
+    ///         principal: &officer, action: Action::Read, member: membergate::MemberRef { id, attrs: member }, context: &ctx,
+    ///     })?;
+    ///     assert_eq!(plan.permitted_fields(id, member), Some(fields));
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn plan(
+        &self,
+        directory: &Directory,
+        principal: &PrincipalId,
+        action: Action,
+        context: &Context,
+    ) -> Result<Plan, RequestError> {
+        self.check_directory(directory)?;
+        let (puid, rules) = directory.principal_rules(principal, action)?;
+        let uids = directory.context_uids(context)?;
+        let plans = if self.index.complete() {
+            let asked = self.index.asked(
+                directory.store(),
+                (puid, principal.kind),
+                (action, rules),
+                context,
+                uids,
+            );
+            Planner::new(&asked, directory).fields()
+        } else {
+            // A policy is Cedar's alone: every member is decided on its own.
+            let policy = self
+                .compiled()
+                .fallbacks()
+                .first()
+                .map(|f| f.id.to_string())
+                .unwrap_or_default();
+            let p = FieldPlan::atom(Atom::PerMember {
+                policy,
+                part: 0,
+                holds: true,
+            });
+            vec![p; self.catalogue().len()]
+        };
+        let mut distinct: Vec<&FieldPlan> = Vec::new();
+        for p in &plans {
+            if !distinct.contains(&p) {
+                distinct.push(p);
+            }
+        }
+        let any = FieldPlan::any(distinct.into_iter().cloned());
+        let fields = self
+            .catalogue()
+            .iter()
+            .map(|(_, f)| f.name.clone())
+            .zip(plans)
+            .collect();
+        Ok(Plan {
+            action,
+            fields,
+            any,
+        })
+    }
+
     fn trace(&self, id: &str, outcome: Outcome) -> PolicyTrace {
         let single = self.single(id);
         let source = self.policy_source(id);
@@ -470,7 +555,7 @@ impl Engine {
         req: &PageRequest<'_>,
     ) -> Result<Option<Resolved<'d>>, RequestError> {
         self.check_directory(directory)?;
-        let (puid, plan) = directory.principal_plan(req.principal, req.action)?;
+        let (puid, plan) = directory.principal_rules(req.principal, req.action)?;
         let uids = directory.context_uids(req.context)?;
         Ok(self.index.complete().then_some((puid, plan, uids)))
     }

@@ -12,6 +12,9 @@
 //!   which [`Action`] on which field of which member ([`MemberRef`]: the member's
 //!   attributes, read by the CRM with its row), and when (the caller passes the time).
 //! - [`Decision`], [`FieldSet`], [`FieldDecisions`] and [`Explanation`]: the answers.
+//! - [`Plan`] ([`Engine::plan`]): which members a principal may see, field by field, as
+//!   conditions on the members' attributes, for listing members through the database
+//!   ([`plan::sql`] renders them, feature `sql`).
 //! - [`Membership`]: a whole party in one value (data files, fixtures, the sample).
 //! - [`ReloadableEngine`]: a policy directory swapped in atomically while requests are
 //!   served; each request decides on one version ([`Engine::version`]).
@@ -45,6 +48,7 @@ mod explain;
 mod fields;
 mod index;
 pub mod meter;
+pub mod plan;
 mod records;
 mod reload;
 mod request;
@@ -59,6 +63,7 @@ pub use engine::{Engine, Reference};
 pub use error::{LoadError, Problem, ProblemKind, RecordError, RequestError};
 pub use explain::{Explanation, Outcome, PolicyTrace};
 pub use fields::{FieldCatalogue, FieldId, FieldInfo, FieldSet, MAX_FIELDS};
+pub use plan::Plan;
 pub use records::*;
 #[cfg(feature = "assurance")]
 pub use reload::CheckFailure;

@@ -9,6 +9,7 @@ mod engine_api;
 mod load_errors;
 mod meter;
 mod parsers;
+mod plans;
 mod proptest_engine;
 mod reload;
 mod request_errors;

@@ -8,7 +8,7 @@ use cedar_compiled::{Ctx, Query, Store, Value};
 use smallvec::SmallVec;
 
 use super::check::{Check, Cond, Leaf};
-use super::{truth, Bucket, Conj, ContextValues, Index, Plan, Rule, Subject};
+use super::{truth, Bucket, Conj, ContextValues, Index, PrincipalRules, Rule, Subject};
 use crate::entities::{millis, Attr};
 use crate::error::RequestError;
 use crate::fields::FieldSet;
@@ -30,18 +30,18 @@ impl ContextPairs {
 
 /// A request resolved against a directory: who, what, when; the member comes apart.
 pub(crate) struct Asked<'a> {
-    index: &'a Index,
-    store: &'a Store,
+    pub(super) index: &'a Index,
+    pub(super) store: &'a Store,
     principal: u32,
     action: u32,
-    plan: &'a Plan,
+    pub(super) plan: &'a PrincipalRules,
     /// For the policies scoped on the member.
-    bucket: Option<&'a Bucket>,
+    pub(super) bucket: Option<&'a Bucket>,
     context: &'a Context,
     /// The uids of the context's election and call session.
     uids: (Option<u32>, Option<u32>),
     /// The context as checks read it.
-    values: ContextValues,
+    pub(super) values: ContextValues,
     /// The context as the compiled evaluator reads it, written on first use.
     pairs: OnceCell<ContextPairs>,
 }
@@ -104,7 +104,7 @@ impl Index {
         &'a self,
         store: &'a Store,
         (principal, kind): (u32, PrincipalKind),
-        (action, plan): (Action, &'a Plan),
+        (action, plan): (Action, &'a PrincipalRules),
         context: &'a Context,
         uids: (Option<u32>, Option<u32>),
     ) -> Asked<'a> {
@@ -133,7 +133,11 @@ impl Index {
 impl<'a> Asked<'a> {
     /// The query the compiled evaluator reads: the context written on first use, the
     /// member's entity too if there is one, and the field if given.
-    fn query<'q>(&'q self, subject: Option<&'q Subject<'_>>, field: Option<u32>) -> Query<'q> {
+    pub(super) fn query<'q>(
+        &'q self,
+        subject: Option<&'q Subject<'_>>,
+        field: Option<u32>,
+    ) -> Query<'q> {
         let pairs = self
             .pairs
             .get_or_init(|| self.index.context(self.context, self.uids));

@@ -8,14 +8,15 @@
 //! member either), and atoms that read only the field (`context.field in
 //! FieldClass::"contact"`) are folded into constant masks when the engine is built.
 //!
-//! Each principal's [`Plan`] for an action holds those policies specialised to it: what
+//! Each principal's [`PrincipalRules`] for an action holds those policies specialised to it: what
 //! its records determine (its teams, its campaign's candidate, an election's dates, a
 //! contract) folded in, a policy that cannot hold for it left out. The directory keeps
-//! the plans; [`asked`] runs the passes over them, [`member`] writes the member.
+//! the rules; [`asked`] runs the passes over them, [`member`] writes the member.
 
 mod asked;
 mod check;
 mod member;
+mod planner;
 
 use cedar_compiled::lowlevel::{eval_bool, specialize_expr, BinOp, Expr, PolicyView, Scope, Var};
 use cedar_compiled::{CompiledPolicies, Ctx, Query, Store, Value};
@@ -26,6 +27,7 @@ pub(crate) use check::ContextValues;
 use check::{never_holds, Check, Cond};
 pub(crate) use member::Subject;
 use member::{member_rank, shared_code, SHARED_CODES};
+pub(crate) use planner::{Places, Planner};
 
 use crate::entities::{millis, Attr, Val};
 use crate::fields::FieldCatalogue;
@@ -91,7 +93,7 @@ impl Rule {
 /// once per principal and action and kept by the [`Directory`](crate::Directory) until
 /// a record it read changes.
 #[derive(Debug)]
-pub(crate) struct Plan {
+pub(crate) struct PrincipalRules {
     /// `(policy, rule)` in the order the index lists them; a rule that cannot hold for
     /// this principal is left out.
     pub(crate) rules: Vec<(u32, Rule)>,
@@ -99,7 +101,7 @@ pub(crate) struct Plan {
     reads: Vec<u32>,
 }
 
-impl Plan {
+impl PrincipalRules {
     /// Whether the plan read the record `uid` (and must be rebuilt if it changes).
     pub(crate) fn reads(&self, uid: u32) -> bool {
         self.reads.binary_search(&uid).is_ok()
@@ -429,14 +431,14 @@ impl Index {
         Ok(fast)
     }
 
-    /// The plan of `principal` (of `kind`, in `store`) for `action`.
-    pub(crate) fn plan(
+    /// The rules of `principal` (of `kind`, in `store`) for `action`.
+    pub(crate) fn principal_rules(
         &self,
         store: &Store,
         principal: u32,
         kind: PrincipalKind,
         action: Action,
-    ) -> Plan {
+    ) -> PrincipalRules {
         let mut reads = vec![principal];
         reads.extend_from_slice(store.entity_ancestors(principal));
         let mut rules = Vec::new();
@@ -482,7 +484,7 @@ impl Index {
         }
         reads.sort_unstable();
         reads.dedup();
-        Plan { rules, reads }
+        PrincipalRules { rules, reads }
     }
 
     fn action_uid(&self, action: Action) -> u32 {

@@ -9,26 +9,15 @@ use jiff::{SignedDuration, Timestamp};
 use membergate::sample::ids;
 use membergate::{
     Action, Context, Directory, Engine, FieldDecisions, Member, MemberRef, MemberRequest,
-    MemberStatus, Membership, PageRequest, PrincipalId, PrincipalKind, PrincipalRecord,
-    RecordError, Request, RequestError, Staff, Team,
+    MemberStatus, Membership, PageRequest, PrincipalId, PrincipalKind, RecordError, Request,
+    RequestError, Staff, Team,
 };
 
 use crate::support::{
     authorize, bundled, directory, engine, every_question, field_decisions_page, fixture,
-    fixture_directory, granted, member, permitted_fields, policies_dir, principal, t as ts,
+    fixture_directory, granted, member, permitted_fields, policies_dir, principal, read_limit,
+    t as ts,
 };
-
-/// The principal's hourly read limit.
-fn read_limit(party: &Membership, p: &PrincipalId) -> u32 {
-    match party.principal(p).expect("a principal of the party") {
-        PrincipalRecord::Staff(r) => r.hourly_read_limit,
-        PrincipalRecord::CampaignStaff(r) => r.hourly_read_limit,
-        PrincipalRecord::Volunteer(r) => r.hourly_read_limit,
-        PrincipalRecord::Officer(r) => r.hourly_read_limit,
-        PrincipalRecord::Representative(r) => r.hourly_read_limit,
-        PrincipalRecord::Processor(r) => r.hourly_read_limit,
-    }
-}
 
 /// Special members, members of the call sessions, and a spread of the rest.
 fn members(party: &Membership) -> Vec<MemberRef<'_>> {

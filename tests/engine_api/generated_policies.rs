@@ -32,6 +32,9 @@
 //! must be the same, errors included. A failure shrinks (within proptest's shrink limit)
 //! and prints the policy text, the page and the requests; the assertion names the request.
 //!
+//! On every request, the plan of its principal, action and context ([`Engine::plan`])
+//! must decide the page's members and the request's own as the engine does.
+//!
 //! Sets per run: `MEMBERGATE_PROPTEST_CASES / 2000` (default 50, about 8 s in release),
 //! each with 1 to 79 requests (40 on average, so that a failing case can shrink).
 
@@ -51,8 +54,8 @@ use proptest::strategy::Union;
 use proptest::test_runner::{Config, TestRunner};
 
 use crate::support::{
-    every_question, field_decisions_page, fixture, fixture_directory, ids, policies_dir,
-    proptest_total, CHANNELS,
+    every_question, field_decisions_page, fixture, fixture_directory, ids, plan_agrees,
+    policies_dir, proptest_total, CHANNELS,
 };
 
 /// Requests asked of each generated policy set, on average.
@@ -832,6 +835,10 @@ struct Tally {
     denied: AtomicUsize,
     refused: AtomicUsize,
     erroring: AtomicUsize,
+    /// Members on which a plan and the engine were compared, and of those, members with
+    /// a field left to a per-member decision.
+    planned: AtomicUsize,
+    per_member: AtomicUsize,
 }
 
 fn tally() -> &'static Tally {
@@ -889,6 +896,17 @@ fn check(policies: &PolicyText, page: &[(String, Member)], asks: &[Asked]) {
             }
             Err(_) => add(&t.refused, 1),
         }
+        // The plan, on the page and the member.
+        let mut on: Vec<MemberRef> = members.clone();
+        on.push(member);
+        let p = plan_agrees(
+            &engine,
+            &dir,
+            (&ask.principal, ask.action, &ask.context),
+            &on,
+        );
+        add(&t.planned, p.members);
+        add(&t.per_member, p.per_member);
         // The page.
         let req = PageRequest {
             principal: &ask.principal,
@@ -936,7 +954,7 @@ fn generated_policy_sets_decide_as_the_reference() {
     eprintln!(
         "generated policies: {} sets, {} requests, {} field decisions compared ({} fields \
          granted in pages); requests {} allowed, {} denied, {} with an erroring policy, {} \
-         refused; in {:.1?}",
+         refused; plans compared on {} members ({} with a per-member part); in {:.1?}",
         n(&t.sets),
         n(&t.requests),
         n(&t.decisions),
@@ -945,6 +963,8 @@ fn generated_policy_sets_decide_as_the_reference() {
         n(&t.denied),
         n(&t.erroring),
         n(&t.refused),
+        n(&t.planned),
+        n(&t.per_member),
         started.elapsed()
     );
     // The generator reaches every kind of answer.
@@ -952,5 +972,6 @@ fn generated_policy_sets_decide_as_the_reference() {
         assert!(n(&t.allowed) > 0 && n(&t.denied) > 0, "both effects occur");
         assert!(n(&t.erroring) > 0, "some policy errors");
         assert!(n(&t.refused) > 0, "some request is refused");
+        assert!(n(&t.planned) > 0, "plans are compared");
     }
 }

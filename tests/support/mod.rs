@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 use jiff::Timestamp;
 use membergate::{
     Action, Context, Decision, Directory, DirectoryRecord, Engine, Explanation, FieldDecisions,
-    FieldSet, Member, MemberRef, MemberRequest, Membership, PageRequest, PrincipalId, ProblemKind,
-    Request, RequestError,
+    FieldSet, Member, MemberRef, MemberRequest, Membership, PageRequest, PrincipalId,
+    PrincipalRecord, ProblemKind, Request, RequestError,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -457,6 +457,240 @@ pub(crate) fn stdout(o: &Output) -> String {
 /// The standard error of `o`, lossily decoded.
 pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+// ------------------------------------------------------------------ plans
+
+/// What [`plan_agrees`] compared.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PlanTally {
+    /// Members decided by both (each on every field and on "any field").
+    pub(crate) members: usize,
+    /// Of those, members on which some field needed a per-member decision.
+    pub(crate) per_member: usize,
+    /// Plans refused, with the engine's error.
+    pub(crate) refused: usize,
+}
+
+impl std::ops::AddAssign for PlanTally {
+    fn add_assign(&mut self, o: PlanTally) {
+        self.members += o.members;
+        self.per_member += o.per_member;
+        self.refused += o.refused;
+    }
+}
+
+/// The principal's hourly read limit.
+pub(crate) fn read_limit(party: &Membership, p: &PrincipalId) -> u32 {
+    match party.principal(p).expect("a principal of the party") {
+        PrincipalRecord::Staff(r) => r.hourly_read_limit,
+        PrincipalRecord::CampaignStaff(r) => r.hourly_read_limit,
+        PrincipalRecord::Volunteer(r) => r.hourly_read_limit,
+        PrincipalRecord::Officer(r) => r.hourly_read_limit,
+        PrincipalRecord::Representative(r) => r.hourly_read_limit,
+        PrincipalRecord::Processor(r) => r.hourly_read_limit,
+    }
+}
+
+/// Contexts at and around (1 ms either side) each boundary of `principal` in `party`:
+/// its role's end (and its campaign's), the read limit, and per kind the boundaries its
+/// policies read: an election's nominations close, ballot close and freeze date (with
+/// its election and another), a call session's opening and closing (in the session),
+/// a contract's start and end, two years after the leaving date of the members who left
+/// in 2009 and 2023 (with and without a purpose or a reason).
+pub(crate) fn boundary_contexts(party: &Membership, principal: &PrincipalId) -> Vec<Context> {
+    use jiff::SignedDuration;
+    use membergate::sample::ids;
+    let ms = SignedDuration::from_millis(1);
+    let around = |t: Timestamp| [t - ms, t, t + ms];
+    let limit = u64::from(read_limit(party, principal));
+    let mut out = vec![
+        Context::at(t("2024-05-01T09:00:00Z")),
+        Context::at(t("2024-05-01T09:00:00Z")).reads_this_hour(limit.saturating_sub(1)),
+        Context::at(t("2024-05-01T09:00:00Z")).reads_this_hour(limit),
+    ];
+    let record = party
+        .principal(principal)
+        .expect("a principal of the party");
+    let ended = match record {
+        PrincipalRecord::Staff(r) => r.ended_at,
+        PrincipalRecord::CampaignStaff(r) => r.ended_at,
+        PrincipalRecord::Volunteer(r) => r.ended_at,
+        PrincipalRecord::Officer(r) => r.ended_at,
+        PrincipalRecord::Representative(r) => r.ended_at,
+        PrincipalRecord::Processor(r) => r.ended_at,
+    };
+    out.extend(ended.into_iter().flat_map(around).map(Context::at));
+    let retention = |id: &str| {
+        party.members[id].left.expect("a member who left") + SignedDuration::from_hours(730 * 24)
+    };
+    match record {
+        PrincipalRecord::CampaignStaff(r) => {
+            let campaign = &party.campaigns[&r.campaign];
+            out.extend(
+                campaign
+                    .ended_at
+                    .into_iter()
+                    .flat_map(around)
+                    .map(|t| Context::at(t).election(campaign.election.clone())),
+            );
+            for (id, e) in &party.elections {
+                for at in [e.nominations_close, e.freeze_date, e.ballot_close] {
+                    for t in around(at) {
+                        out.push(Context::at(t).election(id.clone()));
+                        out.push(Context::at(t).election(campaign.election.clone()));
+                    }
+                }
+            }
+        }
+        PrincipalRecord::Volunteer(_) => {
+            for (id, s) in &party.call_sessions {
+                let election = s
+                    .campaign
+                    .as_ref()
+                    .map(|c| party.campaigns[c].election.clone());
+                for t in [s.opens, s.closes].into_iter().flat_map(around) {
+                    let ctx = Context::at(t).session(id.clone());
+                    out.push(match &election {
+                        Some(e) => ctx.election(e.clone()),
+                        None => ctx,
+                    });
+                }
+            }
+        }
+        PrincipalRecord::Processor(r) => {
+            for t in [r.contract.starts, r.contract.ends]
+                .into_iter()
+                .flat_map(around)
+            {
+                out.push(Context::at(t));
+            }
+        }
+        PrincipalRecord::Staff(_)
+        | PrincipalRecord::Officer(_)
+        | PrincipalRecord::Representative(_) => {}
+    }
+    for (i, t) in [ids::MEMBER_LEFT_2009, ids::MEMBER_LEFT_2023]
+        .into_iter()
+        .flat_map(|id| around(retention(id)))
+        .enumerate()
+    {
+        out.push(match i % 3 {
+            0 => Context::at(t),
+            1 => Context::at(t).purpose("subject_access"),
+            _ => Context::at(t).reason("a complaint to the regulator"),
+        });
+    }
+    out
+}
+
+/// [`Engine::plan`] of `principal`, `action` and `ctx` against the engine's per-member
+/// decisions on `members`: on every member the engine decides, each field's plan and the
+/// plan of "any field" allow what the engine allows; where a per-member part leaves a
+/// field open, the engine's decision lies between the plan's bounds. A plan refused must
+/// be refused with the engine's error.
+pub(crate) fn plan_agrees(
+    e: &Engine,
+    dir: &Directory,
+    (principal, action, ctx): (&PrincipalId, Action, &Context),
+    members: &[MemberRef<'_>],
+) -> PlanTally {
+    let mut tally = PlanTally::default();
+    let plan = match e.plan(dir, principal, action, ctx) {
+        Ok(p) => p,
+        Err(err) => {
+            if let Some(m) = members.first() {
+                let req = MemberRequest {
+                    principal,
+                    action,
+                    member: *m,
+                    context: ctx,
+                };
+                assert_eq!(e.permitted_fields(dir, &req), Err(err), "plan refused");
+            }
+            tally.refused += 1;
+            return tally;
+        }
+    };
+    let page = PageRequest {
+        principal,
+        action,
+        members,
+        context: ctx,
+    };
+    let sets: Vec<Result<FieldSet, RequestError>> = match e.permitted_fields_page(dir, &page) {
+        Ok(sets) => sets.into_iter().map(Ok).collect(),
+        Err(_) => members
+            .iter()
+            .map(|m| {
+                e.permitted_fields(
+                    dir,
+                    &MemberRequest {
+                        principal,
+                        action,
+                        member: *m,
+                        context: ctx,
+                    },
+                )
+            })
+            .collect(),
+    };
+    // Each distinct plan once per member.
+    let mut distinct: Vec<&membergate::plan::FieldPlan> = Vec::new();
+    let slots: Vec<usize> = plan
+        .fields()
+        .map(|(_, p)| match distinct.iter().position(|d| *d == p) {
+            Some(i) => i,
+            None => {
+                distinct.push(p);
+                distinct.len() - 1
+            }
+        })
+        .collect();
+    let ids: Vec<membergate::FieldId> = e.catalogue().iter().map(|(id, _)| id).collect();
+    let fits = |p: &membergate::plan::FieldPlan, id: &str, m: &Member, allowed: bool| -> bool {
+        match p.holds(id, m) {
+            Some(b) => b == allowed,
+            None => {
+                let c = p.condition().expect("only a condition is undecided");
+                let low = c.bound(false).holds(id, m).expect("a bound is decided");
+                let high = c.bound(true).holds(id, m).expect("a bound is decided");
+                (!low || allowed) && (!allowed || high)
+            }
+        }
+    };
+    for (m, set) in members.iter().zip(sets) {
+        let Ok(set) = set else { continue };
+        let mut open = false;
+        let answers: Vec<Option<bool>> = distinct.iter().map(|p| p.holds(m.id, m.attrs)).collect();
+        for ((id, slot), (name, p)) in ids.iter().zip(&slots).zip(plan.fields()) {
+            let allowed = set.contains(*id);
+            let fine = match answers[*slot] {
+                Some(b) => b == allowed,
+                None => {
+                    open = true;
+                    fits(p, m.id, m.attrs, allowed)
+                }
+            };
+            assert!(
+                fine,
+                "plan of {principal} {action} at {ctx:?}, field {name}: {p}\nmember {} {:?}\nengine: {}",
+                m.id,
+                m.attrs,
+                allowed
+            );
+        }
+        let any = plan.any_field();
+        assert!(
+            fits(any, m.id, m.attrs, !set.is_empty()),
+            "plan of {principal} {action} at {ctx:?}, any field: {any}\nmember {} {:?}\nengine: {set:?}",
+            m.id,
+            m.attrs
+        );
+        tally.members += 1;
+        tally.per_member += usize::from(open);
+    }
+    tally
 }
 
 // ------------------------------------------------------------------ random edits of inputs

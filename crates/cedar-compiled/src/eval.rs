@@ -316,11 +316,30 @@ pub(crate) fn fold(e: Expr, q: &Query<'_>) -> Expr {
 /// The result evaluates, for every resource and context, exactly as `e` does on `q`'s
 /// principal and action (errors included) as long as the entities `known` accepted
 /// are unchanged.
-pub(crate) fn specialize(e: &Expr, q: &Query<'_>, known: &mut dyn FnMut(u32) -> bool) -> Expr {
-    let mut s = |x: &Expr| Box::new(specialize(x, q, known));
+///
+/// With `context`, the context is folded in too (`q`'s context and field): reading an
+/// attribute it lacks is an error, as in Cedar; only `resource` and what reads it stay.
+pub(crate) fn specialize(
+    e: &Expr,
+    q: &Query<'_>,
+    known: &mut dyn FnMut(u32) -> bool,
+    context: bool,
+) -> Expr {
+    let mut s = |x: &Expr| Box::new(specialize(x, q, known, context));
     let e = match e {
         Expr::Var(Var::Principal) => return Expr::Lit(Value::Entity(q.principal)),
         Expr::Var(Var::Action) => return Expr::Lit(Value::Entity(q.action)),
+        Expr::Var(Var::Context) if context => return Expr::Lit(q.context_value()),
+        Expr::GetAttr(a, attr) if context && matches!(**a, Expr::Var(Var::Context)) => {
+            return q
+                .context_attr(*attr)
+                .map_or(Expr::Error, |v| Expr::Lit(v.into_owned()));
+        }
+        Expr::HasAttr(a, chain)
+            if context && chain.len() == 1 && matches!(**a, Expr::Var(Var::Context)) =>
+        {
+            return evaluated(e, q);
+        }
         Expr::Lit(_) | Expr::Error | Expr::Var(_) => return e.clone(),
         Expr::Not(a) => Expr::Not(s(a)),
         Expr::Neg(a) => Expr::Neg(s(a)),
@@ -333,16 +352,24 @@ pub(crate) fn specialize(e: &Expr, q: &Query<'_>, known: &mut dyn FnMut(u32) -> 
         Expr::HasAttr(a, chain) => Expr::HasAttr(s(a), chain.clone()),
         Expr::Like(a, p) => Expr::Like(s(a), p.clone()),
         Expr::Is(a, t, w) => Expr::Is(s(a), *t, w.as_deref().map(&mut s)),
-        Expr::Set(items) => Expr::Set(items.iter().map(|i| specialize(i, q, known)).collect()),
+        Expr::Set(items) => Expr::Set(
+            items
+                .iter()
+                .map(|i| specialize(i, q, known, context))
+                .collect(),
+        ),
         Expr::Record(pairs) => Expr::Record(
             pairs
                 .iter()
-                .map(|(k, v)| (*k, specialize(v, q, known)))
+                .map(|(k, v)| (*k, specialize(v, q, known, context)))
                 .collect(),
         ),
-        Expr::Call(f, args) => {
-            Expr::Call(*f, args.iter().map(|i| specialize(i, q, known)).collect())
-        }
+        Expr::Call(f, args) => Expr::Call(
+            *f,
+            args.iter()
+                .map(|i| specialize(i, q, known, context))
+                .collect(),
+        ),
     };
     // The short-circuiting forms fold on their first operand alone.
     match &e {

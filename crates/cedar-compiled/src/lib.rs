@@ -77,7 +77,9 @@ use cedar_policy::{Authorizer, Decision, PolicyId, PolicySet};
 pub mod lowlevel {
     pub use crate::ir::{BinOp, Expr, Scope, Var};
     pub use crate::value::{ArithOp, ExtFn, PatElem};
-    pub use crate::{eval_bool, eval_expr, specialize_expr, PolicyView, Shape};
+    pub use crate::{
+        eval_bool, eval_expr, specialize_expr, specialize_for_context, PolicyView, Shape,
+    };
 }
 use ir::{Expr, Scope, TypeKey};
 use store::Symbols;
@@ -103,7 +105,14 @@ pub fn eval_bool(e: &Expr, q: &Query<'_>) -> value::EvalResult<bool> {
 /// whose attributes, ancestors or tags would be read; one it refuses (data that comes
 /// with each request, say) is left to be read when the result is evaluated.
 pub fn specialize_expr(e: &Expr, q: &Query<'_>, known: &mut dyn FnMut(u32) -> bool) -> Expr {
-    eval::specialize(e, q, known)
+    eval::specialize(e, q, known, false)
+}
+
+/// [`specialize_expr`] with the query's context (and field) folded in as well: the
+/// result evaluates, on any resource, exactly as `e` does on `q`'s principal, action and
+/// context (errors included: an attribute the context lacks is an error).
+pub fn specialize_for_context(e: &Expr, q: &Query<'_>, known: &mut dyn FnMut(u32) -> bool) -> Expr {
+    eval::specialize(e, q, known, true)
 }
 
 /// A policy set that cannot be compiled.

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use cedar_compiled::lowlevel::{eval_expr, specialize_expr};
+use cedar_compiled::lowlevel::{eval_expr, specialize_expr, specialize_for_context};
 use cedar_compiled::{CompiledPolicies, Query, Store};
 use cedar_policy::{
     AuthorizationError, Authorizer, Context, Entities, EntityUid, Policy, PolicyId, PolicySet,
@@ -1555,6 +1555,16 @@ fn check(case: &Case, schema: Option<&Schema>, bundled: &[Policy]) -> Result<(),
                     "{:?}\nspecialised: {:?}{}",
                     c,
                     specialised,
+                    show()
+                );
+                // And with the context folded in too.
+                let for_context = specialize_for_context(c, &query, &mut known);
+                prop_assert_eq!(
+                    eval_expr(&for_context, &query),
+                    eval_expr(c, &query),
+                    "{:?}\nspecialised for the context: {:?}{}",
+                    c,
+                    for_context,
                     show()
                 );
             }

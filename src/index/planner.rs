@@ -1,0 +1,437 @@
+//! Plans: a request's policies evaluated with everything known but the member, what is
+//! left of each becoming a condition on the member's attributes ([`FieldPlan`]).
+//!
+//! Each policy's condition is read as Cedar evaluates it, short-circuits and errors
+//! included: for every check, the members on which it evaluates to true (`T`) and those
+//! on which it evaluates to false (`F`); a member in neither is one on which it fails.
+//! `a && b` is true where both are and false where `a` is, or `a` is true and `b` false;
+//! a policy holds where each of its conjuncts is true. A field is allowed where a
+//! permit holds and no forbid does.
+
+use std::cell::Cell;
+
+use cedar_compiled::lowlevel::{specialize_for_context, BinOp, Expr, Var};
+use cedar_compiled::Value;
+use jiff::Timestamp;
+
+use super::check::{Check, Cmp, Leaf, Num, Time};
+use super::{channel_bit, reads_var, status_index, truth, Asked, Rule};
+use crate::entities::millis;
+use crate::plan::{Atom, Comparison, FieldPlan};
+use crate::records::{Channel, MemberStatus};
+
+/// The places and members the directory knows, by uid: what `resource in E` and
+/// `resource == E` read.
+pub(crate) trait Places {
+    /// The ids of the CLPs whose members are within one of `uids` (the CLP is one, or
+    /// one of its ancestors is).
+    fn clps_within(&self, uids: &[u32]) -> Vec<String>;
+    /// The ids of the members among `uids`.
+    fn members_among(&self, uids: &[u32]) -> Vec<String>;
+}
+
+/// `(T, F)`: where a check evaluates to true, and where to false.
+type Tf = (FieldPlan, FieldPlan);
+
+/// The first and last millisecond a member's time can hold (the engine's check refuses
+/// other members): within both Cedar's `datetime` years 0 to 9999 and `jiff`'s range.
+fn member_times() -> (i64, i64) {
+    const FIRST: i64 = -62_167_219_200_000;
+    const AFTER_LAST: i64 = 253_402_300_800_000;
+    (
+        FIRST.max(millis(Timestamp::MIN)),
+        (AFTER_LAST - 1).min(millis(Timestamp::MAX)),
+    )
+}
+
+fn known((t, f): (bool, bool)) -> Tf {
+    (FieldPlan::constant(t), FieldPlan::constant(f))
+}
+
+/// A check that evaluates to `b` (`None`: fails) on every member.
+fn constant(b: Option<bool>) -> Tf {
+    known((b == Some(true), b == Some(false)))
+}
+
+/// A check that is true where the atom holds and false elsewhere.
+fn two_valued(a: Atom) -> Tf {
+    let t = FieldPlan::atom(a);
+    (t.clone(), t.not())
+}
+
+/// The planner of one request: its policies, one field at a time.
+pub(crate) struct Planner<'p, 'a> {
+    asked: &'p Asked<'a>,
+    places: &'p dyn Places,
+    /// The next [`Atom::PerMember`] part.
+    parts: Cell<u32>,
+}
+
+impl<'p, 'a> Planner<'p, 'a> {
+    pub(crate) fn new(asked: &'p Asked<'a>, places: &'p dyn Places) -> Self {
+        Planner {
+            asked,
+            places,
+            parts: Cell::new(0),
+        }
+    }
+
+    /// The plan of every catalogue field, in order. Fields on which every constant
+    /// check of every policy is the same are planned once.
+    pub(crate) fn fields(&self) -> Vec<FieldPlan> {
+        let index = self.asked.index;
+        let rules = self.rules();
+        let mut masks: Vec<(u64, u64)> = Vec::new();
+        let mut per_field = false;
+        for (_, _, r) in &rules {
+            masks.push((r.never, 0));
+            for c in &r.conjuncts {
+                collect(&c.check, &mut masks, &mut per_field);
+            }
+        }
+        let signature = |bit: u64| -> Vec<u8> {
+            masks
+                .iter()
+                .map(|(t, f)| u8::from(t & bit != 0) | u8::from(f & bit != 0) << 1)
+                .collect()
+        };
+        let mut planned: Vec<(Vec<u8>, FieldPlan)> = Vec::new();
+        let mut out = Vec::with_capacity(index.field_uids.len());
+        for (i, uid) in index.field_uids.iter().enumerate() {
+            let bit = 1u64 << i;
+            let sig = if per_field {
+                Vec::new()
+            } else {
+                signature(bit)
+            };
+            if !per_field {
+                if let Some((_, p)) = planned.iter().find(|(s, _)| *s == sig) {
+                    out.push(p.clone());
+                    continue;
+                }
+            }
+            let p = self.field(&rules, (bit, *uid));
+            planned.push((sig, p.clone()));
+            out.push(p);
+        }
+        out
+    }
+
+    /// The policies that can apply: the principal's, then those scoped on a member or
+    /// a place, each with the condition its scope puts on the member.
+    fn rules(&self) -> Vec<(u32, FieldPlan, &'p Rule)> {
+        let asked = self.asked;
+        let mut out: Vec<(u32, FieldPlan, &Rule)> = asked
+            .plan
+            .rules
+            .iter()
+            .map(|(i, r)| (*i, FieldPlan::Always, r))
+            .collect();
+        if let Some(b) = asked.bucket {
+            for (u, list) in &b.resource_eq {
+                let on = FieldPlan::atom(Atom::Member(self.places.members_among(&[*u])));
+                for i in list {
+                    if let Some(r) = asked.index.rule(*i) {
+                        out.push((*i, on.clone(), r));
+                    }
+                }
+            }
+            for (u, list) in &b.resource_in {
+                let on = self.within(&[*u]);
+                for i in list {
+                    if let Some(r) = asked.index.rule(*i) {
+                        out.push((*i, on.clone(), r));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// One field's plan: a permit holds and no forbid does.
+    fn field(&self, rules: &[(u32, FieldPlan, &Rule)], on: (u64, u32)) -> FieldPlan {
+        let (mut permits, mut forbids) = (Vec::new(), Vec::new());
+        for (i, scope, rule) in rules {
+            if rule.never & on.0 != 0 || *scope == FieldPlan::Never {
+                continue;
+            }
+            let mut holds = scope.clone();
+            for c in &rule.conjuncts {
+                if holds == FieldPlan::Never {
+                    break;
+                }
+                holds = holds.and(self.check(&c.check, on, *i).0);
+            }
+            if rule.forbid {
+                forbids.push(holds);
+            } else {
+                permits.push(holds);
+            }
+        }
+        FieldPlan::any(permits).and(FieldPlan::any(forbids).not())
+    }
+
+    /// Where `c` is true and where false, on the field `(bit, uid)`, for policy `i`.
+    fn check(&self, c: &Check, on: (u64, u32), i: u32) -> Tf {
+        match c {
+            Check::Const(t, f) => known((t & on.0 != 0, f & on.0 != 0)),
+            Check::Leaf(l) => self.leaf(l, on, i),
+            Check::Not(a) => {
+                let (t, f) = self.check(a, on, i);
+                (f, t)
+            }
+            Check::And(a, b) => {
+                let (ta, fa) = self.check(a, on, i);
+                if ta == FieldPlan::Never {
+                    return (FieldPlan::Never, fa);
+                }
+                let (tb, fb) = self.check(b, on, i);
+                (ta.clone().and(tb), fa.or(ta.and(fb)))
+            }
+            Check::Or(a, b) => {
+                let (ta, fa) = self.check(a, on, i);
+                if fa == FieldPlan::Never {
+                    return (ta, FieldPlan::Never);
+                }
+                let (tb, fb) = self.check(b, on, i);
+                (ta.or(fa.clone().and(tb)), fa.and(fb))
+            }
+            Check::If(c, t, e) => {
+                let (tc, fc) = self.check(c, on, i);
+                let (tt, ft) = self.check(t, on, i);
+                let (te, fe) = self.check(e, on, i);
+                (
+                    tc.clone().and(tt).or(fc.clone().and(te)),
+                    tc.and(ft).or(fc.and(fe)),
+                )
+            }
+        }
+    }
+
+    fn leaf(&self, l: &Leaf, on: (u64, u32), i: u32) -> Tf {
+        match l {
+            Leaf::Cmp(x, op, y) => self.compare(*x, *op, *y, i),
+            Leaf::Status(mask) => two_valued(Atom::Status(
+                MemberStatus::ALL
+                    .into_iter()
+                    .filter(|s| mask & (1 << status_index(*s)) != 0)
+                    .collect(),
+            )),
+            Leaf::Standing => two_valued(Atom::InGoodStanding),
+            Leaf::HasLeft => two_valued(Atom::HasLeft),
+            Leaf::Channels { opt_outs, any } => {
+                let cs: Vec<Channel> = [Channel::Phone, Channel::Email, Channel::Post]
+                    .into_iter()
+                    .filter(|c| usize::from(*any) & channel_bit(*c) != 0)
+                    .collect();
+                two_valued(if *opt_outs {
+                    Atom::OptOuts(cs)
+                } else {
+                    Atom::Consents(cs)
+                })
+            }
+            Leaf::Within(uids) => {
+                let w = self.within(uids);
+                (w.clone(), w.not())
+            }
+            Leaf::Has(_) | Leaf::Is(..) => constant(self.asked.values.leaf(l, None)),
+            Leaf::Expr { expr, field } => self.expr(expr, field.then_some(on.1), on, i),
+        }
+    }
+
+    /// `resource in` one of `uids`: the member is one, or its CLP or region is.
+    fn within(&self, uids: &[u32]) -> FieldPlan {
+        FieldPlan::atom(Atom::Clp(self.places.clps_within(uids))).or(FieldPlan::atom(Atom::Member(
+            self.places.members_among(uids),
+        )))
+    }
+
+    /// `x op y` on times or integers.
+    fn compare(&self, x: Num, op: Cmp, y: Num, i: u32) -> Tf {
+        let op = match op {
+            Cmp::Less => Comparison::Less,
+            Cmp::LessEq => Comparison::LessEq,
+            Cmp::Eq => Comparison::Eq,
+        };
+        match (self.side(x), self.side(y)) {
+            (Side::Known(None), _) | (_, Side::Known(None)) => constant(None),
+            (Side::Known(Some(a)), Side::Known(Some(b))) => constant(Some(op.holds(a, b))),
+            (Side::Member(t, d), Side::Known(Some(k))) => self.member_time(t, d, op, k, i),
+            (Side::Known(Some(k)), Side::Member(t, d)) => {
+                self.member_time(t, d, op.flipped(), k, i)
+            }
+            (Side::Member(..), Side::Member(..)) => self.per_member(i),
+        }
+    }
+
+    fn side(&self, n: Num) -> Side {
+        let v = &self.asked.values;
+        match n {
+            Num::Lit(x) => Side::Known(Some(x)),
+            Num::Now => Side::Known(Some(v.now)),
+            Num::Reads => Side::Known(Some(v.reads)),
+            Num::Joined => Side::Member(Time::Joined, 0),
+            Num::Left => Side::Member(Time::Left, 0),
+            Num::Offset(Time::Now, d) => Side::Known(v.now.checked_add(d)),
+            Num::Offset(t, d) => Side::Member(t, d),
+        }
+    }
+
+    /// `member's t + d op k`, which is `t op k - d` where `t + d` cannot overflow.
+    fn member_time(&self, t: Time, d: i64, op: Comparison, k: i64, i: u32) -> Tf {
+        let (first, last) = member_times();
+        let (lo, hi) = (i128::from(first), i128::from(last));
+        let d128 = i128::from(d);
+        if lo + d128 < i128::from(i64::MIN) || hi + d128 > i128::from(i64::MAX) {
+            // Some member's time would overflow: which is the member's to say.
+            return self.per_member(i);
+        }
+        let c = i128::from(k) - d128;
+        // Beyond every member's time: the comparison is the same on every member.
+        let same = if c > hi {
+            Some(op.holds(0, 1))
+        } else if c < lo {
+            Some(op.holds(1, 0))
+        } else {
+            None
+        };
+        let at = i64::try_from(c)
+            .ok()
+            .and_then(|ms| Timestamp::from_millisecond(ms).ok());
+        match t {
+            Time::Joined => match (same, at) {
+                (Some(b), _) => constant(Some(b)),
+                (None, Some(at)) => two_valued(Atom::Joined(op, at)),
+                (None, None) => self.per_member(i),
+            },
+            // A member without a date they left fails `resource.left`.
+            Time::Left => match (same, at) {
+                (Some(b), _) => {
+                    let has = FieldPlan::atom(Atom::HasLeft);
+                    if b {
+                        (has, FieldPlan::Never)
+                    } else {
+                        (FieldPlan::Never, has)
+                    }
+                }
+                (None, Some(at)) => (
+                    FieldPlan::atom(Atom::Left(op, at)),
+                    FieldPlan::atom(Atom::Left(op.negated(), at)),
+                ),
+                (None, None) => self.per_member(i),
+            },
+            Time::Now => self.per_member(i),
+        }
+    }
+
+    /// An atom the checks left to the compiled evaluator: the context (and the field,
+    /// if it reads it) folded in, then read again.
+    fn expr(&self, e: &Expr, field: Option<u32>, on: (u64, u32), i: u32) -> Tf {
+        let asked = self.asked;
+        let q = asked.query(None, field);
+        let store = asked.store;
+        let member = asked.index.member_type();
+        let e = specialize_for_context(e, &q, &mut |u| store.type_of_uid(u) != Some(member));
+        match &e {
+            Expr::Lit(Value::Bool(b)) => constant(Some(*b)),
+            Expr::Lit(_) | Expr::Error => constant(None),
+            _ if !reads_var(&e, Var::Resource) => constant(truth(&e, &q)),
+            _ => {
+                if let Some(uids) = member_among(&e) {
+                    return two_valued(Atom::Member(self.places.members_among(&uids)));
+                }
+                let c = asked.index.check(&e);
+                if only_known(&c) {
+                    self.check(&c, on, i)
+                } else {
+                    self.per_member(i)
+                }
+            }
+        }
+    }
+
+    /// A part of policy `i` the planner cannot express.
+    fn per_member(&self, i: u32) -> Tf {
+        let part = self.parts.get();
+        self.parts.set(part + 1);
+        let policy = self
+            .asked
+            .index
+            .policy(i)
+            .map(|(id, _)| id.to_string())
+            .unwrap_or_default();
+        let atom = |holds| {
+            FieldPlan::atom(Atom::PerMember {
+                policy: policy.clone(),
+                part,
+                holds,
+            })
+        };
+        (atom(true), atom(false))
+    }
+}
+
+/// One side of a comparison: a known number (`None`: it fails), or a member's time
+/// plus an offset.
+enum Side {
+    Known(Option<i64>),
+    Member(Time, i64),
+}
+
+/// Collects the constant masks of `c`; `per_field` if it has an atom that reads the
+/// field apart from them.
+fn collect(c: &Check, masks: &mut Vec<(u64, u64)>, per_field: &mut bool) {
+    match c {
+        Check::Const(t, f) => masks.push((*t, *f)),
+        Check::Leaf(Leaf::Expr { field: true, .. }) => *per_field = true,
+        Check::Leaf(_) => {}
+        Check::Not(a) => collect(a, masks, per_field),
+        Check::And(a, b) | Check::Or(a, b) => {
+            collect(a, masks, per_field);
+            collect(b, masks, per_field);
+        }
+        Check::If(a, b, d) => {
+            collect(a, masks, per_field);
+            collect(b, masks, per_field);
+            collect(d, masks, per_field);
+        }
+    }
+}
+
+/// Whether every atom of `c` is one the planner reads without the evaluator.
+fn only_known(c: &Check) -> bool {
+    match c {
+        Check::Const(..) => true,
+        Check::Leaf(l) => !matches!(l, Leaf::Expr { .. }),
+        Check::Not(a) => only_known(a),
+        Check::And(a, b) | Check::Or(a, b) => only_known(a) && only_known(b),
+        Check::If(a, b, d) => only_known(a) && only_known(b) && only_known(d),
+    }
+}
+
+/// `resource == E` or `[E, ...].contains(resource)` (either way round): the uids.
+fn member_among(e: &Expr) -> Option<Vec<u32>> {
+    let resource = |x: &Expr| matches!(x, Expr::Var(Var::Resource));
+    match e {
+        Expr::Bin(BinOp::Eq, x, y) => match (&**x, &**y) {
+            (r, Expr::Lit(v)) | (Expr::Lit(v), r) if resource(r) => Some(match v {
+                Value::Entity(u) => vec![*u],
+                _ => Vec::new(),
+            }),
+            _ => None,
+        },
+        Expr::Bin(BinOp::Contains, x, y) if resource(y) => match &**x {
+            Expr::Lit(Value::Set(items)) => Some(
+                items
+                    .iter()
+                    .filter_map(|v| match v {
+                        Value::Entity(u) => Some(*u),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        },
+        _ => None,
+    }
+}
