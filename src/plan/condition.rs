@@ -301,6 +301,11 @@ impl FieldPlan {
                 Some(n) => FieldPlan::atom(n),
                 None => FieldPlan::When(Condition::Not(Box::new(Condition::Atom(a)))),
             },
+            // `!(a || b)` is `!a && !b`: negations go inside an `Any` (they stay
+            // outside an `All`, where `!(a && b)` reads better than `!a || !b`).
+            FieldPlan::When(Condition::Any(cs)) => {
+                FieldPlan::all(cs.into_iter().map(|c| FieldPlan::When(c).not()))
+            }
             FieldPlan::When(c) => FieldPlan::When(Condition::Not(Box::new(c))),
         }
     }
