@@ -12,7 +12,8 @@
 //! `field_decisions_page`: the same sets with the policies that decided each field.
 //! `setup` measures what a reload costs: the engine from the policy directory, and the
 //! directory of the sample's principal side and of a 20,000-principal one. `party_scale` decides every field of
-//! 1,000,000 generated members read from a file in chunks.
+//! 1,000,000 generated members read from a file in chunks. `plan` builds the plan of a
+//! principal of each kind (`Engine::plan`), and renders one as SQL.
 
 use std::hint::black_box;
 
@@ -384,6 +385,80 @@ fn party_scale(c: &mut Criterion) {
     g.finish();
 }
 
+/// `Engine::plan` for a principal of each kind, in a context where its policies have
+/// something to fold (the campaign in its contest, the volunteer in its session): the
+/// whole plan, every field and "any field". No member is read: the cost does not depend
+/// on the membership's size. `plan_and_sql` adds rendering the listing's `WHERE` and
+/// every field's `CASE` for PostgreSQL.
+fn plan(c: &mut Criterion) {
+    let s = setup();
+    let at = |t: &str| Context::at(t.parse().unwrap_or_else(|e| panic!("{e}")));
+    let cases = [
+        (
+            "campaign_staff",
+            PrincipalId::new(PrincipalKind::CampaignStaff, ids::CS_A_STAFF),
+            at("2020-03-01T12:00:00Z").election(ids::LEADER_2020),
+        ),
+        (
+            "volunteer",
+            PrincipalId::new(PrincipalKind::Volunteer, ids::V_PHONEBANK),
+            at("2020-02-20T18:00:00Z")
+                .election(ids::LEADER_2020)
+                .session(ids::SESSION_A),
+        ),
+        (
+            "officer",
+            PrincipalId::new(PrincipalKind::Officer, ids::O_SECRETARY_001),
+            at("2024-05-01T09:00:00Z"),
+        ),
+        (
+            "regional_staff",
+            PrincipalId::new(PrincipalKind::Staff, ids::S_REGIONAL_LONDON),
+            at("2024-05-01T09:00:00Z"),
+        ),
+        (
+            "membership_staff",
+            PrincipalId::new(PrincipalKind::Staff, ids::S_MEMBERSHIP),
+            at("2024-05-01T09:00:00Z"),
+        ),
+        (
+            "processor",
+            PrincipalId::new(PrincipalKind::Processor, ids::P_MAILING),
+            at("2024-05-01T09:00:00Z"),
+        ),
+    ];
+    let mut g = c.benchmark_group("plan");
+    for (name, p, ctx) in &cases {
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                s.engine
+                    .plan(&s.directory, black_box(p), Action::Read, black_box(ctx))
+                    .unwrap_or_else(|e| panic!("{e}"))
+            })
+        });
+    }
+    let columns = membergate::plan::sql::MemberColumns::default();
+    let (_, p, ctx) = &cases[0];
+    g.bench_function("campaign_staff_plan_and_sql", |b| {
+        use membergate::plan::sql::sea_query::{Alias, Expr, PostgresQueryBuilder, Query};
+        b.iter(|| {
+            let plan = s
+                .engine
+                .plan(&s.directory, black_box(p), Action::Read, black_box(ctx))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut q = Query::select();
+            q.column(Alias::new("id")).from(Alias::new("members"));
+            for (name, fp) in plan.fields() {
+                let col = Expr::col((Alias::new("members"), Alias::new(name)));
+                q.expr_as(columns.reveal(fp, col, true), Alias::new(name));
+            }
+            q.and_where(columns.filter(plan.any_field(), true));
+            q.build(PostgresQueryBuilder)
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     setup_costs,
@@ -391,6 +466,7 @@ criterion_group!(
     permitted_fields_one_member,
     permitted_fields_page_100,
     policy_scaling,
+    plan,
     party_scale
 );
 criterion_main!(benches);

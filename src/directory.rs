@@ -760,10 +760,12 @@ impl Places for Directory {
     }
 
     fn members_among(&self, uids: &[u32]) -> Vec<String> {
+        let mut sorted = uids.to_vec();
+        sorted.sort_unstable();
         let mut out: Vec<String> = self
             .listed_members
             .iter()
-            .filter(|(_, u)| uids.contains(u))
+            .filter(|(_, u)| sorted.binary_search(u).is_ok())
             .map(|(id, _)| id.to_string())
             .collect();
         out.sort_unstable();

@@ -8,7 +8,7 @@
 //! a policy holds where each of its conjuncts is true. A field is allowed where a
 //! permit holds and no forbid does.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use cedar_compiled::lowlevel::{specialize_for_context, BinOp, Expr, Var};
 use cedar_compiled::Value;
@@ -65,6 +65,9 @@ pub(crate) struct Planner<'p, 'a> {
     places: &'p dyn Places,
     /// The next [`Atom::PerMember`] part.
     parts: Cell<u32>,
+    /// What each atom that does not read the field gave (by its address): the same on
+    /// every field.
+    leaves: RefCell<Vec<(usize, Tf)>>,
 }
 
 impl<'p, 'a> Planner<'p, 'a> {
@@ -73,6 +76,7 @@ impl<'p, 'a> Planner<'p, 'a> {
             asked,
             places,
             parts: Cell::new(0),
+            leaves: RefCell::new(Vec::new()),
         }
     }
 
@@ -129,7 +133,7 @@ impl<'p, 'a> Planner<'p, 'a> {
             .collect();
         if let Some(b) = asked.bucket {
             for (u, list) in &b.resource_eq {
-                let on = FieldPlan::atom(Atom::Member(self.places.members_among(&[*u])));
+                let on = FieldPlan::atom(Atom::Member(self.places.members_among(&[*u]).into()));
                 for i in list {
                     if let Some(r) = asked.index.rule(*i) {
                         out.push((*i, on.clone(), r));
@@ -209,6 +213,19 @@ impl<'p, 'a> Planner<'p, 'a> {
     }
 
     fn leaf(&self, l: &Leaf, on: (u64, u32), i: u32) -> Tf {
+        if matches!(l, Leaf::Expr { field: true, .. }) {
+            return self.read_leaf(l, on, i);
+        }
+        let key = std::ptr::from_ref(l) as usize;
+        if let Some((_, tf)) = self.leaves.borrow().iter().find(|(k, _)| *k == key) {
+            return tf.clone();
+        }
+        let tf = self.read_leaf(l, on, i);
+        self.leaves.borrow_mut().push((key, tf.clone()));
+        tf
+    }
+
+    fn read_leaf(&self, l: &Leaf, on: (u64, u32), i: u32) -> Tf {
         match l {
             Leaf::Cmp(x, op, y) => self.compare(*x, *op, *y, i),
             Leaf::Status(mask) => two_valued(Atom::Status(
@@ -241,9 +258,9 @@ impl<'p, 'a> Planner<'p, 'a> {
 
     /// `resource in` one of `uids`: the member is one, or its CLP or region is.
     fn within(&self, uids: &[u32]) -> FieldPlan {
-        FieldPlan::atom(Atom::Clp(self.places.clps_within(uids))).or(FieldPlan::atom(Atom::Member(
-            self.places.members_among(uids),
-        )))
+        let clps = Atom::Clp(self.places.clps_within(uids).into());
+        let members = Atom::Member(self.places.members_among(uids).into());
+        FieldPlan::atom(clps).or(FieldPlan::atom(members))
     }
 
     /// `x op y` on times or integers.
@@ -338,7 +355,7 @@ impl<'p, 'a> Planner<'p, 'a> {
             _ if !reads_var(&e, Var::Resource) => constant(truth(&e, &q)),
             _ => {
                 if let Some(uids) = member_among(&e) {
-                    return two_valued(Atom::Member(self.places.members_among(&uids)));
+                    return two_valued(Atom::Member(self.places.members_among(&uids).into()));
                 }
                 let c = asked.index.check(&e);
                 if only_known(&c) {

@@ -2,6 +2,7 @@
 //! they are built.
 
 use std::fmt;
+use std::sync::Arc;
 
 use jiff::Timestamp;
 
@@ -53,10 +54,11 @@ pub enum Atom {
     Consents(Vec<Channel>),
     /// The member opted out of one of these channels.
     OptOuts(Vec<Channel>),
-    /// The member's CLP is one of these (by id).
-    Clp(Vec<String>),
-    /// The member is one of these (by id).
-    Member(Vec<String>),
+    /// The member's CLP is one of these (by id; shared, as a plan repeats it per
+    /// field).
+    Clp(Arc<[String]>),
+    /// The member is one of these (by id; shared).
+    Member(Arc<[String]>),
     /// A part of a policy's condition that the planner cannot express on the member's
     /// attributes: whether it evaluates to true (`holds`) or to false on the member is
     /// known only by deciding on it. `part` tells apart two such parts.
