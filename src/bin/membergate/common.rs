@@ -14,15 +14,13 @@ use membergate::{Action, Context, Directory, Engine, Member, MemberRef, Membersh
 /// audit log cannot be read.
 pub const NO_VERDICT: u8 = 2;
 
-/// One request's principal, member, action and context.
+/// One request's principal, action and context, for no member in particular (`plan`),
+/// and the membership data to read.
 #[derive(clap::Args)]
-pub struct Ask {
+pub struct Asking {
     /// The principal, as a Cedar uid: `CampaignStaff::"cs-a-staff"`.
     #[arg(long)]
     pub principal: PrincipalId,
-    /// The member id.
-    #[arg(long)]
-    pub member: String,
     /// read, export, update, erase, bulk_export, contact_phone, contact_email, contact_post.
     #[arg(long, default_value = "read")]
     pub action: Action,
@@ -49,7 +47,7 @@ pub struct Ask {
     pub data: Option<PathBuf>,
 }
 
-impl Ask {
+impl Asking {
     pub fn context(&self) -> Context {
         Context {
             now: self.at,
@@ -60,6 +58,16 @@ impl Ask {
             reason: self.reason.clone(),
         }
     }
+}
+
+/// One request's principal, member, action and context (`fields`, `explain`).
+#[derive(clap::Args)]
+pub struct Ask {
+    /// The member id.
+    #[arg(long)]
+    pub member: String,
+    #[command(flatten)]
+    pub asking: Asking,
 }
 
 /// The engine of the policy directory `dir`; the error with its rendered diagnostics.

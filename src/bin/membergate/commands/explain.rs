@@ -18,12 +18,12 @@ pub struct Args {
 
 pub fn exec(policies: &Path, Args { ask, field }: Args) -> Result<ExitCode, String> {
     let engine = engine(policies)?;
-    let party = data(ask.data.as_deref())?;
+    let party = data(ask.asking.data.as_deref())?;
     let dir = directory(&engine, &party)?;
-    let ctx = ask.context();
+    let ctx = ask.asking.context();
     let req = Request {
-        principal: &ask.principal,
-        action: ask.action,
+        principal: &ask.asking.principal,
+        action: ask.asking.action,
         member: member(&party, &ask.member)?,
         field: &field,
         context: &ctx,

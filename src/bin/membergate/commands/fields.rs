@@ -19,12 +19,12 @@ pub struct Args {
 
 pub fn exec(policies: &Path, Args { ask, json }: Args) -> Result<ExitCode, String> {
     let engine = engine(policies)?;
-    let party = data(ask.data.as_deref())?;
+    let party = data(ask.asking.data.as_deref())?;
     let dir = directory(&engine, &party)?;
-    let ctx = ask.context();
+    let ctx = ask.asking.context();
     let req = MemberRequest {
-        principal: &ask.principal,
-        action: ask.action,
+        principal: &ask.asking.principal,
+        action: ask.asking.action,
         member: member(&party, &ask.member)?,
         context: &ctx,
     };
@@ -40,10 +40,10 @@ pub fn exec(policies: &Path, Args { ask, json }: Args) -> Result<ExitCode, Strin
     }
     if json {
         let out = serde_json::json!({
-            "principal": ask.principal.to_string(),
+            "principal": ask.asking.principal.to_string(),
             "member": ask.member,
-            "action": ask.action.as_str(),
-            "at": ask.at.to_string(),
+            "action": ask.asking.action.as_str(),
+            "at": ask.asking.at.to_string(),
             "permitted": engine.catalogue().names(set),
             "fields": rows.iter().map(|(info, d)| serde_json::json!({
                 "field": info.name,
@@ -61,10 +61,10 @@ pub fn exec(policies: &Path, Args { ask, json }: Args) -> Result<ExitCode, Strin
     } else {
         println!(
             "{} {} member {} at {}: {} of {} fields permitted",
-            ask.principal,
-            ask.action,
+            ask.asking.principal,
+            ask.asking.action,
             ask.member,
-            ask.at,
+            ask.asking.at,
             set.len(),
             engine.catalogue().len()
         );
