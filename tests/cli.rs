@@ -1,13 +1,14 @@
-//! The `membergate` binary's `check`, `test` and `fields` commands: exit codes, the place
-//! of a problem, the pass and fail counts, usage errors, and the JSON field list.
+//! The `membergate` binary's `check`, `test`, `fields` and `plan` commands: exit codes,
+//! the place of a problem, the pass and fail counts, usage errors, the JSON field list,
+//! and plans with their SQL, values bound.
 
 use std::fs;
 
 use membergate::{Action, Context, Engine};
 
 use crate::support::{
-    engine, fixture, fixture_directory, membergate, permitted_fields, policies_dir, principal,
-    stderr, stdout, t, Ask, PolicyCopy, POLICY_SYNTAX,
+    directory, engine, fixture, fixture_directory, membergate, permitted_fields, policies_dir,
+    principal, stderr, stdout, t, Ask, PolicyCopy, POLICY_SYNTAX,
 };
 
 /// The `N passed, M failed` counts of the last line of `membergate test`.
@@ -193,6 +194,140 @@ fn cli_malformed_membership_data_names_the_file_and_line() {
     let err = stderr(&out);
     assert!(err.contains("party.json"), "{err}");
     assert!(err.contains("membre") && err.contains("line 3"), "{err}");
+    assert!(
+        stdout(&out).is_empty(),
+        "no partial answer: {}",
+        stdout(&out)
+    );
+}
+
+/// The arguments of `membergate plan` for the CLP secretary reading, then `extra`.
+fn plan_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "plan",
+        "--principal",
+        r#"Officer::"o-secretary-001""#,
+        "--action",
+        "read",
+        "--at",
+        "2024-05-01T09:00:00Z",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[test]
+fn cli_plan_prints_each_fields_plan() {
+    let out = membergate(&plan_args(&[]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let first = text.lines().next().expect("a header");
+    assert!(
+        first.contains(r#"Officer::"o-secretary-001""#)
+            && first.contains("read")
+            && first.contains("2024-05-01T09:00:00Z"),
+        "{first}"
+    );
+    let line = |field: &str| {
+        let prefix = format!("{field}: ");
+        text.lines()
+            .map(str::trim_start)
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` line in:\n{text}"))
+            .to_string()
+    };
+    // Their own CLP's members, but for those who left more than two years ago.
+    assert!(line("name").contains("clp in (clp-001)"), "{text}");
+    assert!(
+        line("name").contains("status in (former, expelled)"),
+        "{text}"
+    );
+    assert_eq!(line("payment_details"), "no member");
+    assert_eq!(line("any field"), line("name"));
+    // One line per catalogue field, then "any field", after the header.
+    assert_eq!(
+        text.lines().count(),
+        1 + engine().catalogue().len() + 1,
+        "{text}"
+    );
+    // The same plans as the library's.
+    let plan = engine()
+        .plan(
+            directory(),
+            &principal(r#"Officer::"o-secretary-001""#),
+            Action::Read,
+            &Context::at(t("2024-05-01T09:00:00Z")),
+        )
+        .expect("a plan");
+    for (field, p) in plan.fields() {
+        assert_eq!(line(field), p.to_string(), "{field}");
+    }
+}
+
+#[test]
+fn cli_plan_sql_binds_every_value() {
+    let out = membergate(&plan_args(&["--sql", "postgres"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let sql = text
+        .lines()
+        .find(|l| l.starts_with("SELECT "))
+        .unwrap_or_else(|| panic!("no SELECT line in:\n{text}"));
+    assert!(sql.contains("$1") && sql.contains("CASE WHEN"), "{sql}");
+    assert!(sql.contains(r#"FROM "members" WHERE "#), "{sql}");
+    assert!(sql.contains(r#"NULL AS "payment_details""#), "{sql}");
+    // Request values are bound, never in the SQL text.
+    for value in ["clp-001", "former", "expelled"] {
+        assert!(!sql.contains(value), "`{value}` in the SQL: {sql}");
+    }
+    let values: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| l.trim_start().split_once(" = "))
+        .filter(|(mark, _)| mark.starts_with('$'))
+        .collect();
+    assert!(values.contains(&("$4", "'clp-001'")), "{values:?}");
+    // Every placeholder has its value, numbered from 1.
+    for (i, (mark, _)) in values.iter().enumerate() {
+        assert_eq!(*mark, format!("${}", i + 1));
+        assert!(sql.contains(*mark), "{mark} not in the SQL");
+    }
+    assert!(!sql.contains(&format!("${}", values.len() + 1)), "{sql}");
+
+    // JSON: the same query and values, and each field's plan.
+    let out = membergate(&plan_args(&["--sql", "postgres", "--json"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["sql"], sql);
+    assert_eq!(
+        json["values"].as_array().expect("values").len(),
+        values.len()
+    );
+    assert_eq!(json["principal"], r#"Officer::"o-secretary-001""#);
+    let fields = json["fields"].as_array().expect("fields");
+    assert_eq!(fields.len(), engine().catalogue().len());
+    assert!(fields
+        .iter()
+        .any(|f| f["field"] == "payment_details" && f["plan"] == "no member"));
+    assert!(fields.iter().all(|f| f["exact"] == true));
+}
+
+#[test]
+fn cli_plan_for_an_unknown_principal_is_an_error() {
+    let out = membergate(&[
+        "plan",
+        "--principal",
+        r#"Officer::"o-nobody""#,
+        "--at",
+        "2024-05-01T09:00:00Z",
+        "--sql",
+        "sqlite",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(r#"unknown principal `Officer::"o-nobody"`"#),
+        "{err}"
+    );
     assert!(
         stdout(&out).is_empty(),
         "no partial answer: {}",

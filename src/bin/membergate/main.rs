@@ -26,7 +26,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use commands::{audit, check, conformance, demo, diff, explain, fields, generate, test, verify};
+use commands::{
+    audit, check, conformance, demo, diff, explain, fields, generate, plan, test, verify,
+};
 
 fn stdout_failed(e: &std::io::Error) -> ! {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -58,6 +60,9 @@ enum Command {
     Fields(fields::Args),
     /// Explain one decision: which policies applied and why.
     Explain(explain::Args),
+    /// The members each field is allowed on for a principal, an action and a time, as
+    /// conditions on the members' attributes; with `--sql`, an example listing query.
+    Plan(plan::Args),
     /// The main job on the bundled data: what each kind of principal can see across the
     /// 2020 leadership election's phases, then the decisions per second reached.
     Demo(demo::Args),
@@ -95,6 +100,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Test(args) => test::exec(policies, args),
         Command::Fields(args) => fields::exec(policies, args),
         Command::Explain(args) => explain::exec(policies, args),
+        Command::Plan(args) => plan::exec(policies, args),
         Command::Demo(args) => demo::exec(policies, args),
         Command::Generate(args) => generate::exec(args),
         Command::Conformance(args) => conformance::exec(args),

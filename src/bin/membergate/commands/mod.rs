@@ -9,5 +9,6 @@ pub mod diff;
 pub mod explain;
 pub mod fields;
 pub mod generate;
+pub mod plan;
 pub mod test;
 pub mod verify;
