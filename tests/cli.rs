@@ -334,3 +334,62 @@ fn cli_plan_for_an_unknown_principal_is_an_error() {
         stdout(&out)
     );
 }
+
+#[test]
+fn cli_plan_with_per_member_parts_renders_the_upper_bound_and_says_so() {
+    // Two of the member's dates compared: the planner leaves it to a per-member decision.
+    let copy = PolicyCopy::new();
+    fs::write(
+        copy.file("per_member.cedar"),
+        r#"
+@id("export-short-memberships")
+permit (principal is Staff in Team::"membership", action == Action::"export", resource is Member)
+when { resource has left && resource.left < resource.joined.offset(duration("3650d")) };
+"#,
+    )
+    .expect("write");
+    let dir = copy.path().to_str().expect("utf-8");
+    let args = [
+        "plan",
+        "--policies",
+        dir,
+        "--principal",
+        r#"Staff::"s-membership""#,
+        "--action",
+        "export",
+        "--at",
+        "2024-05-01T09:00:00Z",
+        "--sql",
+        "sqlite",
+    ];
+    let out = membergate(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("per member: part 0 of `export-short-memberships`"),
+        "{text}"
+    );
+    assert!(text.contains("need a per-member decision"), "{text}");
+    let sql = text
+        .lines()
+        .find(|l| l.starts_with("SELECT "))
+        .unwrap_or_else(|| panic!("no SELECT line in:\n{text}"));
+    assert!(sql.contains("CASE WHEN") && sql.contains('?'), "{sql}");
+    assert!(
+        text.lines().any(|l| l.trim_start() == "?1 = 'member'"),
+        "{text}"
+    );
+
+    let out = membergate(&[&args[..], &["--json"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["exact"], false);
+    assert_eq!(json["sql"], sql);
+    let fields = json["fields"].as_array().expect("fields");
+    assert!(fields
+        .iter()
+        .any(|f| f["field"] == "name" && f["exact"] == false));
+    assert!(fields
+        .iter()
+        .any(|f| f["field"] == "ethnicity" && f["plan"] == "no member" && f["exact"] == true));
+}
