@@ -383,6 +383,44 @@ impl FieldPlan {
                 kept.push(c);
             }
         }
+        // Each literal operand (an atom or its negation) taken as known in the others:
+        // under `All` it holds there, under `Any` it fails there (where it held, the
+        // `Any` would hold whatever they are).
+        let literals: Vec<(Atom, bool)> = kept
+            .iter()
+            .filter_map(|c| match c {
+                Condition::Atom(a) => Some((a.clone(), conjunction)),
+                Condition::Not(n) => match &**n {
+                    Condition::Atom(a) => Some((a.clone(), !conjunction)),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        if !literals.is_empty() {
+            let mut changed = false;
+            let rewritten: Vec<FieldPlan> = kept
+                .iter()
+                .map(|c| {
+                    let literal = match c {
+                        Condition::Atom(_) => true,
+                        Condition::Not(n) => matches!(**n, Condition::Atom(_)),
+                        _ => false,
+                    };
+                    let mut p = FieldPlan::When(c.clone());
+                    if !literal {
+                        for (a, v) in &literals {
+                            p = p.assume(a, *v);
+                        }
+                        changed |= p != FieldPlan::When(c.clone());
+                    }
+                    p
+                })
+                .collect();
+            if changed {
+                return FieldPlan::join(rewritten, conjunction);
+            }
+        }
         // A leaving date compared implies one: `has left` is implied beside it under
         // `All`, and implies it under `Any`.
         let has_left = Condition::Atom(Atom::HasLeft);
@@ -461,6 +499,36 @@ impl FieldPlan {
                 .map_or(FieldPlan::constant(conjunction), FieldPlan::When),
             _ if conjunction => FieldPlan::When(Condition::All(kept)),
             _ => FieldPlan::When(Condition::Any(kept)),
+        }
+    }
+}
+
+impl FieldPlan {
+    /// The plan on the members where `a` is `v`.
+    fn assume(self, a: &Atom, v: bool) -> FieldPlan {
+        let FieldPlan::When(c) = self else {
+            return self;
+        };
+        match c {
+            Condition::Atom(b) => match (a, &b) {
+                _ if *a == b => FieldPlan::constant(v),
+                // Where the status is one of `s`, it is one of `t` where it is one of
+                // both; where it is none of `s`, where it is one of `t` but not `s`.
+                (Atom::Status(s), Atom::Status(t)) => FieldPlan::atom(Atom::Status(
+                    t.iter().copied().filter(|x| s.contains(x) == v).collect(),
+                )),
+                // A date compared implies one; without one, none compares.
+                (Atom::Left(..), Atom::HasLeft) if v => FieldPlan::Always,
+                (Atom::HasLeft, Atom::Left(..)) if !v => FieldPlan::Never,
+                _ => FieldPlan::atom(b),
+            },
+            Condition::Not(x) => FieldPlan::When(*x).assume(a, v).not(),
+            Condition::All(cs) => {
+                FieldPlan::all(cs.into_iter().map(|x| FieldPlan::When(x).assume(a, v)))
+            }
+            Condition::Any(cs) => {
+                FieldPlan::any(cs.into_iter().map(|x| FieldPlan::When(x).assume(a, v)))
+            }
         }
     }
 }
