@@ -3,6 +3,8 @@
 //! boundaries, over the whole membership; and a policy written so that the planner cannot
 //! express it, whose members are then decided one by one.
 
+mod tpe;
+
 use membergate::{Action, Engine, MemberRef, PrincipalId};
 
 use crate::support::{
