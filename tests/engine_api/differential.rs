@@ -16,19 +16,12 @@ use membergate::{
 use crate::support::{
     authorize, bundled, directory, engine, every_question, field_decisions_page, fixture,
     fixture_directory, granted, member, permitted_fields, policies_dir, principal, read_limit,
-    t as ts,
+    t as ts, SPECIAL_MEMBERS,
 };
 
 /// Special members, members of the call sessions, and a spread of the rest.
 fn members(party: &Membership) -> Vec<MemberRef<'_>> {
-    let mut out: Vec<&str> = vec![
-        ids::MEMBER_ELIGIBLE,
-        ids::MEMBER_OTHER_CLP,
-        ids::MEMBER_LEFT_2009,
-        ids::MEMBER_LEFT_2023,
-        ids::MEMBER_JOINED_AFTER_FREEZE,
-        ids::MEMBER_EMAIL_OPT_OUT,
-    ];
+    let mut out: Vec<&str> = SPECIAL_MEMBERS.to_vec();
     for s in [ids::SESSION_A, ids::SESSION_OFFICE_LONDON] {
         out.extend(
             party.call_sessions[s]

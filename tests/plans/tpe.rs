@@ -13,19 +13,12 @@ use cedar_policy::{Entities, PartialEntities, PartialEntityUid, PartialRequest};
 use membergate::sample::ids;
 use membergate::{Action, MemberRef, PrincipalId, PrincipalKind, Request};
 
-use crate::support::{boundary_contexts, bundled, directory, engine};
+use crate::support::{boundary_contexts, bundled, directory, engine, SPECIAL_MEMBERS};
 
 /// Members to decide on: the special ones, two of each call session and a spread.
 fn members() -> Vec<MemberRef<'static>> {
     let party = bundled();
-    let mut out: Vec<&str> = vec![
-        ids::MEMBER_ELIGIBLE,
-        ids::MEMBER_OTHER_CLP,
-        ids::MEMBER_LEFT_2009,
-        ids::MEMBER_LEFT_2023,
-        ids::MEMBER_JOINED_AFTER_FREEZE,
-        ids::MEMBER_EMAIL_OPT_OUT,
-    ];
+    let mut out: Vec<&str> = SPECIAL_MEMBERS.to_vec();
     for s in party.call_sessions.values() {
         out.extend(s.members.iter().take(2).map(String::as_str));
     }

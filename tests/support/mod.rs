@@ -480,6 +480,17 @@ impl std::ops::AddAssign for PlanTally {
     }
 }
 
+/// The sample's members with a story (eligible, in another CLP, left in 2009 and 2023,
+/// joined after the freeze, opted out of email).
+pub(crate) const SPECIAL_MEMBERS: [&str; 6] = [
+    membergate::sample::ids::MEMBER_ELIGIBLE,
+    membergate::sample::ids::MEMBER_OTHER_CLP,
+    membergate::sample::ids::MEMBER_LEFT_2009,
+    membergate::sample::ids::MEMBER_LEFT_2023,
+    membergate::sample::ids::MEMBER_JOINED_AFTER_FREEZE,
+    membergate::sample::ids::MEMBER_EMAIL_OPT_OUT,
+];
+
 /// The principal's hourly read limit.
 pub(crate) fn read_limit(party: &Membership, p: &PrincipalId) -> u32 {
     match party.principal(p).expect("a principal of the party") {
