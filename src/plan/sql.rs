@@ -210,11 +210,15 @@ impl MemberColumns {
                 channel,
             } => {
                 let t = Alias::new(table.as_str());
+                let member = Expr::col((t.clone(), Alias::new(member.as_str())));
                 Expr::exists(
                     Query::select()
-                        .expr(Expr::val(1i64))
+                        // A column, not a bound `1`: PostgreSQL would take an untyped
+                        // parameter in the select list for text and refuse the 64-bit
+                        // integer sent for it.
+                        .expr(member.clone())
                         .from(t.clone())
-                        .and_where(Expr::col((t.clone(), Alias::new(member.as_str()))).equals((
+                        .and_where(member.equals((
                             Alias::new(self.table.as_str()),
                             Alias::new(self.id.as_str()),
                         )))
