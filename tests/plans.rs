@@ -3,6 +3,7 @@
 //! boundaries, over the whole membership; and a policy written so that the planner cannot
 //! express it, whose members are then decided one by one.
 
+mod sql;
 mod tpe;
 
 use membergate::{Action, Engine, MemberRef, PrincipalId};
