@@ -3,7 +3,7 @@
 //! the engine's per-member decisions over the whole sample membership: for every
 //! principal, action and boundary context, the members the rendered `WHERE` selects are
 //! those the engine allows some field of, and each field's `CASE` reveals exactly the
-//! fields the engine allows. Both mappings of the channels: boolean columns, and rows of
+//! fields the engine allows, on those members and (`WHERE NOT`) on the others. Both mappings of the channels: boolean columns, and rows of
 //! tables of their own.
 //!
 //! Locally, against a throw-away cluster (see the README):
@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use membergate::plan::sql::sea_query::{
-    Alias, Expr, InsertStatement, PostgresQueryBuilder, Query, SelectStatement, SqliteQueryBuilder,
-    Value, Values,
+    Alias, Expr, ExprTrait, Func, InsertStatement, PostgresQueryBuilder, Query, SelectStatement,
+    SqliteQueryBuilder, Value, Values,
 };
 use membergate::plan::sql::{Channels, MemberColumns};
 use membergate::plan::Atom;
@@ -301,24 +301,33 @@ fn pg_values(values: Values) -> PostgresValues {
 }
 
 /// `SELECT id, <CASE of field 0> AS f0, ... FROM members WHERE <any field>`, each `CASE`
-/// revealing the member's id.
-fn plan_query(plan: &Plan, columns: &MemberColumns) -> SelectStatement {
+/// revealing the member's id; with `rest`, `SELECT id, COALESCE(<every CASE>) ... WHERE
+/// NOT <any field>`: the other members, on which every `CASE` must reveal nothing (and
+/// the filter is never `NULL`, or a member would be in neither).
+fn plan_query(plan: &Plan, columns: &MemberColumns, rest: bool) -> SelectStatement {
     let id = || Expr::col((Alias::new("members"), Alias::new("id")));
     let mut q = Query::select();
     q.expr(id());
-    for (i, (_, p)) in plan.fields().enumerate() {
-        q.expr_as(columns.reveal(p, id(), false), Alias::new(format!("f{i}")));
+    let cases = plan.fields().map(|(_, p)| columns.reveal(p, id(), false));
+    if rest {
+        q.expr_as(Func::coalesce(cases), Alias::new("revealed"));
+    } else {
+        for (i, case) in cases.enumerate() {
+            q.expr_as(case, Alias::new(format!("f{i}")));
+        }
     }
+    let filter = columns.filter(plan.any_field(), false);
     q.from("members")
-        .and_where(columns.filter(plan.any_field(), false));
+        .and_where(if rest { filter.not() } else { filter });
     q
 }
 
-/// The SQL's rows against the engine's field sets (`sets[i]` for `members[i]`): the same
-/// members, each with the same fields. Returns the rows compared.
+/// The SQL's rows against the engine's field sets (`sets[i]` for `members[i]`): the
+/// members allowed some field (those allowed none with `rest`), each with the same
+/// fields. Returns the rows compared.
 fn agree(
     db: &str,
-    rows: &[Row],
+    (rows, rest): (&[Row], bool),
     members: &[MemberRef<'_>],
     sets: &[FieldSet],
     fields: &[membergate::FieldId],
@@ -332,6 +341,15 @@ fn agree(
             .unwrap_or_else(|| panic!("{db}: unknown member {id}\n{}", what()));
         assert!(!selected[i], "{db}: member {id} twice\n{}", what());
         selected[i] = true;
+        if rest {
+            assert_eq!(
+                cols,
+                &[None],
+                "{db}: a CASE reveals a field of member {id}, which the WHERE leaves out\n{}",
+                what()
+            );
+            continue;
+        }
         let revealed: FieldSet = fields
             .iter()
             .zip(cols)
@@ -353,8 +371,9 @@ fn agree(
     for (i, m) in members.iter().enumerate() {
         assert_eq!(
             selected[i],
-            !sets[i].is_empty(),
-            "{db}: the WHERE {} member {} {:?}, the engine allows {:?}\n{}",
+            sets[i].is_empty() == rest,
+            "{db}: the WHERE{} {} member {} {:?}, the engine allows {:?}\n{}",
+            if rest { " NOT" } else { "" },
             if selected[i] { "selects" } else { "leaves out" },
             m.id,
             m.attrs,
@@ -465,18 +484,18 @@ fn plans_select_in_sqlite_and_postgresql_what_the_engine_decides() {
         } else {
             &[("flags", &flags)]
         };
-        for (mapping, columns) in mappings {
-            let q = plan_query(plan, columns);
+        for ((mapping, columns), rest) in mappings.iter().flat_map(|m| [(m, false), (m, true)]) {
+            let q = plan_query(plan, columns, rest);
             for (db, run) in &mut dbs {
                 let t = Instant::now();
-                let got = db.select(&q, fields.len());
+                let got = db.select(&q, if rest { 1 } else { fields.len() });
                 let what = || {
                     format!(
                         "plan of {p} {action} at {ctx:?}, channels as {mapping}:\n{plan}\nSQL: {}",
                         q.to_string(SqliteQueryBuilder)
                     )
                 };
-                run.rows += agree(db.name(), &got, &members, &sets, &fields, &what);
+                run.rows += agree(db.name(), (&got, rest), &members, &sets, &fields, &what);
                 run.queries += 1;
                 run.time += t.elapsed();
             }
@@ -491,8 +510,9 @@ fn plans_select_in_sqlite_and_postgresql_what_the_engine_decides() {
     );
     for (db, run) in &dbs {
         eprintln!(
-            "plans::sql: {}: {} queries (every plan with flag columns, every third also \
-             with rows of channels), {} rows compared; load and queries in {:.1?}",
+            "plans::sql: {}: {} queries (WHERE and WHERE NOT of every plan with flag \
+             columns, of every third also with rows of channels), {} rows compared; load \
+             and queries in {:.1?}",
             db.name(),
             run.queries,
             run.rows,
@@ -533,7 +553,7 @@ fn the_sql_of_a_plan_splices_in_no_value() {
         .collect();
     assert!(!clps.is_empty() && !times.is_empty(), "{plan}");
     for columns in [MemberColumns::default(), rows_mapping()] {
-        let q = plan_query(&plan, &columns);
+        let q = plan_query(&plan, &columns, false);
         for (sql, values) in [q.build(SqliteQueryBuilder), q.build(PostgresQueryBuilder)] {
             for clp in &clps {
                 assert!(!sql.contains(clp.as_str()), "{clp} in {sql}");
