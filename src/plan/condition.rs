@@ -397,23 +397,30 @@ impl FieldPlan {
                 _ => None,
             })
             .collect();
-        if !literals.is_empty() {
+        let is_literal = |c: &Condition| match c {
+            Condition::Atom(_) => true,
+            Condition::Not(n) => matches!(**n, Condition::Atom(_)),
+            _ => false,
+        };
+        // Only an operand that reads a literal's atom can change.
+        let touched = |c: &Condition| {
+            !is_literal(c)
+                && c.atoms()
+                    .any(|b| literals.iter().any(|(a, _)| related(a, b)))
+        };
+        if kept.iter().any(touched) {
             let mut changed = false;
             let rewritten: Vec<FieldPlan> = kept
                 .iter()
                 .map(|c| {
-                    let literal = match c {
-                        Condition::Atom(_) => true,
-                        Condition::Not(n) => matches!(**n, Condition::Atom(_)),
-                        _ => false,
-                    };
-                    let mut p = FieldPlan::When(c.clone());
-                    if !literal {
-                        for (a, v) in &literals {
-                            p = p.assume(a, *v);
-                        }
-                        changed |= p != FieldPlan::When(c.clone());
+                    if !touched(c) {
+                        return FieldPlan::When(c.clone());
                     }
+                    let mut p = FieldPlan::When(c.clone());
+                    for (a, v) in &literals {
+                        p = p.assume(a, *v);
+                    }
+                    changed |= !matches!(&p, FieldPlan::When(x) if x == c);
                     p
                 })
                 .collect();
@@ -444,21 +451,17 @@ impl FieldPlan {
         }
         // Absorption: an operand whose own operands (of the other kind) include every
         // operand of another is implied by (under `Any`) or implies (under `All`) it.
-        let inner = |c: &Condition| -> Vec<Condition> {
-            match c {
-                Condition::All(cs) if !conjunction => cs.clone(),
-                Condition::Any(cs) if conjunction => cs.clone(),
-                c => vec![c.clone()],
-            }
-        };
+        let inner = |c: &Condition| -> Vec<Condition> { operands(c, !conjunction).to_vec() };
         let mut i = 0;
         while i < kept.len() {
-            let mine = kept.get(i).map(inner).unwrap_or_default();
-            let absorbed = kept.iter().enumerate().any(|(j, other)| {
-                j != i && {
-                    let theirs = inner(other);
-                    theirs.len() < mine.len() && theirs.iter().all(|t| mine.contains(t))
-                }
+            let absorbed = kept.get(i).is_some_and(|c| {
+                let mine = operands(c, !conjunction);
+                kept.iter().enumerate().any(|(j, other)| {
+                    j != i && {
+                        let theirs = operands(other, !conjunction);
+                        theirs.len() < mine.len() && theirs.iter().all(|t| mine.contains(t))
+                    }
+                })
             });
             if absorbed {
                 kept.remove(i);
@@ -467,7 +470,13 @@ impl FieldPlan {
             }
         }
         // Factoring out what every branch has.
-        if kept.len() > 1 {
+        let shared = kept.len() > 1
+            && kept.first().is_some_and(|first| {
+                operands(first, !conjunction)
+                    .iter()
+                    .any(|c| kept.iter().all(|b| operands(b, !conjunction).contains(c)))
+            });
+        if shared {
             let branches: Vec<Vec<Condition>> = kept.iter().map(inner).collect();
             let common: Vec<Condition> = branches
                 .first()
@@ -501,6 +510,27 @@ impl FieldPlan {
             _ => FieldPlan::When(Condition::Any(kept)),
         }
     }
+}
+
+/// The operands of `c` as an `All` (`conjunction`) or an `Any`: its own if it is one,
+/// else `c` alone.
+fn operands(c: &Condition, conjunction: bool) -> &[Condition] {
+    match c {
+        Condition::All(cs) if conjunction => cs,
+        Condition::Any(cs) if !conjunction => cs,
+        c => std::slice::from_ref(c),
+    }
+}
+
+/// Whether knowing `a` can tell something of `b` ([`FieldPlan::assume`]).
+fn related(a: &Atom, b: &Atom) -> bool {
+    a == b
+        || matches!(
+            (a, b),
+            (Atom::Status(_), Atom::Status(_))
+                | (Atom::Left(..), Atom::HasLeft)
+                | (Atom::HasLeft, Atom::Left(..))
+        )
 }
 
 impl FieldPlan {

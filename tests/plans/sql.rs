@@ -539,7 +539,7 @@ fn the_sql_of_a_plan_splices_in_no_value() {
     let clps: Vec<&String> = any
         .atoms()
         .filter_map(|a| match a {
-            Atom::Clp(ids) => Some(ids),
+            Atom::Clp(ids) => Some(ids.iter()),
             _ => None,
         })
         .flatten()
