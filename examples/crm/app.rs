@@ -13,14 +13,16 @@ use axum::Json;
 use jiff::Timestamp;
 use membergate::audit::{DecisionRecord, DecisionSink, JsonlSink};
 use membergate::meter::VolumeMeter;
+use membergate::plan::FieldPlan;
 use membergate::{
-    Action, Context, FieldDecisions, Member, MemberRef, MemberRequest, PrincipalId, ReloadOutcome,
-    ReloadableEngine, RequestError, Serving,
+    Action, Context, FieldDecisions, Member, MemberRef, MemberRequest, Plan, PrincipalId,
+    ReloadOutcome, ReloadableEngine, RequestError, Serving,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::db;
+use crate::listing::{self, Listing, Scope};
 
 /// The last reload's outcome, for `GET /policy`: the version it left served with its
 /// error, written together so that the two are never read from different reloads.
@@ -58,9 +60,45 @@ pub(crate) struct Params {
     pub(crate) purpose: Option<String>,
     pub(crate) reason: Option<String>,
     pub(crate) clp: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) q: Option<String>,
     pub(crate) after: Option<String>,
     pub(crate) limit: Option<String>,
 }
+
+/// A listing or an export, checked and ready to read pages of.
+pub(crate) struct ListAsk {
+    serving: Arc<Serving>,
+    asked: Asked,
+    principal: PrincipalId,
+    action: Action,
+    /// The request's context, reads not yet counted.
+    ctx: Context,
+    scope: Scope,
+    search: Option<String>,
+    /// The catalogue fields with a column, in catalogue order.
+    fields: Vec<String>,
+}
+
+impl ListAsk {
+    /// The id the request is logged under.
+    pub(crate) fn request_id(&self) -> &str {
+        &self.asked.request_id
+    }
+}
+
+/// A page of a listing.
+struct Page {
+    members: Vec<Value>,
+    /// The rows the query returned: every one was decided and logged.
+    rows_read: usize,
+    next: Option<String>,
+    /// Whether the plan decided every row alone (else the upper bound was read).
+    exact: bool,
+}
+
+/// The rows an export reads per query.
+pub(crate) const EXPORT_PAGE: usize = 1_000;
 
 /// An answer, and the request id it is logged under.
 pub(crate) struct Reply {
@@ -266,9 +304,14 @@ impl App {
             Err(why) => return Err(self.reject(&asked, &serving, StatusCode::UNAUTHORIZED, &why)),
         };
         let bad = |why: &str| self.reject(&asked, &serving, StatusCode::BAD_REQUEST, why);
-        if params.clp.is_some() || params.after.is_some() || params.limit.is_some() {
+        if params.clp.is_some()
+            || params.region.is_some()
+            || params.q.is_some()
+            || params.after.is_some()
+            || params.limit.is_some()
+        {
             return Err(bad(
-                "clp, after and limit are for pages: GET /members?clp=...",
+                "clp, region, q, after and limit are for listings: GET /members?clp=...",
             ));
         }
         let (action, ctx) = self.context(&asked, params).map_err(|why| bad(&why))?;
@@ -490,19 +533,190 @@ impl App {
         }
     }
 
-    pub(crate) fn get_page(&self, headers: &HeaderMap, params: Params) -> Reply {
+    /// What a listing or an export asks, checked: the principal, the action, the scope,
+    /// the search; the rejection (logged) otherwise. `export`: the action is
+    /// `bulk_export`, and a principal the plan allows no field of is refused (403).
+    fn listing(
+        &self,
+        headers: &HeaderMap,
+        params: &Params,
+        export: bool,
+    ) -> Result<ListAsk, Reply> {
         let serving = self.policies.current();
-        let action = params.action.as_deref().unwrap_or("read");
-        let clp = params.clp.clone().unwrap_or_default();
-        let asked = self.asked(headers, action, &format!("clp:{clp}"));
+        let default = if export { "bulk_export" } else { "read" };
+        let action = params.action.as_deref().unwrap_or(default);
+        let what = match (&params.clp, &params.region) {
+            (Some(clp), _) => format!("clp:{clp}"),
+            (None, Some(region)) => format!("region:{region}"),
+            (None, None) if export => "export".to_string(),
+            (None, None) => "members".to_string(),
+        };
+        let asked = self.asked(headers, action, &what);
         let principal = match self.principal(headers, &serving) {
             Ok(p) => p,
-            Err(why) => return self.reject(&asked, &serving, StatusCode::UNAUTHORIZED, &why),
+            Err(why) => return Err(self.reject(&asked, &serving, StatusCode::UNAUTHORIZED, &why)),
         };
         let bad = |why: &str| self.reject(&asked, &serving, StatusCode::BAD_REQUEST, why);
-        if clp.is_empty() {
-            return bad("a page needs clp=ID (GET /members?clp=...)");
+        let (action, ctx) = self.context(&asked, params).map_err(|why| bad(&why))?;
+        if export && action != Action::BulkExport {
+            return Err(bad(&format!(
+                "an export is the action bulk_export, not {action}"
+            )));
         }
+        if !action.discloses() {
+            return Err(bad(&not_disclosing(action)));
+        }
+        if export && (params.after.is_some() || params.limit.is_some()) {
+            return Err(bad(
+                "an export takes no after or limit: it streams every member",
+            ));
+        }
+        let records = serving.directory.records();
+        let scope = match (&params.clp, &params.region) {
+            (Some(_), Some(_)) => return Err(bad("clp and region: ask for one")),
+            (Some(clp), None) => {
+                if !records.clps.contains_key(clp) {
+                    return Err(self.reject(
+                        &asked,
+                        &serving,
+                        StatusCode::NOT_FOUND,
+                        "no such CLP",
+                    ));
+                }
+                Scope::Clps(vec![clp.clone()])
+            }
+            (None, Some(region)) => {
+                if !records.regions.contains_key(region) {
+                    let why = "no such region";
+                    return Err(self.reject(&asked, &serving, StatusCode::NOT_FOUND, why));
+                }
+                let clps = records
+                    .clps
+                    .iter()
+                    .filter(|(_, c)| &c.region == region)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                Scope::Clps(clps)
+            }
+            (None, None) => Scope::All,
+        };
+        // The catalogue's fields the database has a column for, in catalogue order.
+        let fields: Vec<String> = serving
+            .engine
+            .catalogue()
+            .iter()
+            .map(|(_, f)| f.name.clone())
+            .filter(|f| self.pool.fields.contains(f))
+            .collect();
+        let search = match params.q.as_deref() {
+            None => None,
+            Some("") => return Err(bad("q=TEXT searches names: TEXT must not be empty")),
+            Some(q) if q.chars().count() > MAX_ECHO => {
+                return Err(bad(&format!("q is longer than {MAX_ECHO} characters")))
+            }
+            Some(_) if !fields.iter().any(|f| f == "name") => {
+                return Err(bad("this database has no name to search"))
+            }
+            Some(q) => Some(q.to_string()),
+        };
+        Ok(ListAsk {
+            serving,
+            asked,
+            principal,
+            action,
+            ctx,
+            scope,
+            search,
+            fields,
+        })
+    }
+
+    /// The principal's plan now, with the reads counted so far (none added).
+    fn plan(&self, ask: &ListAsk) -> Result<Plan, Reply> {
+        let ctx = self.metered(&ask.principal, ask.ctx.clone(), 0);
+        ask.serving
+            .engine
+            .plan(&ask.serving.directory, &ask.principal, ask.action, &ctx)
+            .map_err(|e| {
+                self.reject(
+                    &ask.asked,
+                    &ask.serving,
+                    StatusCode::BAD_REQUEST,
+                    &e.to_string(),
+                )
+            })
+    }
+
+    /// One page of a listing: the rows the plan may allow, read with only the columns it
+    /// may reveal, each decided by the engine (the i-th with the reads before it) and
+    /// logged before its values leave; the members given a field, with the fields both
+    /// revealed and granted (and, in a search, only those whose name is granted).
+    fn list_page(&self, ask: &ListAsk, after: &str, limit: usize) -> Result<Page, Reply> {
+        let plan = self.plan(ask)?;
+        let listing = Listing {
+            scope: &ask.scope,
+            search: ask.search.as_deref(),
+            after,
+            limit,
+        };
+        let query = listing::query(&plan, &ask.fields, &listing);
+        let rows = db::list(&self.pool.get(), &query, ask.fields.len())
+            .map_err(|e| self.failed(&ask.asked, &e))?;
+        let ctx = self.metered(&ask.principal, ask.ctx.clone(), rows.len());
+        let catalogue = ask.serving.engine.catalogue();
+        let name = catalogue.id("name");
+        let mut members = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            let before = u64::try_from(i).unwrap_or(u64::MAX);
+            let ctx = ctx
+                .clone()
+                .reads_this_hour(ctx.reads_this_hour.saturating_add(before));
+            let member = MemberRef {
+                id: &row.id,
+                attrs: &row.attrs,
+            };
+            let (decided, _) = self.decide(
+                &ask.asked,
+                &ask.serving,
+                &ask.principal,
+                ask.action,
+                member,
+                &ctx,
+            )?;
+            let granted = decided.granted();
+            if granted.is_empty()
+                || (ask.search.is_some() && name.is_none_or(|n| !granted.contains(n)))
+            {
+                continue;
+            }
+            let mut fields = serde_json::Map::new();
+            for (f, value) in ask.fields.iter().zip(&row.values) {
+                let allowed = catalogue.id(f).is_some_and(|id| granted.contains(id));
+                if let (true, Some(v)) = (allowed, value) {
+                    fields.insert(f.clone(), Value::String(v.clone()));
+                }
+            }
+            members.push(json!({ "id": row.id, "fields": fields }));
+        }
+        let next = (rows.len() == limit)
+            .then(|| rows.last().map(|r| r.id.clone()))
+            .flatten();
+        Ok(Page {
+            members,
+            rows_read: rows.len(),
+            next,
+            exact: plan.is_exact(),
+        })
+    }
+
+    /// `GET /members`: a page of the members the principal may see (of a CLP, a region,
+    /// or all), listed through the plan.
+    pub(crate) fn get_page(&self, headers: &HeaderMap, params: Params) -> Reply {
+        let ask = match self.listing(headers, &params, false) {
+            Ok(ask) => ask,
+            Err(reply) => return reply,
+        };
+        let bad = |why: &str| self.reject(&ask.asked, &ask.serving, StatusCode::BAD_REQUEST, why);
         let limit = match params.limit.as_deref().map(str::parse::<usize>) {
             None => 50.min(self.max_page),
             Some(Ok(n)) if (1..=self.max_page).contains(&n) => n,
@@ -513,63 +727,93 @@ impl App {
                 ))
             }
         };
-        let (action, ctx) = match self.context(&asked, &params) {
-            Ok(x) => x,
-            Err(why) => return bad(&why),
-        };
-        if !action.discloses() {
-            return bad(&not_disclosing(action));
-        }
-        if !serving.directory.records().clps.contains_key(&clp) {
-            return self.reject(&asked, &serving, StatusCode::NOT_FOUND, "no such CLP");
-        }
         let after = params.after.as_deref().unwrap_or("");
-        // The page's rows, each with its member's attributes (no field value yet).
-        let rows: Vec<(String, Member)> = match db::page(&self.pool.get(), &clp, after, limit) {
-            Ok(rows) => rows,
-            Err(e) => return self.failed(&asked, &e),
+        let page = match self.list_page(&ask, after, limit) {
+            Ok(page) => page,
+            Err(reply) => return reply,
         };
-        let ctx = self.metered(&principal, ctx, rows.len());
-        // Each member of the page is one more read: the i-th is decided with the reads
-        // before it, so a page that crosses the hourly limit is served up to the limit and
-        // refused past it (one count for the whole page would let it overshoot). So the
-        // page is decided member by member, not as one `PageRequest` with one context.
-        let mut decided = Vec::with_capacity(rows.len());
-        for (i, (id, attrs)) in rows.iter().enumerate() {
-            let before = u64::try_from(i).unwrap_or(u64::MAX);
-            let ctx = ctx
-                .clone()
-                .reads_this_hour(ctx.reads_this_hour.saturating_add(before));
-            let member = MemberRef { id, attrs };
-            match self.decide(&asked, &serving, &principal, action, member, &ctx) {
-                Ok((d, _)) => decided.push(d),
-                Err(reply) => return reply,
+        let mut body = json!({
+            "members": page.members,
+            "next": page.next,
+            "rows_read": page.rows_read,
+            "exact": page.exact,
+            "policy_version": ask.serving.engine.version().as_str(),
+            "request_id": ask.asked.request_id,
+        });
+        for (key, value) in [
+            ("clp", &params.clp),
+            ("region", &params.region),
+            ("q", &params.q),
+        ] {
+            if let Some(v) = value {
+                body[key] = json!(v);
             }
         }
-        let mut members = Vec::new();
-        for ((id, _), d) in rows.iter().zip(&decided) {
-            if d.granted().is_empty() {
-                continue;
-            }
-            match self.fields(&serving, id, d) {
-                Ok(fields) => members.push(json!({ "id": id, "fields": fields })),
-                Err(e) => return self.failed(&asked, &e),
-            }
-        }
-        let next = (rows.len() == limit)
-            .then(|| rows.last().map(|(id, _)| id.clone()))
-            .flatten();
         Reply {
             status: StatusCode::OK,
-            body: json!({
-                "clp": clp,
-                "members": members,
-                "next": next,
-                "policy_version": serving.engine.version().as_str(),
-                "request_id": asked.request_id,
-            }),
-            request_id: asked.request_id,
+            body,
+            request_id: ask.asked.request_id,
         }
+    }
+
+    /// `GET /members/export`: checks the request and the principal's plan (403 if it
+    /// allows no field of any member); the export to run ([`App::export`]) or the reply.
+    pub(crate) fn start_export(
+        &self,
+        headers: &HeaderMap,
+        params: Params,
+    ) -> Result<ListAsk, Reply> {
+        let ask = self.listing(headers, &params, true)?;
+        let plan = self.plan(&ask)?;
+        if *plan.any_field() == FieldPlan::Never {
+            let why = "this principal may not bulk-export any field of any member now";
+            return Err(self.reject(&ask.asked, &ask.serving, StatusCode::FORBIDDEN, why));
+        }
+        Ok(ask)
+    }
+
+    /// Runs an export: pages of [`EXPORT_PAGE`] rows, each listed as a page is, sent as
+    /// JSON lines (one member a line) until the members run out, then a last line
+    /// `{"done": true, "rows_read": N, "members": M}`; on a failure past the first line, a
+    /// last line `{"error": ...}`. Stops when `send` fails (the client left). At most one
+    /// page of rows is held at a time.
+    pub(crate) fn export(&self, ask: &ListAsk, mut send: impl FnMut(Vec<u8>) -> bool) {
+        let (mut after, mut rows_read, mut served) = (String::new(), 0usize, 0usize);
+        loop {
+            let page = match self.list_page(ask, &after, EXPORT_PAGE) {
+                Ok(page) => page,
+                Err(reply) => {
+                    let mut line = reply.body.to_string().into_bytes();
+                    line.push(b'\n');
+                    send(line);
+                    return;
+                }
+            };
+            rows_read += page.rows_read;
+            served += page.members.len();
+            let mut chunk = Vec::new();
+            for m in &page.members {
+                chunk.extend_from_slice(m.to_string().as_bytes());
+                chunk.push(b'\n');
+            }
+            if !chunk.is_empty() && !send(chunk) {
+                return;
+            }
+            match page.next {
+                Some(next) => after = next,
+                None => break,
+            }
+        }
+        let done = json!({
+            "done": true,
+            "rows_read": rows_read,
+            "members": served,
+            "policy_version": ask.serving.engine.version().as_str(),
+            "request_id": ask.asked.request_id,
+        });
+        let mut line = done.to_string().into_bytes();
+        line.push(b'\n');
+        send(line);
     }
 
     /// The action and context the parameters state (reads not yet counted).
@@ -602,7 +846,7 @@ impl App {
         decided: &FieldDecisions<'_>,
     ) -> Result<Value, db::DbError> {
         let names = serving.engine.catalogue().names(decided.granted());
-        let values = db::values(&self.pool.get(), id, &names)?;
+        let values = db::values(&self.pool.get(), &self.pool.fields, id, &names)?;
         Ok(json!(values))
     }
 

@@ -1,16 +1,23 @@
 //! The CRM's SQLite database: the party's records, each member's row, and each member's
-//! field values.
+//! field values. Only this module speaks SQLite: queries built elsewhere (the listing's,
+//! with sea-query) arrive as statements and are rendered and bound here, so that another
+//! backend can be added beside it.
 //!
 //! - `records(kind, id, body)`: the principal side (staff, campaigns, CLPs, call
 //!   sessions, ...) as JSON, `kind` naming its collection of `membergate::Membership`;
 //!   loaded once into the engine's `Directory`.
-//! - `members(id, clp, status, joined, left_at, in_good_standing, consents, opt_outs)`:
-//!   each member's policy-relevant attributes, one column each, read with the member's
-//!   row for every request (a `membergate::Member`). Times are RFC 3339 text, a status
-//!   is its policy spelling (`registered_supporter`), channels are comma-separated
-//!   (`phone,email`, empty for none).
-//! - `member_values(member_id, field, value)`: the field values, one row per field, read
-//!   only for the fields a request was granted.
+//! - `members(id, status, clp, joined_ms, left_ms, in_good_standing, consent_phone,
+//!   consent_email, consent_post, opt_out_phone, opt_out_email, opt_out_post)`: each
+//!   member's policy-relevant attributes in the layout of
+//!   `membergate::plan::sql::MemberColumns::default()`, read with the member's row for
+//!   every request (a `membergate::Member`) and filtered on by a listing's plan. Times are
+//!   INTEGER milliseconds since the epoch (truncated toward the past), a status is its
+//!   policy spelling (`registered_supporter`), standing and channels are 0/1. Indexed by
+//!   `(clp, id)` for a CLP's or a region's listing; the primary key serves the keyset on
+//!   `id`.
+//! - `member_values(member_id, "name", "email", ...)`: the field values, one nullable
+//!   TEXT column per catalogue field (named only from the catalogue, validated and
+//!   quoted), one row per member, so a query selects only the columns it may show.
 //!
 //! Reads go through a few read-only connections ([`Pool`]); writes (an update, an
 //! erasure) through one read-write connection, each in a transaction. The database is in
@@ -23,8 +30,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use jiff::Timestamp;
+use membergate::plan::sql::sea_query::{self, SelectStatement, SqliteQueryBuilder};
 use membergate::{Channel, Member, MemberStatus, Membership};
-use rusqlite::{params, Connection, OpenFlags, Row};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, Connection, OpenFlags, Row};
 
 /// The errors of the database, as text for the operator.
 pub type DbError = String;
@@ -42,31 +51,45 @@ CREATE TABLE records (
 ) WITHOUT ROWID;
 CREATE TABLE members (
   id TEXT PRIMARY KEY,
-  clp TEXT NOT NULL,
   status TEXT NOT NULL CHECK (status IN
     ('member', 'registered_supporter', 'affiliated_supporter', 'former', 'expelled')),
-  joined TEXT NOT NULL,
-  left_at TEXT,
+  clp TEXT NOT NULL,
+  joined_ms INTEGER NOT NULL,
+  left_ms INTEGER,
   in_good_standing INTEGER NOT NULL CHECK (in_good_standing IN (0, 1)),
-  consents TEXT NOT NULL,
-  opt_outs TEXT NOT NULL
+  consent_phone INTEGER NOT NULL CHECK (consent_phone IN (0, 1)),
+  consent_email INTEGER NOT NULL CHECK (consent_email IN (0, 1)),
+  consent_post INTEGER NOT NULL CHECK (consent_post IN (0, 1)),
+  opt_out_phone INTEGER NOT NULL CHECK (opt_out_phone IN (0, 1)),
+  opt_out_email INTEGER NOT NULL CHECK (opt_out_email IN (0, 1)),
+  opt_out_post INTEGER NOT NULL CHECK (opt_out_post IN (0, 1))
 ) WITHOUT ROWID;
 CREATE INDEX members_by_clp ON members (clp, id);
-CREATE TABLE member_values (
-  member_id TEXT NOT NULL REFERENCES members (id),
-  field TEXT NOT NULL,
-  value TEXT NOT NULL,
-  PRIMARY KEY (member_id, field)
-) WITHOUT ROWID;
 ";
 
 /// The columns a `Member` is read from, in the order [`member_of`] expects them (a macro,
 /// so that each statement is one literal, prepared and cached without formatting).
 macro_rules! member_columns {
     () => {
-        "status, clp, joined, left_at, in_good_standing, consents, opt_outs"
+        "status, clp, joined_ms, left_ms, in_good_standing, consent_phone, consent_email, \
+         consent_post, opt_out_phone, opt_out_email, opt_out_post"
     };
 }
+
+/// The columns of [`member_columns!`], for queries built with sea-query.
+pub const MEMBER_COLUMNS: [&str; 11] = [
+    "status",
+    "clp",
+    "joined_ms",
+    "left_ms",
+    "in_good_standing",
+    "consent_phone",
+    "consent_email",
+    "consent_post",
+    "opt_out_phone",
+    "opt_out_email",
+    "opt_out_post",
+];
 
 const CHANNELS: [Channel; 3] = [Channel::Phone, Channel::Email, Channel::Post];
 
@@ -80,17 +103,38 @@ fn status(name: &str) -> Option<MemberStatus> {
     MemberStatus::ALL.into_iter().find(|s| s.as_str() == name)
 }
 
-fn channels_text(channels: &[Channel]) -> String {
-    channels
-        .iter()
-        .map(|c| c.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
+/// 0/1 per channel, phone, email, post.
+fn flags(channels: &[Channel]) -> [bool; 3] {
+    CHANNELS.map(|c| channels.contains(&c))
 }
 
-/// Creates the database at `path` and fills it with `membership`, in one transaction:
-/// a crash leaves no half-seeded database (the file is written beside and renamed).
-pub fn create(path: &Path, membership: &Membership) -> Result<(), DbError> {
+/// A time as the database keeps it: milliseconds since the epoch, truncated toward the
+/// past (as membergate compares them).
+pub fn millis(t: Timestamp) -> i64 {
+    t.as_second() * 1000 + i64::from(t.subsec_nanosecond().div_euclid(1_000_000))
+}
+
+/// A catalogue field's name as a column of `member_values`, quoted; an error for a name
+/// that is not a plain identifier (the catalogue's names are `snake_case`).
+pub fn field_column(name: &str) -> Result<String, DbError> {
+    let plain = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !plain || name == "member_id" {
+        return Err(format!("the field `{name}` cannot be a column"));
+    }
+    Ok(format!("\"{name}\""))
+}
+
+/// Creates the database at `path` and fills it with `membership`, `member_values` with
+/// a column per field of `fields` (the catalogue's names), in one transaction: a crash
+/// leaves no half-seeded database (the file is written beside and renamed).
+pub fn create(path: &Path, membership: &Membership, fields: &[&str]) -> Result<(), DbError> {
+    let columns = fields
+        .iter()
+        .map(|f| field_column(f))
+        .collect::<Result<Vec<_>, _>>()?;
     let partial = path.with_extension("seeding");
     let _ = std::fs::remove_file(&partial);
     let mut conn = Connection::open(&partial).map_err(sql)?;
@@ -98,6 +142,14 @@ pub fn create(path: &Path, membership: &Membership) -> Result<(), DbError> {
         .map_err(sql)?;
     let tx = conn.transaction().map_err(sql)?;
     tx.execute_batch(SCHEMA).map_err(sql)?;
+    let values_table = format!(
+        "CREATE TABLE member_values (\n  member_id TEXT PRIMARY KEY REFERENCES members (id){}\n) WITHOUT ROWID;",
+        columns
+            .iter()
+            .map(|c| format!(",\n  {c} TEXT"))
+            .collect::<String>()
+    );
+    tx.execute_batch(&values_table).map_err(sql)?;
     {
         let mut principal_side = membership.clone();
         principal_side.members.clear();
@@ -119,28 +171,43 @@ pub fn create(path: &Path, membership: &Membership) -> Result<(), DbError> {
             .prepare(concat!(
                 "INSERT INTO members (id, ",
                 member_columns!(),
-                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
             ))
             .map_err(sql)?;
-        let mut value = tx
-            .prepare("INSERT INTO member_values (member_id, field, value) VALUES (?1, ?2, ?3)")
-            .map_err(sql)?;
+        let insert_values = format!(
+            "INSERT INTO member_values (member_id{}) VALUES (?1{})",
+            columns.iter().map(|c| format!(", {c}")).collect::<String>(),
+            (2..=columns.len() + 1)
+                .map(|i| format!(", ?{i}"))
+                .collect::<String>()
+        );
+        let mut value = tx.prepare(&insert_values).map_err(sql)?;
         for (id, m) in &membership.members {
+            let [cp, ce, cpost] = flags(&m.consents);
+            let [op, oe, opost] = flags(&m.opt_outs);
             member
                 .execute(params![
                     id,
                     m.status.as_str(),
                     m.clp,
-                    m.joined.to_string(),
-                    m.left.map(|t| t.to_string()),
+                    millis(m.joined),
+                    m.left.map(millis),
                     m.in_good_standing,
-                    channels_text(&m.consents),
-                    channels_text(&m.opt_outs),
+                    cp,
+                    ce,
+                    cpost,
+                    op,
+                    oe,
+                    opost,
                 ])
                 .map_err(sql)?;
-            for (field, v) in membership.values.get(id).into_iter().flatten() {
-                value.execute(params![id, field, v]).map_err(sql)?;
-            }
+            let values = membership.values.get(id);
+            let row = std::iter::once(SqlValue::Text(id.clone())).chain(fields.iter().map(|f| {
+                values
+                    .and_then(|v| v.get(*f))
+                    .map_or(SqlValue::Null, |v| SqlValue::Text(v.clone()))
+            }));
+            value.execute(params_from_iter(row)).map_err(sql)?;
         }
     }
     tx.commit().map_err(sql)?;
@@ -185,28 +252,51 @@ pub fn member_count(conn: &Connection) -> Result<i64, DbError> {
 
 /// The member attributes of a row whose `member_columns!()` start at column `at`.
 fn member_of(id: &str, row: &Row<'_>, at: usize) -> Result<Member, DbError> {
-    let text = |i: usize| -> Result<String, DbError> { row.get(at + i).map_err(sql) };
-    let bad = |what: &str, value: &str| format!("member {id}: {what} `{value}` is not valid");
-    let time = |what: &str, value: &str| -> Result<Timestamp, DbError> {
-        value.parse().map_err(|_| bad(what, value))
+    let bad = |what: &str, value: &dyn std::fmt::Debug| {
+        format!("member {id}: {what} `{value:?}` is not valid")
     };
-    let channels = |what: &str, value: &str| -> Result<Vec<Channel>, DbError> {
-        value
-            .split(',')
-            .filter(|c| !c.is_empty())
-            .map(|c| channel(c).ok_or_else(|| bad(what, value)))
-            .collect()
+    let value = |i: usize| -> Result<SqlValue, DbError> { row.get(at + i).map_err(sql) };
+    let text = |i: usize, what: &str| -> Result<String, DbError> {
+        match value(i)? {
+            SqlValue::Text(t) => Ok(t),
+            v => Err(bad(what, &v)),
+        }
     };
-    let spelt = text(0)?;
-    let left: Option<String> = row.get(at + 3).map_err(sql)?;
+    let time = |i: usize, what: &str| -> Result<Option<Timestamp>, DbError> {
+        match value(i)? {
+            SqlValue::Null => Ok(None),
+            SqlValue::Integer(ms) => Timestamp::from_millisecond(ms)
+                .map(Some)
+                .map_err(|_| bad(what, &ms)),
+            SqlValue::Text(t) => Err(format!("member {id}: {what} `{t}` is not valid")),
+            v => Err(bad(what, &v)),
+        }
+    };
+    let flag = |i: usize, what: &str| -> Result<bool, DbError> {
+        match value(i)? {
+            SqlValue::Integer(0) => Ok(false),
+            SqlValue::Integer(1) => Ok(true),
+            v => Err(bad(what, &v)),
+        }
+    };
+    let channels = |from: usize, what: &str| -> Result<Vec<Channel>, DbError> {
+        let mut out = Vec::new();
+        for (i, c) in CHANNELS.into_iter().enumerate() {
+            if flag(from + i, what)? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    };
+    let spelt = text(0, "status")?;
     Ok(Member {
         status: status(&spelt).ok_or_else(|| bad("status", &spelt))?,
-        clp: text(1)?,
-        joined: time("joined", &text(2)?)?,
-        left: left.map(|l| time("left_at", &l)).transpose()?,
-        in_good_standing: row.get(at + 4).map_err(sql)?,
-        consents: channels("consents", &text(5)?)?,
-        opt_outs: channels("opt_outs", &text(6)?)?,
+        clp: text(1, "clp")?,
+        joined: time(2, "joined_ms")?.ok_or_else(|| bad("joined_ms", &"NULL"))?,
+        left: time(3, "left_ms")?,
+        in_good_standing: flag(4, "in_good_standing")?,
+        consents: channels(5, "consents")?,
+        opt_outs: channels(8, "opt_outs")?,
     })
 }
 
@@ -227,28 +317,59 @@ pub fn member(conn: &Connection, id: &str) -> Result<Option<Member>, DbError> {
         .transpose()
 }
 
-/// The members of a CLP after `after`, in id order, at most `limit`, each with its
-/// attributes.
-pub fn page(
+/// A row of a listing: the member's id, attributes, and the values its query revealed
+/// (`None`: hidden by the plan, or no value).
+pub struct Listed {
+    pub id: String,
+    pub attrs: Member,
+    pub values: Vec<Option<String>>,
+}
+
+/// A `sea_query::Value` bound as SQLite's (rusqlite has no binder for sea-query's values).
+fn bound(v: sea_query::Value) -> Result<SqlValue, DbError> {
+    use sea_query::Value as V;
+    let int = |i: Option<i64>| i.map_or(SqlValue::Null, SqlValue::Integer);
+    Ok(match v {
+        V::Bool(b) => int(b.map(i64::from)),
+        V::TinyInt(i) => int(i.map(i64::from)),
+        V::SmallInt(i) => int(i.map(i64::from)),
+        V::Int(i) => int(i.map(i64::from)),
+        V::BigInt(i) => int(i),
+        V::TinyUnsigned(i) => int(i.map(i64::from)),
+        V::SmallUnsigned(i) => int(i.map(i64::from)),
+        V::Unsigned(i) => int(i.map(i64::from)),
+        V::BigUnsigned(None) => SqlValue::Null,
+        V::BigUnsigned(Some(u)) => SqlValue::Integer(
+            i64::try_from(u).map_err(|_| format!("the value {u} does not fit SQLite"))?,
+        ),
+        V::String(s) => s.map_or(SqlValue::Null, SqlValue::Text),
+        other => return Err(format!("a value SQLite is not given here: {other:?}")),
+    })
+}
+
+/// Runs a listing's query: its columns must be `id`, the [`MEMBER_COLUMNS`], then
+/// `fields` text columns. Returns its rows, in the query's order.
+pub fn list(
     conn: &Connection,
-    clp: &str,
-    after: &str,
-    limit: usize,
-) -> Result<Vec<(String, Member)>, DbError> {
-    let mut stmt = conn
-        .prepare_cached(concat!(
-            "SELECT id, ",
-            member_columns!(),
-            " FROM members WHERE clp = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
-        ))
-        .map_err(sql)?;
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut rows = stmt.query(params![clp, after, limit]).map_err(sql)?;
+    query: &SelectStatement,
+    fields: usize,
+) -> Result<Vec<Listed>, DbError> {
+    let (text, values) = query.build(SqliteQueryBuilder);
+    let values = values
+        .into_iter()
+        .map(bound)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stmt = conn.prepare_cached(&text).map_err(sql)?;
+    let mut rows = stmt.query(params_from_iter(values)).map_err(sql)?;
+    let first = 1 + MEMBER_COLUMNS.len();
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(sql)? {
         let id: String = row.get(0).map_err(sql)?;
         let attrs = member_of(&id, row, 1)?;
-        out.push((id, attrs));
+        let values = (first..first + fields)
+            .map(|i| row.get::<_, Option<String>>(i).map_err(sql))
+            .collect::<Result<_, _>>()?;
+        out.push(Listed { id, attrs, values });
     }
     Ok(out)
 }
@@ -259,6 +380,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 /// A few read-only connections, handed out in turn (a connection serves one request at a
 /// time), and the one connection that writes.
 pub struct Pool {
+    /// The fields `member_values` has a column for, by name.
+    pub fields: Vec<String>,
     conns: Vec<Mutex<Connection>>,
     next: AtomicUsize,
     writer: Mutex<Connection>,
@@ -289,7 +412,9 @@ impl Pool {
                 Ok(Mutex::new(conn))
             })
             .collect::<Result<_, DbError>>()?;
+        let fields = value_columns(&writer)?;
         Ok(Pool {
+            fields,
             conns,
             next: AtomicUsize::new(0),
             writer: Mutex::new(writer),
@@ -322,22 +447,52 @@ impl Pool {
     }
 }
 
-/// The values of `member`'s fields among `fields` (names), by field name.
+/// The field columns of `member_values` (every column but `member_id`).
+fn value_columns(conn: &Connection) -> Result<Vec<String>, DbError> {
+    let mut stmt = conn
+        .prepare("SELECT name FROM pragma_table_info('member_values') ORDER BY cid")
+        .map_err(sql)?;
+    let names = stmt
+        .query_map([], |row| row.get::<_, String>(0))
+        .map_err(sql)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(sql)?;
+    Ok(names.into_iter().filter(|n| n != "member_id").collect())
+}
+
+/// The values of `member`'s fields among `fields` (names), by field name: only their
+/// columns are selected. A field the table has no column for has no value.
 pub fn values(
     conn: &Connection,
+    known: &[String],
     member: &str,
     fields: &[&str],
 ) -> Result<BTreeMap<String, String>, DbError> {
+    let wanted: Vec<&str> = fields
+        .iter()
+        .copied()
+        .filter(|f| known.iter().any(|k| k == f))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let columns = wanted
+        .iter()
+        .map(|f| field_column(f))
+        .collect::<Result<Vec<_>, _>>()?
+        .join(", ");
     let mut stmt = conn
-        .prepare_cached("SELECT field, value FROM member_values WHERE member_id = ?1")
+        .prepare_cached(&format!(
+            "SELECT {columns} FROM member_values WHERE member_id = ?1"
+        ))
         .map_err(sql)?;
     let mut rows = stmt.query([member]).map_err(sql)?;
     let mut out = BTreeMap::new();
-    while let Some(row) = rows.next().map_err(sql)? {
-        let field: String = row.get(0).map_err(sql)?;
-        // Only the granted fields leave this function: the others are never copied out.
-        if fields.contains(&field.as_str()) {
-            out.insert(field, row.get(1).map_err(sql)?);
+    if let Some(row) = rows.next().map_err(sql)? {
+        for (i, f) in wanted.iter().enumerate() {
+            if let Some(v) = row.get::<_, Option<String>>(i).map_err(sql)? {
+                out.insert((*f).to_string(), v);
+            }
         }
     }
     Ok(out)
@@ -406,25 +561,48 @@ pub fn update(
     if !exists {
         return Ok(false);
     }
+    tx.execute(
+        "INSERT INTO member_values (member_id) VALUES (?1) ON CONFLICT (member_id) DO NOTHING",
+        [id],
+    )
+    .map_err(sql)?;
     for (field, value) in values {
+        // The column is a catalogue field's name (the caller checked it), validated and
+        // quoted: never a request's text as such.
+        let column = field_column(field)?;
         tx.execute(
-            "INSERT INTO member_values (member_id, field, value) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (member_id, field) DO UPDATE SET value = excluded.value",
-            params![id, field, value],
+            &format!("UPDATE member_values SET {column} = ?1 WHERE member_id = ?2"),
+            params![value, id],
         )
         .map_err(sql)?;
-        let (column, text) = match mirrored(field, value)? {
-            None => continue,
-            Some(Mirrored::Status(s)) => ("status", s.as_str().to_string()),
-            Some(Mirrored::Consents(c)) => ("consents", channels_text(&c)),
-            Some(Mirrored::OptOuts(c)) => ("opt_outs", channels_text(&c)),
-        };
-        // `column` is one of three literals above, never a request's text.
-        tx.execute(
-            &format!("UPDATE members SET {column} = ?1 WHERE id = ?2"),
-            params![text, id],
-        )
-        .map_err(sql)?;
+        match mirrored(field, value)? {
+            None => {}
+            Some(Mirrored::Status(s)) => {
+                tx.execute(
+                    "UPDATE members SET status = ?1 WHERE id = ?2",
+                    params![s.as_str(), id],
+                )
+                .map_err(sql)?;
+            }
+            Some(Mirrored::Consents(c)) => {
+                let [p, e, post] = flags(&c);
+                tx.execute(
+                    "UPDATE members SET consent_phone = ?1, consent_email = ?2, \
+                     consent_post = ?3 WHERE id = ?4",
+                    params![p, e, post, id],
+                )
+                .map_err(sql)?;
+            }
+            Some(Mirrored::OptOuts(c)) => {
+                let [p, e, post] = flags(&c);
+                tx.execute(
+                    "UPDATE members SET opt_out_phone = ?1, opt_out_email = ?2, \
+                     opt_out_post = ?3 WHERE id = ?4",
+                    params![p, e, post, id],
+                )
+                .map_err(sql)?;
+            }
+        }
     }
     tx.commit().map_err(sql)?;
     Ok(true)

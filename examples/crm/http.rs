@@ -25,6 +25,7 @@ pub(crate) fn router(app: &Arc<App>) -> Router {
     Router::new()
         .route("/members/{id}", get(member).patch(member).delete(member))
         .route("/members", get(page))
+        .route("/members/export", get(export))
         .route("/policy", get(policy))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
@@ -97,6 +98,54 @@ pub(crate) async fn page(
         Err(e) => app.refuse_unread(&headers, StatusCode::BAD_REQUEST, &e.body_text()),
     })
     .await
+}
+
+/// `GET /members/export`: checked on the blocking pool (the principal, the plan: 403 if
+/// it allows nothing), then streamed: the export runs on the blocking pool, page by page,
+/// each page's JSON lines sent through a small channel (a slow client holds back the
+/// reading of further pages, so at most a few pages are held at once).
+pub(crate) async fn export(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    params: Result<Query<Params>, QueryRejection>,
+) -> Response {
+    let started = {
+        let app = Arc::clone(&app);
+        tokio::task::spawn_blocking(move || match params {
+            Ok(Query(params)) => app.start_export(&headers, params),
+            Err(e) => Err(app.refuse_unread(&headers, StatusCode::BAD_REQUEST, &e.body_text())),
+        })
+        .await
+    };
+    let ask = match started {
+        Ok(Ok(ask)) => ask,
+        Ok(Err(reply)) => return reply.into_response(),
+        Err(e) => {
+            eprintln!("crm: an export failed: {e}");
+            let body = Json(json!({ "error": "the request failed" }));
+            return (StatusCode::INTERNAL_SERVER_ERROR, body).into_response();
+        }
+    };
+    let request_id = ask.request_id().to_string();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+    tokio::task::spawn_blocking(move || {
+        app.export(&ask, |chunk| tx.blocking_send(chunk).is_ok());
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, std::convert::Infallible>(Bytes::from(chunk)), rx))
+    });
+    let mut response = Response::new(axum::body::Body::from_stream(stream));
+    let h = response.headers_mut();
+    h.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/x-ndjson"),
+    );
+    if let Ok(v) = axum::http::HeaderValue::from_str(&request_id) {
+        h.insert("x-request-id", v);
+    }
+    response
 }
 
 pub(crate) async fn policy(State(app): State<Arc<App>>) -> Json<Value> {

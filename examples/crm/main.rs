@@ -60,6 +60,7 @@
 mod app;
 mod db;
 mod http;
+mod listing;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -150,7 +151,14 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
 fn start(args: &Args) -> Result<App, String> {
     if !args.db.exists() {
         let membership = sample::bundled();
-        db::create(&args.db, &membership)?;
+        // A column of `member_values` per field of the policies' catalogue.
+        let engine = membergate::Engine::from_dir(&args.policies).map_err(|e| e.to_string())?;
+        let fields: Vec<&str> = engine
+            .catalogue()
+            .iter()
+            .map(|(_, f)| f.name.as_str())
+            .collect();
+        db::create(&args.db, &membership, &fields)?;
         println!(
             "crm: created {} with the bundled sample ({} members)",
             args.db.display(),
