@@ -311,7 +311,7 @@ impl App {
             || params.limit.is_some()
         {
             return Err(bad(
-                "clp, region, q, after and limit are for listings: GET /members?clp=...",
+                "clp, region, q, after and limit are for pages of a listing: GET /members?...",
             ));
         }
         let (action, ctx) = self.context(&asked, params).map_err(|why| bad(&why))?;
