@@ -5,12 +5,25 @@
 //! curl -H 'X-Principal: Staff::"s-membership"' http://127.0.0.1:8080/members/m-00001
 //! curl -H 'X-Principal: CampaignStaff::"cs-a-staff"' \
 //!   'http://127.0.0.1:8080/members?clp=clp-001&election=leader-2020&limit=20'
+//! curl -H 'X-Principal: Staff::"s-export"' http://127.0.0.1:8080/members/export
 //! ```
 //!
 //! - `GET /members/{id}`: the member's permitted fields and nothing else.
-//! - `GET /members?clp=ID[&after=ID][&limit=N]`: a page of a CLP's members in id order, each
-//!   with its permitted fields (members with none are left out); `next` continues it.
-//! - Both take `action` (default `read`; only an action that shows values:
+//! - `GET /members[?clp=ID|region=ID][&q=TEXT][&after=ID][&limit=N]`: a page of the
+//!   members the principal may see (of a CLP, of a region's CLPs, or all) in id order,
+//!   each with its permitted fields (members with none are left out); `next` continues
+//!   it. Listed through the principal's plan (`Engine::plan`, `listing.rs`): one keyset
+//!   query (sea-query) selects only members the plan may allow any field of, and of each
+//!   only the columns the plan may reveal; every row read is then decided by the engine
+//!   and logged, and a field is served only if revealed and granted. `q` searches names
+//!   (case-insensitive substring, `%`/`_` literal) only where `name` may be seen.
+//!   `rows_read` in the body: the rows the query returned (each logged); `exact`: the
+//!   plan decided every row alone.
+//! - `GET /members/export`: `bulk_export` (the default and only action) of every member
+//!   the plan allows, streamed as JSON lines, 1,000 rows a query, each decided and logged
+//!   as in a page; a last line `{"done": true, "rows_read": N, "members": M, ...}` (or
+//!   `{"error": ...}` on a failure midway). 403 if the plan allows no field at all.
+//! - They take `action` (default `read`; only an action that shows values:
 //!   `Action::discloses`, so read, export or bulk_export), `election`, `session`,
 //!   `purpose` and `reason`, which become the request's context; any other parameter is
 //!   refused.
@@ -29,6 +42,10 @@
 //! this example trusts it. A real deployment takes the principal from its own
 //! authentication (a session or a verified token), never from a header the client sets.
 //!
+//! The database (`db.rs`): `members` in `membergate::plan::sql::MemberColumns`'
+//! default layout (times in ms since the epoch, 0/1 flags; indexed by `(clp, id)`), and
+//! `member_values` with one TEXT column per catalogue field.
+//!
 //! Each request: the principal must be one the CRM knows (else 401, no member data); each
 //! member's row is read from SQLite with its policy-relevant attributes (status, CLP,
 //! joined, left, good standing, consents, opt-outs: a `membergate::Member`), which go with
@@ -38,7 +55,8 @@
 //! hourly limit is served up to the limit and no further); the compiled path decides every
 //! field of every member with the policies that decided; each decision, and each request
 //! rejected before a decision, is appended to the hash-chained decision log *before* any
-//! field value is read from the database. If the log cannot take the record (disk full),
+//! field value is read from the database (a listing's query brings the values its plan
+//! reveals with the rows, but none leaves before its member's record is logged). If the log cannot take the record (disk full),
 //! the answer is 503 and no member data. The policy directory is re-read every
 //! `--reload-ms`; a version that does not load, or that the directory's records do not
 //! fit, is refused and the old one kept serving (see `GET /policy`). This work blocks (the
