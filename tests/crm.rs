@@ -2418,10 +2418,12 @@ fn policies_reload_live_and_a_vanished_or_broken_directory_keeps_the_old_set() {
     assert!(log[0].granted.is_empty());
     assert!(log[0].policies.iter().any(|p| p == "freeze"), "{log:?}");
     assert_ne!(log[0].version, v1);
-    assert!(crm
-        .stdout_lines()
-        .iter()
-        .any(|l| l.contains("now serving policies")));
+    // The line is read from the process's stdout by another thread: wait for it.
+    wait_for("the reload's line on stdout", || {
+        crm.stdout_lines()
+            .iter()
+            .any(|l| l.contains("now serving policies"))
+    });
 }
 
 #[test]
