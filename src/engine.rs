@@ -73,6 +73,8 @@ pub struct Engine {
     index: Arc<Index>,
     authorizer: Authorizer,
     field_uids: Vec<EntityUid>,
+    /// The catalogue's field names in order, shared by every [`Plan`].
+    field_names: Arc<[String]>,
     /// Each policy alone, sorted by id.
     singles: Vec<SinglePolicy>,
 }
@@ -128,11 +130,17 @@ impl Engine {
             dir: dir.as_ref().to_path_buf(),
             message,
         })?;
+        let field_names = bundle
+            .catalogue
+            .iter()
+            .map(|(_, f)| f.name.clone())
+            .collect();
         Ok(Engine {
             bundle,
             index: Arc::new(index),
             authorizer: Authorizer::new(),
             field_uids,
+            field_names,
             singles,
         })
     }
@@ -437,7 +445,7 @@ impl Engine {
         self.check_directory(directory)?;
         let (puid, rules) = directory.principal_rules(principal, action)?;
         let uids = directory.context_uids(context)?;
-        let plans = if self.index.complete() {
+        let (distinct, slots) = if self.index.complete() {
             let asked = self.index.asked(
                 directory.store(),
                 (puid, principal.kind),
@@ -459,24 +467,14 @@ impl Engine {
                 part: 0,
                 holds: true,
             });
-            vec![p; self.catalogue().len()]
+            (vec![p], vec![0; self.catalogue().len()])
         };
-        let mut distinct: Vec<&FieldPlan> = Vec::new();
-        for p in &plans {
-            if !distinct.contains(&p) {
-                distinct.push(p);
-            }
-        }
-        let any = FieldPlan::any(distinct.into_iter().cloned());
-        let fields = self
-            .catalogue()
-            .iter()
-            .map(|(_, f)| f.name.clone())
-            .zip(plans)
-            .collect();
+        let any = FieldPlan::any(distinct.iter().cloned());
         Ok(Plan {
             action,
-            fields,
+            names: self.field_names.clone(),
+            distinct,
+            slots,
             any,
         })
     }

@@ -80,9 +80,10 @@ impl<'p, 'a> Planner<'p, 'a> {
         }
     }
 
-    /// The plan of every catalogue field, in order. Fields on which every constant
-    /// check of every policy is the same are planned once.
-    pub(crate) fn fields(&self) -> Vec<FieldPlan> {
+    /// The distinct plans of the catalogue's fields, and each field's place among them.
+    /// Fields on which every constant check of every policy is the same are planned
+    /// once.
+    pub(crate) fn fields(&self) -> (Vec<FieldPlan>, Vec<usize>) {
         let index = self.asked.index;
         let rules = self.rules();
         let mut masks: Vec<(u64, u64)> = Vec::new();
@@ -99,8 +100,10 @@ impl<'p, 'a> Planner<'p, 'a> {
                 .map(|(t, f)| u8::from(t & bit != 0) | u8::from(f & bit != 0) << 1)
                 .collect()
         };
-        let mut planned: Vec<(Vec<u8>, FieldPlan)> = Vec::new();
-        let mut out = Vec::with_capacity(index.field_uids.len());
+        // Per distinct plan, the signature it was planned for.
+        let mut seen: Vec<Vec<u8>> = Vec::new();
+        let mut distinct: Vec<FieldPlan> = Vec::new();
+        let mut slots = Vec::with_capacity(index.field_uids.len());
         for (i, uid) in index.field_uids.iter().enumerate() {
             let bit = 1u64 << i;
             let sig = if per_field {
@@ -109,16 +112,23 @@ impl<'p, 'a> Planner<'p, 'a> {
                 signature(bit)
             };
             if !per_field {
-                if let Some((_, p)) = planned.iter().find(|(s, _)| *s == sig) {
-                    out.push(p.clone());
+                if let Some(at) = seen.iter().position(|s| *s == sig) {
+                    slots.push(at);
                     continue;
                 }
             }
             let p = self.field(&rules, (bit, *uid));
-            planned.push((sig, p.clone()));
-            out.push(p);
+            // Two signatures can still give the same plan.
+            match distinct.iter().position(|d| *d == p) {
+                Some(at) if per_field => slots.push(at),
+                _ => {
+                    seen.push(sig);
+                    distinct.push(p);
+                    slots.push(distinct.len() - 1);
+                }
+            }
         }
-        out
+        (distinct, slots)
     }
 
     /// The policies that can apply: the principal's, then those scoped on a member or

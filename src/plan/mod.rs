@@ -21,6 +21,7 @@ mod condition;
 pub mod sql;
 
 use std::fmt;
+use std::sync::Arc;
 
 pub use condition::{Atom, Comparison, Condition, FieldPlan};
 
@@ -32,8 +33,12 @@ use crate::FieldSet;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub(crate) action: Action,
-    /// Per catalogue field, in catalogue order: its name and plan.
-    pub(crate) fields: Vec<(String, FieldPlan)>,
+    /// The catalogue's field names, in catalogue order.
+    pub(crate) names: Arc<[String]>,
+    /// The distinct plans of the fields (fields often share one).
+    pub(crate) distinct: Vec<FieldPlan>,
+    /// Per catalogue field, its plan's place in `distinct`.
+    pub(crate) slots: Vec<usize>,
     /// At least one field.
     pub(crate) any: FieldPlan,
 }
@@ -46,12 +51,15 @@ impl Plan {
 
     /// The plan of the catalogue field `name`.
     pub fn field(&self, name: &str) -> Option<&FieldPlan> {
-        self.fields.iter().find(|(n, _)| n == name).map(|(_, p)| p)
+        self.fields().find(|(n, _)| *n == name).map(|(_, p)| p)
     }
 
     /// Each catalogue field's name and plan, in catalogue order.
     pub fn fields(&self) -> impl Iterator<Item = (&str, &FieldPlan)> {
-        self.fields.iter().map(|(n, p)| (n.as_str(), p))
+        self.names
+            .iter()
+            .zip(&self.slots)
+            .filter_map(|(n, slot)| self.distinct.get(*slot).map(|p| (n.as_str(), p)))
     }
 
     /// The members on which at least one field is allowed: the members a listing shows.
@@ -61,16 +69,18 @@ impl Plan {
 
     /// Whether every member is decided by the plan alone (no [`Atom::PerMember`] part).
     pub fn is_exact(&self) -> bool {
-        !self.any.per_member() && self.fields.iter().all(|(_, p)| !p.per_member())
+        !self.any.per_member() && self.distinct.iter().all(|p| !p.per_member())
     }
 
     /// The fields allowed on the member `id`, as the engine's
     /// [`permitted_fields`](crate::Engine::permitted_fields) gives them: `None` if a
     /// field needs a decision on the member.
     pub fn permitted_fields(&self, id: &str, member: &Member) -> Option<FieldSet> {
+        let answers: Vec<Option<bool>> =
+            self.distinct.iter().map(|p| p.holds(id, member)).collect();
         let mut bits = 0u64;
-        for (i, (_, p)) in self.fields.iter().enumerate() {
-            if p.holds(id, member)? {
+        for (i, slot) in self.slots.iter().enumerate() {
+            if (*answers.get(*slot)?)? {
                 bits |= 1u64.checked_shl(u32::try_from(i).ok()?)?;
             }
         }
@@ -81,7 +91,7 @@ impl Plan {
 impl fmt::Display for Plan {
     /// One line per field, then the listing's: `name: condition`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (name, p) in &self.fields {
+        for (name, p) in self.fields() {
             writeln!(f, "{name}: {p}")?;
         }
         write!(f, "any field: {}", self.any)
