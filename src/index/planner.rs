@@ -174,7 +174,7 @@ impl<'p, 'a> Planner<'p, 'a> {
                 if holds == FieldPlan::Never {
                     break;
                 }
-                holds = holds.and(self.check(&c.check, on, *i).0);
+                holds = holds.and(self.evaluates_to(&c.check, true, on, *i));
             }
             if rule.forbid {
                 forbids.push(holds);
@@ -187,38 +187,52 @@ impl<'p, 'a> Planner<'p, 'a> {
 
     /// Where `c` is true and where false, on the field `(bit, uid)`, for policy `i`.
     fn check(&self, c: &Check, on: (u64, u32), i: u32) -> Tf {
+        (
+            self.evaluates_to(c, true, on, i),
+            self.evaluates_to(c, false, on, i),
+        )
+    }
+
+    /// Where `c` evaluates to `want` (only that side is built).
+    fn evaluates_to(&self, c: &Check, want: bool, on: (u64, u32), i: u32) -> FieldPlan {
+        let side = |x: &Check, w: bool| self.evaluates_to(x, w, on, i);
         match c {
-            Check::Const(t, f) => known((t & on.0 != 0, f & on.0 != 0)),
-            Check::Leaf(l) => self.leaf(l, on, i),
-            Check::Not(a) => {
-                let (t, f) = self.check(a, on, i);
-                (f, t)
-            }
-            Check::And(a, b) => {
-                let (ta, fa) = self.check(a, on, i);
-                if ta == FieldPlan::Never {
-                    return (FieldPlan::Never, fa);
+            Check::Const(t, f) => FieldPlan::constant(if want { t } else { f } & on.0 != 0),
+            Check::Leaf(l) => {
+                let (t, f) = self.leaf(l, on, i);
+                if want {
+                    t
+                } else {
+                    f
                 }
-                let (tb, fb) = self.check(b, on, i);
-                (ta.clone().and(tb), fa.or(ta.and(fb)))
             }
-            Check::Or(a, b) => {
-                let (ta, fa) = self.check(a, on, i);
-                if fa == FieldPlan::Never {
-                    return (ta, FieldPlan::Never);
+            Check::Not(a) => side(a, !want),
+            // `a && b` is true where both are, false where `a` is or where `a` is true
+            // and `b` false; `a || b` the other way round.
+            Check::And(a, b) | Check::Or(a, b) => {
+                // The value that decides alone (false for `&&`), and whether it is wanted.
+                let stop = matches!(c, Check::Or(..));
+                if want == stop {
+                    let first = side(a, stop);
+                    if first == FieldPlan::Always {
+                        return first;
+                    }
+                    let go_on = side(a, !stop);
+                    if go_on == FieldPlan::Never {
+                        return first;
+                    }
+                    first.or(go_on.and(side(b, stop)))
+                } else {
+                    let first = side(a, !stop);
+                    if first == FieldPlan::Never {
+                        return first;
+                    }
+                    first.and(side(b, !stop))
                 }
-                let (tb, fb) = self.check(b, on, i);
-                (ta.or(fa.clone().and(tb)), fa.and(fb))
             }
-            Check::If(c, t, e) => {
-                let (tc, fc) = self.check(c, on, i);
-                let (tt, ft) = self.check(t, on, i);
-                let (te, fe) = self.check(e, on, i);
-                (
-                    tc.clone().and(tt).or(fc.clone().and(te)),
-                    tc.and(ft).or(fc.and(fe)),
-                )
-            }
+            Check::If(x, t, e) => side(x, true)
+                .and(side(t, want))
+                .or(side(x, false).and(side(e, want))),
         }
     }
 
