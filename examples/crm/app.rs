@@ -1,6 +1,6 @@
 //! The CRM's answers: who asks (the principal, the parameters), the member's row, the
 //! meter, the decision and its record in the log, and only then the values or the write.
-//! Everything here blocks (SQLite, the log); `http` runs it on tokio's blocking pool.
+//! Everything here blocks (the database, the log); `http` runs it on tokio's blocking pool.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -325,7 +325,7 @@ impl App {
             _ => {}
         }
         // The member's row: its attributes go with the request (no field value yet).
-        let attrs = match db::member(&self.pool.get(), id) {
+        let attrs = match self.pool.member(id) {
             Ok(Some(attrs)) => attrs,
             Ok(None) => {
                 return Err(self.reject(&asked, &serving, StatusCode::NOT_FOUND, "no such member"))
@@ -445,7 +445,7 @@ impl App {
             let what = "these fields may not be updated by this principal now: nothing was written";
             return Self::forbidden(&one, what, refused);
         }
-        let written = db::update(&mut self.pool.writer(), id, &values);
+        let written = self.pool.update(id, &values);
         self.written(
             &one,
             id,
@@ -499,7 +499,7 @@ impl App {
             let what = "the record may not be erased by this principal now: nothing was erased";
             return Self::forbidden(&one, what, record.refused.clone());
         }
-        let erased = db::erase(&mut self.pool.writer(), id);
+        let erased = self.pool.erase(id);
         self.written(&one, id, erased, ("erased", json!(true)))
     }
 
@@ -660,7 +660,9 @@ impl App {
             limit,
         };
         let query = listing::query(&plan, &ask.fields, &listing);
-        let rows = db::list(&self.pool.get(), &query, ask.fields.len())
+        let rows = self
+            .pool
+            .list(&query, ask.fields.len())
             .map_err(|e| self.failed(&ask.asked, &e))?;
         let ctx = self.metered(&ask.principal, ask.ctx.clone(), rows.len());
         let catalogue = ask.serving.engine.catalogue();
@@ -846,7 +848,7 @@ impl App {
         decided: &FieldDecisions<'_>,
     ) -> Result<Value, db::DbError> {
         let names = serving.engine.catalogue().names(decided.granted());
-        let values = db::values(&self.pool.get(), &self.pool.fields, id, &names)?;
+        let values = self.pool.values(id, &names)?;
         Ok(json!(values))
     }
 

@@ -1,7 +1,9 @@
-//! The CRM's SQLite database: the party's records, each member's row, and each member's
-//! field values. Only this module speaks SQLite: queries built elsewhere (the listing's,
-//! with sea-query) arrive as statements and are rendered and bound here, so that another
-//! backend can be added beside it.
+//! The CRM's database, SQLite (a file, the default) or PostgreSQL (`--db postgres://...`):
+//! the party's records, each member's row, and each member's field values. Only this
+//! module speaks SQL to the database: statements are built with sea-query (here, or the
+//! listing's in `listing.rs`) and rendered in the backend's dialect
+//! (`SqliteQueryBuilder` or `PostgresQueryBuilder`) and bound here; identifiers come only
+//! from the code or the catalogue (validated), never from a request.
 //!
 //! - `records(kind, id, body)`: the principal side (staff, campaigns, CLPs, call
 //!   sessions, ...) as JSON, `kind` naming its collection of `membergate::Membership`;
@@ -11,29 +13,37 @@
 //!   member's policy-relevant attributes in the layout of
 //!   `membergate::plan::sql::MemberColumns::default()`, read with the member's row for
 //!   every request (a `membergate::Member`) and filtered on by a listing's plan. Times are
-//!   INTEGER milliseconds since the epoch (truncated toward the past), a status is its
-//!   policy spelling (`registered_supporter`), standing and channels are 0/1. Indexed by
-//!   `(clp, id)` for a CLP's or a region's listing; the primary key serves the keyset on
-//!   `id`.
+//!   milliseconds since the epoch (truncated toward the past; INTEGER in SQLite, BIGINT in
+//!   PostgreSQL), a status is its policy spelling (`registered_supporter`), standing and
+//!   channels are 0/1 INTEGERs in SQLite and BOOLEANs in PostgreSQL (a plan's `col = ?`
+//!   binds `true`, which each binds as its own). Indexed by `(clp, id)` for a CLP's or a
+//!   region's listing; the primary key serves the keyset on `id` (in PostgreSQL the ids
+//!   are `COLLATE "C"`: byte order, as in SQLite).
 //! - `member_values(member_id, "name", "email", ...)`: the field values, one nullable
 //!   TEXT column per catalogue field (named only from the catalogue, validated and
 //!   quoted), one row per member, so a query selects only the columns it may show.
 //!
-//! Reads go through a few read-only connections ([`Pool`]); writes (an update, an
-//! erasure) through one read-write connection, each in a transaction. The database is in
-//! WAL mode, so a write never makes a read wait.
+//! Reads go through a few connections ([`Pool`]); writes (an update, an erasure) through
+//! one more, each in a transaction. SQLite is in WAL mode, so a write never makes a read
+//! wait. PostgreSQL's connections are `postgres::Client`s (blocking, each with a runtime
+//! of its own): they are opened before the server's runtime starts and used only from
+//! tokio's blocking pool, never from an async task (the client refuses that).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use membergate::plan::sql::sea_query::{self, SelectStatement, SqliteQueryBuilder};
+use membergate::plan::sql::sea_query::{
+    self, Alias, ColumnDef, Expr, ExprTrait, ForeignKey, Index, OnConflict, PostgresQueryBuilder,
+    Query, QueryStatementWriter, SelectStatement, SqliteQueryBuilder, Table,
+};
 use membergate::{Channel, Member, MemberStatus, Membership};
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, params_from_iter, Connection, OpenFlags, Row};
+use rusqlite::{params_from_iter, Connection, OpenFlags};
+use sea_query_postgres::{PostgresValue, PostgresValues};
 
 /// The errors of the database, as text for the operator.
 pub type DbError = String;
@@ -42,7 +52,72 @@ fn sql(e: rusqlite::Error) -> DbError {
     format!("database: {e}")
 }
 
-const SCHEMA: &str = "
+fn pg(e: postgres::Error) -> DbError {
+    format!("database: {e}")
+}
+
+/// Where the database is: `--db` (and `--db-schema`).
+pub enum Target {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server: `conn` a `postgres://` or `postgresql://` URL, or a libpq
+    /// `key=value` string starting with `host=`; the tables in `schema` if given (created
+    /// when absent), else in the connection's default search path (`public`).
+    Postgres {
+        conn: String,
+        schema: Option<String>,
+    },
+}
+
+impl Target {
+    /// `db` as a target: PostgreSQL for a `postgres://`, `postgresql://` or `host=...`
+    /// string, else a SQLite file. `schema` only with PostgreSQL.
+    pub fn parse(db: &str, schema: Option<&str>) -> Result<Target, DbError> {
+        let postgres = ["postgres://", "postgresql://", "host="]
+            .iter()
+            .any(|p| db.starts_with(p));
+        match (postgres, schema) {
+            (true, schema) => {
+                if let Some(s) = schema {
+                    plain(s).map_err(|()| format!("--db-schema `{s}` is not a plain name"))?;
+                }
+                Ok(Target::Postgres {
+                    conn: db.to_string(),
+                    schema: schema.map(str::to_string),
+                })
+            }
+            (false, None) => Ok(Target::Sqlite(PathBuf::from(db))),
+            (false, Some(_)) => Err("--db-schema needs a PostgreSQL --db".into()),
+        }
+    }
+
+    /// The target for the operator (never a PostgreSQL password).
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Sqlite(path) => path.display().to_string(),
+            Target::Postgres { schema, .. } => match schema {
+                Some(s) => format!("PostgreSQL schema {s}"),
+                None => "PostgreSQL".into(),
+            },
+        }
+    }
+}
+
+/// `Ok` if `name` is a plain lowercase identifier (`snake_case`), safe to quote as one.
+fn plain(name: &str) -> Result<(), ()> {
+    let ok = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.len() < 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
+const SQLITE_SCHEMA: &str = "
 CREATE TABLE records (
   kind TEXT NOT NULL,
   id TEXT NOT NULL,
@@ -67,16 +142,69 @@ CREATE TABLE members (
 CREATE INDEX members_by_clp ON members (clp, id);
 ";
 
-/// The columns a `Member` is read from, in the order [`member_of`] expects them (a macro,
-/// so that each statement is one literal, prepared and cached without formatting).
-macro_rules! member_columns {
-    () => {
-        "status, clp, joined_ms, left_ms, in_good_standing, consent_phone, consent_email, \
-         consent_post, opt_out_phone, opt_out_email, opt_out_post"
+/// The same tables in PostgreSQL (BIGINT times, BOOLEAN flags, ids in byte order), with
+/// `member_values` a TEXT column per field of `columns` (checked names).
+fn postgres_schema(columns: &[&str]) -> Vec<String> {
+    let id = |name: &str| {
+        let mut c = ColumnDef::new(Alias::new(name));
+        c.text().extra("COLLATE \"C\"").not_null();
+        c
     };
+    let flag = |name: &str| {
+        let mut c = ColumnDef::new(Alias::new(name));
+        c.boolean().not_null();
+        c
+    };
+    let mut records = Table::create();
+    records
+        .table("records")
+        .col(ColumnDef::new("kind").text().not_null())
+        .col(ColumnDef::new("id").text().not_null())
+        .col(ColumnDef::new("body").text().not_null())
+        .primary_key(Index::create().col("kind").col("id"));
+    let mut members = Table::create();
+    members
+        .table("members")
+        .col(id("id").primary_key())
+        .col(
+            ColumnDef::new("status")
+                .text()
+                .not_null()
+                .check(Expr::col("status").is_in(MemberStatus::ALL.map(|s| s.as_str()))),
+        )
+        .col(ColumnDef::new("clp").text().not_null())
+        .col(ColumnDef::new("joined_ms").big_integer().not_null())
+        .col(ColumnDef::new("left_ms").big_integer().null());
+    for c in &MEMBER_COLUMNS[4..] {
+        members.col(flag(c));
+    }
+    let mut values = Table::create();
+    values
+        .table("member_values")
+        .col(id("member_id").primary_key())
+        .foreign_key(
+            ForeignKey::create()
+                .from("member_values", "member_id")
+                .to("members", "id"),
+        );
+    for c in columns {
+        values.col(ColumnDef::new(Alias::new(*c)).text().null());
+    }
+    let index = Index::create()
+        .name("members_by_clp")
+        .table("members")
+        .col("clp")
+        .col("id")
+        .to_owned();
+    vec![
+        records.to_string(PostgresQueryBuilder),
+        members.to_string(PostgresQueryBuilder),
+        values.to_string(PostgresQueryBuilder),
+        index.to_string(PostgresQueryBuilder),
+    ]
 }
 
-/// The columns of [`member_columns!`], for queries built with sea-query.
+/// The columns a `Member` is read from, in the order [`member_of`] expects them.
 pub const MEMBER_COLUMNS: [&str; 11] = [
     "status",
     "clp",
@@ -103,7 +231,7 @@ fn status(name: &str) -> Option<MemberStatus> {
     MemberStatus::ALL.into_iter().find(|s| s.as_str() == name)
 }
 
-/// 0/1 per channel, phone, email, post.
+/// A flag per channel, phone, email, post.
 fn flags(channels: &[Channel]) -> [bool; 3] {
     CHANNELS.map(|c| channels.contains(&c))
 }
@@ -114,215 +242,34 @@ pub fn millis(t: Timestamp) -> i64 {
     t.as_second() * 1000 + i64::from(t.subsec_nanosecond().div_euclid(1_000_000))
 }
 
-/// A catalogue field's name as a column of `member_values`, quoted; an error for a name
-/// that is not a plain identifier (the catalogue's names are `snake_case`).
-pub fn field_column(name: &str) -> Result<String, DbError> {
-    let plain = name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if !plain || name == "member_id" {
+/// A catalogue field's name as a column of `member_values`; an error for a name that is
+/// not a plain identifier (the catalogue's names are `snake_case`).
+fn checked(name: &str) -> Result<&str, DbError> {
+    if plain(name).is_err() || name == "member_id" {
         return Err(format!("the field `{name}` cannot be a column"));
     }
-    Ok(format!("\"{name}\""))
+    Ok(name)
 }
 
-/// Creates the database at `path` and fills it with `membership`, `member_values` with
-/// a column per field of `fields` (the catalogue's names), in one transaction: a crash
-/// leaves no half-seeded database (the file is written beside and renamed).
-pub fn create(path: &Path, membership: &Membership, fields: &[&str]) -> Result<(), DbError> {
-    let columns = fields
-        .iter()
-        .map(|f| field_column(f))
-        .collect::<Result<Vec<_>, _>>()?;
-    let partial = path.with_extension("seeding");
-    let _ = std::fs::remove_file(&partial);
-    let mut conn = Connection::open(&partial).map_err(sql)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(sql)?;
-    let tx = conn.transaction().map_err(sql)?;
-    tx.execute_batch(SCHEMA).map_err(sql)?;
-    let values_table = format!(
-        "CREATE TABLE member_values (\n  member_id TEXT PRIMARY KEY REFERENCES members (id){}\n) WITHOUT ROWID;",
-        columns
-            .iter()
-            .map(|c| format!(",\n  {c} TEXT"))
-            .collect::<String>()
-    );
-    tx.execute_batch(&values_table).map_err(sql)?;
-    {
-        let mut principal_side = membership.clone();
-        principal_side.members.clear();
-        principal_side.values.clear();
-        let mut others = serde_json::to_value(principal_side)
-            .map_err(|e| format!("encoding the records: {e}"))?;
-        let mut put = tx
-            .prepare("INSERT INTO records (kind, id, body) VALUES (?1, ?2, ?3)")
-            .map_err(sql)?;
-        if let Some(collections) = others.as_object_mut() {
-            for (kind, records) in collections.iter() {
-                for (id, body) in records.as_object().into_iter().flatten() {
-                    put.execute(params![kind, id, body.to_string()])
-                        .map_err(sql)?;
-                }
-            }
-        }
-        let mut member = tx
-            .prepare(concat!(
-                "INSERT INTO members (id, ",
-                member_columns!(),
-                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
-            ))
-            .map_err(sql)?;
-        let insert_values = format!(
-            "INSERT INTO member_values (member_id{}) VALUES (?1{})",
-            columns.iter().map(|c| format!(", {c}")).collect::<String>(),
-            (2..=columns.len() + 1)
-                .map(|i| format!(", ?{i}"))
-                .collect::<String>()
-        );
-        let mut value = tx.prepare(&insert_values).map_err(sql)?;
-        for (id, m) in &membership.members {
-            let [cp, ce, cpost] = flags(&m.consents);
-            let [op, oe, opost] = flags(&m.opt_outs);
-            member
-                .execute(params![
-                    id,
-                    m.status.as_str(),
-                    m.clp,
-                    millis(m.joined),
-                    m.left.map(millis),
-                    m.in_good_standing,
-                    cp,
-                    ce,
-                    cpost,
-                    op,
-                    oe,
-                    opost,
-                ])
-                .map_err(sql)?;
-            let values = membership.values.get(id);
-            let row = std::iter::once(SqlValue::Text(id.clone())).chain(fields.iter().map(|f| {
-                values
-                    .and_then(|v| v.get(*f))
-                    .map_or(SqlValue::Null, |v| SqlValue::Text(v.clone()))
-            }));
-            value.execute(params_from_iter(row)).map_err(sql)?;
-        }
-    }
-    tx.commit().map_err(sql)?;
-    drop(conn);
-    std::fs::rename(&partial, path)
-        .map_err(|e| format!("moving {} into place: {e}", partial.display()))
+/// A value read from either database.
+#[derive(Debug)]
+enum Cell {
+    Null,
+    Int(i64),
+    Bool(bool),
+    Text(String),
 }
 
-/// Reads the principal side of the records (no members): what the engine's directory
-/// holds.
-pub fn load(conn: &Connection) -> Result<Membership, DbError> {
-    let mut collections = serde_json::Map::new();
-    let mut stmt = conn
-        .prepare("SELECT kind, id, body FROM records ORDER BY kind, id")
-        .map_err(sql)?;
-    let mut rows = stmt.query([]).map_err(sql)?;
-    while let Some(row) = rows.next().map_err(sql)? {
-        let (kind, id, body): (String, String, String) = (
-            row.get(0).map_err(sql)?,
-            row.get(1).map_err(sql)?,
-            row.get(2).map_err(sql)?,
-        );
-        let body: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| format!("record {kind}/{id}: {e}"))?;
-        if let Some(map) = collections
-            .entry(kind)
-            .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()))
-            .as_object_mut()
-        {
-            map.insert(id, body);
-        }
-    }
-    serde_json::from_value(serde_json::Value::Object(collections))
-        .map_err(|e| format!("the records do not make a membership: {e}"))
+/// One connection, to either database; `open` while a transaction of
+/// [`Link::transaction`] is (a panic midway leaves it open: the next one rolls it back).
+struct Link {
+    conn: Conn,
+    open: bool,
 }
 
-/// How many members the database holds.
-pub fn member_count(conn: &Connection) -> Result<i64, DbError> {
-    conn.query_row("SELECT COUNT(*) FROM members", [], |row| row.get(0))
-        .map_err(sql)
-}
-
-/// The member attributes of a row whose `member_columns!()` start at column `at`.
-fn member_of(id: &str, row: &Row<'_>, at: usize) -> Result<Member, DbError> {
-    let bad = |what: &str, value: &dyn std::fmt::Debug| {
-        format!("member {id}: {what} `{value:?}` is not valid")
-    };
-    let value = |i: usize| -> Result<SqlValue, DbError> { row.get(at + i).map_err(sql) };
-    let text = |i: usize, what: &str| -> Result<String, DbError> {
-        match value(i)? {
-            SqlValue::Text(t) => Ok(t),
-            v => Err(bad(what, &v)),
-        }
-    };
-    let time = |i: usize, what: &str| -> Result<Option<Timestamp>, DbError> {
-        match value(i)? {
-            SqlValue::Null => Ok(None),
-            SqlValue::Integer(ms) => Timestamp::from_millisecond(ms)
-                .map(Some)
-                .map_err(|_| bad(what, &ms)),
-            SqlValue::Text(t) => Err(format!("member {id}: {what} `{t}` is not valid")),
-            v => Err(bad(what, &v)),
-        }
-    };
-    let flag = |i: usize, what: &str| -> Result<bool, DbError> {
-        match value(i)? {
-            SqlValue::Integer(0) => Ok(false),
-            SqlValue::Integer(1) => Ok(true),
-            v => Err(bad(what, &v)),
-        }
-    };
-    let channels = |from: usize, what: &str| -> Result<Vec<Channel>, DbError> {
-        let mut out = Vec::new();
-        for (i, c) in CHANNELS.into_iter().enumerate() {
-            if flag(from + i, what)? {
-                out.push(c);
-            }
-        }
-        Ok(out)
-    };
-    let spelt = text(0, "status")?;
-    Ok(Member {
-        status: status(&spelt).ok_or_else(|| bad("status", &spelt))?,
-        clp: text(1, "clp")?,
-        joined: time(2, "joined_ms")?.ok_or_else(|| bad("joined_ms", &"NULL"))?,
-        left: time(3, "left_ms")?,
-        in_good_standing: flag(4, "in_good_standing")?,
-        consents: channels(5, "consents")?,
-        opt_outs: channels(8, "opt_outs")?,
-    })
-}
-
-/// Member `id`'s policy-relevant attributes, read with its row; `None` if there is no
-/// such member.
-pub fn member(conn: &Connection, id: &str) -> Result<Option<Member>, DbError> {
-    let mut stmt = conn
-        .prepare_cached(concat!(
-            "SELECT ",
-            member_columns!(),
-            " FROM members WHERE id = ?1"
-        ))
-        .map_err(sql)?;
-    let mut rows = stmt.query([id]).map_err(sql)?;
-    rows.next()
-        .map_err(sql)?
-        .map(|row| member_of(id, row, 0))
-        .transpose()
-}
-
-/// A row of a listing: the member's id, attributes, and the values its query revealed
-/// (`None`: hidden by the plan, or no value).
-pub struct Listed {
-    pub id: String,
-    pub attrs: Member,
-    pub values: Vec<Option<String>>,
+enum Conn {
+    Sqlite(Connection),
+    Postgres(Box<postgres::Client>),
 }
 
 /// A `sea_query::Value` bound as SQLite's (rusqlite has no binder for sea-query's values).
@@ -347,72 +294,457 @@ fn bound(v: sea_query::Value) -> Result<SqlValue, DbError> {
     })
 }
 
-/// Runs a listing's query: its columns must be `id`, the [`MEMBER_COLUMNS`], then
-/// `fields` text columns. Returns its rows, in the query's order.
-pub fn list(
-    conn: &Connection,
-    query: &SelectStatement,
-    fields: usize,
-) -> Result<Vec<Listed>, DbError> {
-    let (text, values) = query.build(SqliteQueryBuilder);
-    let values = values
-        .into_iter()
-        .map(bound)
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut stmt = conn.prepare_cached(&text).map_err(sql)?;
-    let mut rows = stmt.query(params_from_iter(values)).map_err(sql)?;
-    let first = 1 + MEMBER_COLUMNS.len();
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(sql)? {
-        let id: String = row.get(0).map_err(sql)?;
-        let attrs = member_of(&id, row, 1)?;
-        let values = (first..first + fields)
-            .map(|i| row.get::<_, Option<String>>(i).map_err(sql))
-            .collect::<Result<_, _>>()?;
-        out.push(Listed { id, attrs, values });
+/// A PostgreSQL row's column as a [`Cell`], by its type.
+fn pg_cell(row: &postgres::Row, i: usize) -> Result<Cell, DbError> {
+    use postgres::types::Type;
+    let ty = row.columns()[i].type_().clone();
+    let got = |e: postgres::Error| pg(e);
+    Ok(if ty == Type::BOOL {
+        row.try_get::<_, Option<bool>>(i)
+            .map_err(got)?
+            .map_or(Cell::Null, Cell::Bool)
+    } else if ty == Type::INT8 {
+        row.try_get::<_, Option<i64>>(i)
+            .map_err(got)?
+            .map_or(Cell::Null, Cell::Int)
+    } else if ty == Type::INT4 {
+        row.try_get::<_, Option<i32>>(i)
+            .map_err(got)?
+            .map_or(Cell::Null, |v| Cell::Int(v.into()))
+    } else if ty == Type::INT2 {
+        row.try_get::<_, Option<i16>>(i)
+            .map_err(got)?
+            .map_or(Cell::Null, |v| Cell::Int(v.into()))
+    } else if [Type::TEXT, Type::VARCHAR, Type::NAME, Type::BPCHAR].contains(&ty) {
+        row.try_get::<_, Option<String>>(i)
+            .map_err(got)?
+            .map_or(Cell::Null, Cell::Text)
+    } else {
+        return Err(format!("database: a column of type {ty} is not read here"));
+    })
+}
+
+/// A SQLite row's columns as [`Cell`]s.
+fn sqlite_cells(row: &rusqlite::Row<'_>, n: usize) -> Result<Vec<Cell>, DbError> {
+    (0..n)
+        .map(|i| {
+            Ok(match row.get::<_, SqlValue>(i).map_err(sql)? {
+                SqlValue::Null => Cell::Null,
+                SqlValue::Integer(v) => Cell::Int(v),
+                SqlValue::Text(t) => Cell::Text(t),
+                v => return Err(format!("database: a value {v:?} is not read here")),
+            })
+        })
+        .collect()
+}
+
+impl Link {
+    fn sqlite(conn: Connection) -> Link {
+        Link {
+            conn: Conn::Sqlite(conn),
+            open: false,
+        }
     }
-    Ok(out)
-}
 
-/// How long a statement waits for a lock another connection holds before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+    /// A connection to PostgreSQL, its search path set to `schema` if given.
+    fn postgres(conn: &str, schema: Option<&str>) -> Result<Link, DbError> {
+        let mut client = postgres::Client::connect(conn, postgres::NoTls)
+            .map_err(|e| format!("connecting to PostgreSQL: {e}"))?;
+        if let Some(s) = schema {
+            // A plain name (checked by `Target::parse`), quoted.
+            client
+                .batch_execute(&format!("SET search_path TO \"{s}\""))
+                .map_err(pg)?;
+        }
+        Ok(Link {
+            conn: Conn::Postgres(Box::new(client)),
+            open: false,
+        })
+    }
 
-/// A few read-only connections, handed out in turn (a connection serves one request at a
-/// time), and the one connection that writes.
-pub struct Pool {
-    /// The fields `member_values` has a column for, by name.
-    pub fields: Vec<String>,
-    conns: Vec<Mutex<Connection>>,
-    next: AtomicUsize,
-    writer: Mutex<Connection>,
-}
-
-impl Pool {
-    /// `size` read-only connections to the database at `path`, and one that writes.
-    pub fn open(path: &Path, size: usize) -> Result<Pool, DbError> {
-        // The writer first: it puts a database made before WAL mode into it, which the
-        // readers then open.
-        let writer = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(sql)?;
-        writer.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
-        writer
-            .pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
-        let conns = (0..size.max(1))
-            .map(|_| {
+    fn open(target: &Target) -> Result<Link, DbError> {
+        match target {
+            Target::Sqlite(path) => {
                 let conn = Connection::open_with_flags(
                     path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )
                 .map_err(sql)?;
                 conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
-                Ok(Mutex::new(conn))
+                Ok(Link::sqlite(conn))
+            }
+            Target::Postgres { conn, schema } => Link::postgres(conn, schema.as_deref()),
+        }
+    }
+
+    /// Runs `stmt`, each row as its cells.
+    fn rows(&mut self, stmt: &impl QueryStatementWriter) -> Result<Vec<Vec<Cell>>, DbError> {
+        match &mut self.conn {
+            Conn::Sqlite(conn) => {
+                let (text, values) = stmt.build(SqliteQueryBuilder);
+                let values = values
+                    .into_iter()
+                    .map(bound)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut stmt = conn.prepare_cached(&text).map_err(sql)?;
+                let n = stmt.column_count();
+                let mut rows = stmt.query(params_from_iter(values)).map_err(sql)?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next().map_err(sql)? {
+                    out.push(sqlite_cells(row, n)?);
+                }
+                Ok(out)
+            }
+            Conn::Postgres(client) => {
+                let (text, values) = stmt.build(PostgresQueryBuilder);
+                let values = PostgresValues(values.into_iter().map(PostgresValue).collect());
+                let rows = client
+                    .query(text.as_str(), &values.as_params())
+                    .map_err(pg)?;
+                rows.iter()
+                    .map(|row| (0..row.len()).map(|i| pg_cell(row, i)).collect())
+                    .collect()
+            }
+        }
+    }
+
+    /// Runs `stmt` (an insert, update or delete); the rows it changed.
+    fn execute(&mut self, stmt: &impl QueryStatementWriter) -> Result<u64, DbError> {
+        match &mut self.conn {
+            Conn::Sqlite(conn) => {
+                let (text, values) = stmt.build(SqliteQueryBuilder);
+                let values = values
+                    .into_iter()
+                    .map(bound)
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut stmt = conn.prepare_cached(&text).map_err(sql)?;
+                let n = stmt.execute(params_from_iter(values)).map_err(sql)?;
+                Ok(u64::try_from(n).unwrap_or(u64::MAX))
+            }
+            Conn::Postgres(client) => {
+                let (text, values) = stmt.build(PostgresQueryBuilder);
+                let values = PostgresValues(values.into_iter().map(PostgresValue).collect());
+                client
+                    .execute(text.as_str(), &values.as_params())
+                    .map_err(pg)
+            }
+        }
+    }
+
+    /// Runs statements of fixed text (no value bound).
+    fn batch(&mut self, text: &str) -> Result<(), DbError> {
+        match &mut self.conn {
+            Conn::Sqlite(conn) => conn.execute_batch(text).map_err(sql),
+            Conn::Postgres(client) => client.batch_execute(text).map_err(pg),
+        }
+    }
+
+    /// Runs `work` in a transaction: committed if it returns `Ok`, rolled back if not.
+    fn transaction<T>(
+        &mut self,
+        work: impl FnOnce(&mut Link) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        if self.open {
+            // One that a panic interrupted.
+            self.batch("ROLLBACK")?;
+            self.open = false;
+        }
+        self.batch("BEGIN")?;
+        self.open = true;
+        let done = work(self);
+        let end = if done.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = self.batch(end);
+        self.open = false;
+        let value = done?;
+        ended?;
+        Ok(value)
+    }
+
+    /// The field columns of `member_values` (every column but `member_id`).
+    fn value_columns(&mut self) -> Result<Vec<String>, DbError> {
+        let names: Vec<String> = match &mut self.conn {
+            Conn::Sqlite(conn) => {
+                let mut stmt = conn
+                    .prepare("SELECT name FROM pragma_table_info('member_values') ORDER BY cid")
+                    .map_err(sql)?;
+                let names = stmt
+                    .query_map([], |row| row.get::<_, String>(0))
+                    .map_err(sql)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(sql)?;
+                names
+            }
+            Conn::Postgres(client) => client
+                .query(
+                    "SELECT attname::text FROM pg_attribute \
+                     WHERE attrelid = 'member_values'::regclass AND attnum > 0 \
+                     AND NOT attisdropped ORDER BY attnum",
+                    &[],
+                )
+                .map_err(pg)?
+                .iter()
+                .map(|row| row.try_get::<_, String>(0).map_err(pg))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(names.into_iter().filter(|n| n != "member_id").collect())
+    }
+}
+
+/// Whether the database at `target` exists (a SQLite file; a PostgreSQL schema with a
+/// `members` table).
+pub fn exists(target: &Target) -> Result<bool, DbError> {
+    match target {
+        Target::Sqlite(path) => Ok(path.exists()),
+        Target::Postgres { conn, schema } => {
+            let mut link = Link::postgres(conn, schema.as_deref())?;
+            let Conn::Postgres(client) = &mut link.conn else {
+                unreachable!("a PostgreSQL link");
+            };
+            // `current_schema()` is NULL while the schema named does not exist.
+            let row = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
+                     WHERE table_schema = current_schema() AND table_name = 'members')",
+                    &[],
+                )
+                .map_err(pg)?;
+            row.try_get(0).map_err(pg)
+        }
+    }
+}
+
+/// Rows per multi-row INSERT when seeding (a member's values are a parameter per field).
+const SEED_BATCH: usize = 500;
+
+/// Fills a new database's tables with `membership` (`member_values` with a column per
+/// field of `fields`), a multi-row INSERT per [`SEED_BATCH`] rows.
+fn seed(link: &mut Link, membership: &Membership, fields: &[&str]) -> Result<(), DbError> {
+    let mut principal_side = membership.clone();
+    principal_side.members.clear();
+    principal_side.values.clear();
+    let others =
+        serde_json::to_value(principal_side).map_err(|e| format!("encoding the records: {e}"))?;
+    let records: Vec<(&String, &String, String)> = others
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(kind, records)| {
+            records
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(move |(id, body)| (kind, id, body.to_string()))
+        })
+        .collect();
+    for batch in records.chunks(SEED_BATCH) {
+        let mut insert = Query::insert();
+        insert.into_table("records").columns(["kind", "id", "body"]);
+        for (kind, id, body) in batch {
+            insert.values_panic([
+                Expr::val(kind.as_str()),
+                Expr::val(id.as_str()),
+                Expr::val(body.as_str()),
+            ]);
+        }
+        link.execute(&insert)?;
+    }
+    let members: Vec<(&String, &Member)> = membership.members.iter().collect();
+    for batch in members.chunks(SEED_BATCH) {
+        let mut rows = Query::insert();
+        rows.into_table("members")
+            .columns(std::iter::once("id").chain(MEMBER_COLUMNS));
+        let mut values = Query::insert();
+        values.into_table("member_values").columns(
+            std::iter::once(Alias::new("member_id")).chain(fields.iter().map(|f| Alias::new(*f))),
+        );
+        for (id, m) in batch {
+            let [cp, ce, cpost] = flags(&m.consents);
+            let [op, oe, opost] = flags(&m.opt_outs);
+            rows.values_panic([
+                Expr::val(id.as_str()),
+                Expr::val(m.status.as_str()),
+                Expr::val(m.clp.as_str()),
+                Expr::val(millis(m.joined)),
+                Expr::val(m.left.map(millis)),
+                Expr::val(m.in_good_standing),
+                Expr::val(cp),
+                Expr::val(ce),
+                Expr::val(cpost),
+                Expr::val(op),
+                Expr::val(oe),
+                Expr::val(opost),
+            ]);
+            let given = membership.values.get(*id);
+            values.values_panic(
+                std::iter::once(Expr::val(id.as_str())).chain(
+                    fields
+                        .iter()
+                        .map(|f| Expr::val(given.and_then(|v| v.get(*f)).map(String::as_str))),
+                ),
+            );
+        }
+        link.execute(&rows)?;
+        link.execute(&values)?;
+    }
+    Ok(())
+}
+
+/// Creates the database at `target` and fills it with `membership`, `member_values` with
+/// a column per field of `fields` (the catalogue's names), in one transaction: a crash
+/// leaves no half-seeded database (SQLite: the file is written beside and renamed;
+/// PostgreSQL: the schema, tables and rows are one transaction).
+pub fn create(target: &Target, membership: &Membership, fields: &[&str]) -> Result<(), DbError> {
+    let columns = fields
+        .iter()
+        .map(|f| checked(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    match target {
+        Target::Sqlite(path) => {
+            let partial = path.with_extension("seeding");
+            let _ = std::fs::remove_file(&partial);
+            let conn = Connection::open(&partial).map_err(sql)?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(sql)?;
+            let mut link = Link::sqlite(conn);
+            let values_table = format!(
+                "CREATE TABLE member_values (\n  member_id TEXT PRIMARY KEY REFERENCES members (id){}\n) WITHOUT ROWID;",
+                columns
+                    .iter()
+                    .map(|c| format!(",\n  \"{c}\" TEXT"))
+                    .collect::<String>()
+            );
+            link.transaction(|link| {
+                link.batch(SQLITE_SCHEMA)?;
+                link.batch(&values_table)?;
+                seed(link, membership, &columns)
+            })?;
+            drop(link);
+            std::fs::rename(&partial, path)
+                .map_err(|e| format!("moving {} into place: {e}", partial.display()))
+        }
+        Target::Postgres { conn, schema } => {
+            let mut link = Link::postgres(conn, schema.as_deref())?;
+            link.transaction(|link| {
+                if let Some(s) = schema {
+                    link.batch(&format!("CREATE SCHEMA IF NOT EXISTS \"{s}\""))?;
+                }
+                for statement in postgres_schema(&columns) {
+                    link.batch(&statement)?;
+                }
+                seed(link, membership, &columns)
             })
-            .collect::<Result<_, DbError>>()?;
-        let fields = value_columns(&writer)?;
+        }
+    }
+}
+
+/// Text of a cell, else an error naming `what`.
+fn text(id: &str, what: &str, cell: &Cell) -> Result<String, DbError> {
+    match cell {
+        Cell::Text(t) => Ok(t.clone()),
+        v => Err(format!("member {id}: {what} `{v:?}` is not valid")),
+    }
+}
+
+/// The member attributes of a row's cells in the order of [`MEMBER_COLUMNS`].
+fn member_of(id: &str, cells: &[Cell]) -> Result<Member, DbError> {
+    let bad = |what: &str, value: &dyn std::fmt::Debug| {
+        format!("member {id}: {what} `{value:?}` is not valid")
+    };
+    let cell = |i: usize| cells.get(i).unwrap_or(&Cell::Null);
+    let time = |i: usize, what: &str| -> Result<Option<Timestamp>, DbError> {
+        match cell(i) {
+            Cell::Null => Ok(None),
+            Cell::Int(ms) => Timestamp::from_millisecond(*ms)
+                .map(Some)
+                .map_err(|_| bad(what, ms)),
+            Cell::Text(t) => Err(format!("member {id}: {what} `{t}` is not valid")),
+            v => Err(bad(what, v)),
+        }
+    };
+    let flag = |i: usize, what: &str| -> Result<bool, DbError> {
+        match cell(i) {
+            Cell::Int(0) | Cell::Bool(false) => Ok(false),
+            Cell::Int(1) | Cell::Bool(true) => Ok(true),
+            v => Err(bad(what, v)),
+        }
+    };
+    let channels = |from: usize, what: &str| -> Result<Vec<Channel>, DbError> {
+        let mut out = Vec::new();
+        for (i, c) in CHANNELS.into_iter().enumerate() {
+            if flag(from + i, what)? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    };
+    let spelt = text(id, "status", cell(0))?;
+    Ok(Member {
+        status: status(&spelt).ok_or_else(|| bad("status", &spelt))?,
+        clp: text(id, "clp", cell(1))?,
+        joined: time(2, "joined_ms")?.ok_or_else(|| bad("joined_ms", &"NULL"))?,
+        left: time(3, "left_ms")?,
+        in_good_standing: flag(4, "in_good_standing")?,
+        consents: channels(5, "consents")?,
+        opt_outs: channels(8, "opt_outs")?,
+    })
+}
+
+/// A row of a listing: the member's id, attributes, and the values its query revealed
+/// (`None`: hidden by the plan, or no value).
+pub struct Listed {
+    pub id: String,
+    pub attrs: Member,
+    pub values: Vec<Option<String>>,
+}
+
+/// How long a SQLite statement waits for a lock another connection holds before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A few connections for reads, handed out in turn (a connection serves one request at a
+/// time), and the one connection that writes; the app's functions on the database.
+pub struct Pool {
+    /// The fields `member_values` has a column for, by name.
+    pub fields: Vec<String>,
+    conns: Vec<Mutex<Link>>,
+    next: AtomicUsize,
+    writer: Mutex<Link>,
+}
+
+/// A lock's guard even if poisoned: a panic while holding a connection only means another
+/// request panicked (a transaction it left open is rolled back before the next one).
+fn locked(m: &Mutex<Link>) -> MutexGuard<'_, Link> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl Pool {
+    /// `size` connections for reads to the database at `target`, and one that writes.
+    pub fn open(target: &Target, size: usize) -> Result<Pool, DbError> {
+        // The writer first: it puts a SQLite database made before WAL mode into it, which
+        // the readers then open.
+        let mut writer = Link::open(target)?;
+        let conns = match target {
+            Target::Sqlite(path) => {
+                writer.batch("PRAGMA journal_mode = WAL")?;
+                (0..size.max(1))
+                    .map(|_| {
+                        let conn = Connection::open_with_flags(
+                            path,
+                            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                        )
+                        .map_err(sql)?;
+                        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+                        Ok(Mutex::new(Link::sqlite(conn)))
+                    })
+                    .collect::<Result<_, DbError>>()?
+            }
+            Target::Postgres { .. } => (0..size.max(1))
+                .map(|_| Link::open(target).map(Mutex::new))
+                .collect::<Result<_, DbError>>()?,
+        };
+        let fields = writer.value_columns()?;
         Ok(Pool {
             fields,
             conns,
@@ -421,81 +753,192 @@ impl Pool {
         })
     }
 
-    /// The connection that writes (one write at a time).
-    pub fn writer(&self) -> MutexGuard<'_, Connection> {
-        // As for readers: a panic while holding it rolled its transaction back.
-        match self.writer.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
-    /// A connection: the first free one, else the next in turn once it is free.
-    pub fn get(&self) -> MutexGuard<'_, Connection> {
+    /// A connection for reads: the first free one, else the next in turn once it is free.
+    fn get(&self) -> MutexGuard<'_, Link> {
         for c in &self.conns {
             if let Ok(guard) = c.try_lock() {
                 return guard;
             }
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
-        // A poisoned lock only means another request panicked holding it: the connection
-        // itself is still usable for reads.
-        match self.conns[i].lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        locked(&self.conns[i])
     }
-}
 
-/// The field columns of `member_values` (every column but `member_id`).
-fn value_columns(conn: &Connection) -> Result<Vec<String>, DbError> {
-    let mut stmt = conn
-        .prepare("SELECT name FROM pragma_table_info('member_values') ORDER BY cid")
-        .map_err(sql)?;
-    let names = stmt
-        .query_map([], |row| row.get::<_, String>(0))
-        .map_err(sql)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(sql)?;
-    Ok(names.into_iter().filter(|n| n != "member_id").collect())
-}
-
-/// The values of `member`'s fields among `fields` (names), by field name: only their
-/// columns are selected. A field the table has no column for has no value.
-pub fn values(
-    conn: &Connection,
-    known: &[String],
-    member: &str,
-    fields: &[&str],
-) -> Result<BTreeMap<String, String>, DbError> {
-    let wanted: Vec<&str> = fields
-        .iter()
-        .copied()
-        .filter(|f| known.iter().any(|k| k == f))
-        .collect();
-    if wanted.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let columns = wanted
-        .iter()
-        .map(|f| field_column(f))
-        .collect::<Result<Vec<_>, _>>()?
-        .join(", ");
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {columns} FROM member_values WHERE member_id = ?1"
-        ))
-        .map_err(sql)?;
-    let mut rows = stmt.query([member]).map_err(sql)?;
-    let mut out = BTreeMap::new();
-    if let Some(row) = rows.next().map_err(sql)? {
-        for (i, f) in wanted.iter().enumerate() {
-            if let Some(v) = row.get::<_, Option<String>>(i).map_err(sql)? {
-                out.insert((*f).to_string(), v);
+    /// Reads the principal side of the records (no members): what the engine's directory
+    /// holds.
+    pub fn load(&self) -> Result<Membership, DbError> {
+        let mut q = Query::select();
+        q.columns(["kind", "id", "body"])
+            .from("records")
+            .order_by("kind", sea_query::Order::Asc)
+            .order_by("id", sea_query::Order::Asc);
+        let mut collections = serde_json::Map::new();
+        for row in self.get().rows(&q)? {
+            let [kind, id, body] = [0, 1, 2].map(|i| text("-", "record", &row[i]));
+            let (kind, id, body) = (kind?, id?, body?);
+            let body: serde_json::Value =
+                serde_json::from_str(&body).map_err(|e| format!("record {kind}/{id}: {e}"))?;
+            if let Some(map) = collections
+                .entry(kind)
+                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()))
+                .as_object_mut()
+            {
+                map.insert(id, body);
             }
         }
+        serde_json::from_value(serde_json::Value::Object(collections))
+            .map_err(|e| format!("the records do not make a membership: {e}"))
     }
-    Ok(out)
+
+    /// How many members the database holds.
+    pub fn member_count(&self) -> Result<i64, DbError> {
+        let mut q = Query::select();
+        q.expr(Expr::col(sea_query::Asterisk).count())
+            .from("members");
+        match self.get().rows(&q)?.first().and_then(|r| r.first()) {
+            Some(Cell::Int(n)) => Ok(*n),
+            other => Err(format!("database: a count of {other:?}")),
+        }
+    }
+
+    /// Member `id`'s policy-relevant attributes, read with its row; `None` if there is no
+    /// such member.
+    pub fn member(&self, id: &str) -> Result<Option<Member>, DbError> {
+        let mut q = Query::select();
+        q.columns(MEMBER_COLUMNS)
+            .from("members")
+            .and_where(Expr::col("id").eq(id));
+        self.get()
+            .rows(&q)?
+            .first()
+            .map(|row| member_of(id, row))
+            .transpose()
+    }
+
+    /// Runs a listing's query: its columns must be `id`, the [`MEMBER_COLUMNS`], then
+    /// `fields` text columns. Returns its rows, in the query's order.
+    pub fn list(&self, query: &SelectStatement, fields: usize) -> Result<Vec<Listed>, DbError> {
+        let first = 1 + MEMBER_COLUMNS.len();
+        self.get()
+            .rows(query)?
+            .into_iter()
+            .map(|row| {
+                let id = text("?", "id", &row[0])?;
+                let attrs = member_of(&id, &row[1..first])?;
+                let values = (first..first + fields)
+                    .map(|i| match row.get(i) {
+                        Some(Cell::Text(t)) => Ok(Some(t.clone())),
+                        Some(Cell::Null) => Ok(None),
+                        v => Err(format!("member {id}: a value {v:?} is not text")),
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok(Listed { id, attrs, values })
+            })
+            .collect()
+    }
+
+    /// The values of `member`'s fields among `fields` (names), by field name: only their
+    /// columns are selected. A field the table has no column for has no value.
+    pub fn values(
+        &self,
+        member: &str,
+        fields: &[&str],
+    ) -> Result<BTreeMap<String, String>, DbError> {
+        let wanted: Vec<&str> = fields
+            .iter()
+            .copied()
+            .filter(|f| self.fields.iter().any(|k| k == f))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let mut q = Query::select();
+        for f in &wanted {
+            q.column(Alias::new(checked(f)?));
+        }
+        q.from("member_values")
+            .and_where(Expr::col("member_id").eq(member));
+        let mut out = BTreeMap::new();
+        if let Some(row) = self.get().rows(&q)?.into_iter().next() {
+            for (f, cell) in wanted.iter().zip(row) {
+                if let Cell::Text(v) = cell {
+                    out.insert((*f).to_string(), v);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes `values` (field name to value) to member `id`, with the attributes they
+    /// mirror, in one transaction: all or nothing. `Ok(false)` if there is no such member.
+    pub fn update(&self, id: &str, values: &BTreeMap<String, String>) -> Result<bool, DbError> {
+        locked(&self.writer).transaction(|tx| {
+            let mut exists = Query::select();
+            exists
+                .column("id")
+                .from("members")
+                .and_where(Expr::col("id").eq(id));
+            if tx.rows(&exists)?.is_empty() {
+                return Ok(false);
+            }
+            let mut row = Query::insert();
+            row.into_table("member_values")
+                .columns(["member_id"])
+                .values_panic([Expr::val(id)])
+                .on_conflict(OnConflict::column("member_id").do_nothing().to_owned());
+            tx.execute(&row)?;
+            for (field, value) in values {
+                // The column is a catalogue field's name (the caller checked it),
+                // validated and quoted: never a request's text as such.
+                let mut set = Query::update();
+                set.table("member_values")
+                    .value(Alias::new(checked(field)?), value.as_str())
+                    .and_where(Expr::col("member_id").eq(id));
+                tx.execute(&set)?;
+                let mirrored: Vec<(&str, Expr)> = match mirrored(field, value)? {
+                    None => continue,
+                    Some(Mirrored::Status(s)) => vec![("status", Expr::val(s.as_str()))],
+                    Some(Mirrored::Consents(c)) => {
+                        let [p, e, post] = flags(&c);
+                        vec![
+                            ("consent_phone", Expr::val(p)),
+                            ("consent_email", Expr::val(e)),
+                            ("consent_post", Expr::val(post)),
+                        ]
+                    }
+                    Some(Mirrored::OptOuts(c)) => {
+                        let [p, e, post] = flags(&c);
+                        vec![
+                            ("opt_out_phone", Expr::val(p)),
+                            ("opt_out_email", Expr::val(e)),
+                            ("opt_out_post", Expr::val(post)),
+                        ]
+                    }
+                };
+                let mut set = Query::update();
+                set.table("members")
+                    .values(mirrored)
+                    .and_where(Expr::col("id").eq(id));
+                tx.execute(&set)?;
+            }
+            Ok(true)
+        })
+    }
+
+    /// Erases member `id`: its row and every value, in one transaction. `Ok(false)` if
+    /// there is no such member.
+    pub fn erase(&self, id: &str) -> Result<bool, DbError> {
+        locked(&self.writer).transaction(|tx| {
+            let mut values = Query::delete();
+            values
+                .from_table("member_values")
+                .and_where(Expr::col("member_id").eq(id));
+            tx.execute(&values)?;
+            let mut row = Query::delete();
+            row.from_table("members").and_where(Expr::col("id").eq(id));
+            Ok(tx.execute(&row)? == 1)
+        })
+    }
 }
 
 /// A field the policies also read as a member attribute: a write to it must change the
@@ -541,82 +984,4 @@ pub fn mirrored(field: &str, value: &str) -> Result<Option<Mirrored>, String> {
         "opt_outs" => Some(Mirrored::OptOuts(channels()?)),
         _ => None,
     })
-}
-
-/// Writes `values` (field name to value) to member `id`, with the attributes they mirror,
-/// in one transaction: all or nothing. `Ok(false)` if there is no such member.
-pub fn update(
-    conn: &mut Connection,
-    id: &str,
-    values: &BTreeMap<String, String>,
-) -> Result<bool, DbError> {
-    let tx = conn.transaction().map_err(sql)?;
-    let exists = tx
-        .query_row("SELECT 1 FROM members WHERE id = ?1", [id], |_| Ok(()))
-        .map(|()| true)
-        .or_else(|e| match e {
-            rusqlite::Error::QueryReturnedNoRows => Ok(false),
-            e => Err(sql(e)),
-        })?;
-    if !exists {
-        return Ok(false);
-    }
-    tx.execute(
-        "INSERT INTO member_values (member_id) VALUES (?1) ON CONFLICT (member_id) DO NOTHING",
-        [id],
-    )
-    .map_err(sql)?;
-    for (field, value) in values {
-        // The column is a catalogue field's name (the caller checked it), validated and
-        // quoted: never a request's text as such.
-        let column = field_column(field)?;
-        tx.execute(
-            &format!("UPDATE member_values SET {column} = ?1 WHERE member_id = ?2"),
-            params![value, id],
-        )
-        .map_err(sql)?;
-        match mirrored(field, value)? {
-            None => {}
-            Some(Mirrored::Status(s)) => {
-                tx.execute(
-                    "UPDATE members SET status = ?1 WHERE id = ?2",
-                    params![s.as_str(), id],
-                )
-                .map_err(sql)?;
-            }
-            Some(Mirrored::Consents(c)) => {
-                let [p, e, post] = flags(&c);
-                tx.execute(
-                    "UPDATE members SET consent_phone = ?1, consent_email = ?2, \
-                     consent_post = ?3 WHERE id = ?4",
-                    params![p, e, post, id],
-                )
-                .map_err(sql)?;
-            }
-            Some(Mirrored::OptOuts(c)) => {
-                let [p, e, post] = flags(&c);
-                tx.execute(
-                    "UPDATE members SET opt_out_phone = ?1, opt_out_email = ?2, \
-                     opt_out_post = ?3 WHERE id = ?4",
-                    params![p, e, post, id],
-                )
-                .map_err(sql)?;
-            }
-        }
-    }
-    tx.commit().map_err(sql)?;
-    Ok(true)
-}
-
-/// Erases member `id`: its row and every value, in one transaction. `Ok(false)` if there
-/// is no such member.
-pub fn erase(conn: &mut Connection, id: &str) -> Result<bool, DbError> {
-    let tx = conn.transaction().map_err(sql)?;
-    tx.execute("DELETE FROM member_values WHERE member_id = ?1", [id])
-        .map_err(sql)?;
-    let erased = tx
-        .execute("DELETE FROM members WHERE id = ?1", [id])
-        .map_err(sql)?;
-    tx.commit().map_err(sql)?;
-    Ok(erased == 1)
 }

@@ -38,7 +38,7 @@ pub(crate) fn router(app: &Arc<App>) -> Router {
 }
 
 /// Runs `answer` on tokio's blocking pool: deciding, appending to the log (a write, maybe
-/// an `fsync`) and reading SQLite all block, and must not stall the threads that serve
+/// an `fsync`) and reading the database all block, and must not stall the threads that serve
 /// connections.
 async fn blocking(app: Arc<App>, answer: impl FnOnce(&App) -> Reply + Send + 'static) -> Reply {
     match tokio::task::spawn_blocking(move || answer(&app)).await {

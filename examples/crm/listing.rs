@@ -1,7 +1,7 @@
 //! A listing's query, built with sea-query from the principal's plan: only the members
 //! the plan may allow are read (`WHERE` its "any field" condition), and of each only the
 //! columns the plan may reveal (`CASE ... THEN value ELSE NULL`). Backend-neutral: the
-//! database module renders and binds it (`db::list`).
+//! database module renders it in its backend's dialect and binds it (`db::Pool::list`).
 
 use membergate::plan::sql::sea_query::{
     Alias, Expr, ExprTrait, Func, LikeExpr, Order, Query, SelectStatement,

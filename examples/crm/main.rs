@@ -1,7 +1,11 @@
-//! An example membership CRM backend on membergate: HTTP (axum) over SQLite (rusqlite).
+//! An example membership CRM backend on membergate: HTTP (axum) over SQLite (rusqlite), or
+//! PostgreSQL (the blocking `postgres` client) with `--db postgres://user@host/db` (or a
+//! libpq `host=... port=...` string) and optionally `--db-schema NAME`; either is created
+//! and seeded with the bundled sample when absent.
 //!
 //! ```text
 //! cargo run --release --example crm -- --listen 127.0.0.1:8080 --db crm.sqlite --audit-log decisions.jsonl
+//! cargo run --release --example crm -- --db postgres://postgres@127.0.0.1:5432/postgres --db-schema crm
 //! curl -H 'X-Principal: Staff::"s-membership"' http://127.0.0.1:8080/members/m-00001
 //! curl -H 'X-Principal: CampaignStaff::"cs-a-staff"' \
 //!   'http://127.0.0.1:8080/members?clp=clp-001&election=leader-2020&limit=20'
@@ -43,11 +47,13 @@
 //! authentication (a session or a verified token), never from a header the client sets.
 //!
 //! The database (`db.rs`): `members` in `membergate::plan::sql::MemberColumns`'
-//! default layout (times in ms since the epoch, 0/1 flags; indexed by `(clp, id)`), and
-//! `member_values` with one TEXT column per catalogue field.
+//! default layout (times in ms since the epoch, flags 0/1 in SQLite and BOOLEAN in
+//! PostgreSQL; indexed by `(clp, id)`), and `member_values` with one TEXT column per
+//! catalogue field. Every statement is built with sea-query and rendered in the
+//! backend's dialect.
 //!
 //! Each request: the principal must be one the CRM knows (else 401, no member data); each
-//! member's row is read from SQLite with its policy-relevant attributes (status, CLP,
+//! member's row is read from the database with its policy-relevant attributes (status, CLP,
 //! joined, left, good standing, consents, opt-outs: a `membergate::Member`), which go with
 //! the request (the engine keeps only the principal side, in its `Directory`); the volume
 //! meter counts the records about to be read and puts the count in the context (rule 9;
@@ -60,7 +66,7 @@
 //! the answer is 503 and no member data. The policy directory is re-read every
 //! `--reload-ms`; a version that does not load, or that the directory's records do not
 //! fit, is refused and the old one kept serving (see `GET /policy`). This work blocks (the
-//! log's write, SQLite), so each request runs it on tokio's blocking pool, never on the
+//! log's write, the database), so each request runs it on tokio's blocking pool, never on the
 //! threads that serve connections.
 //!
 //! With `--checkpoints FILE --checkpoint-key KEY`, the log's head is signed into FILE every
@@ -103,9 +109,15 @@ struct Args {
     /// The address to listen on (port 0: any free port; the address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// The SQLite database; created and seeded with the bundled sample when absent.
+    /// The database: a SQLite file, or PostgreSQL as a `postgres://` or `postgresql://`
+    /// URL or a libpq `host=... port=...` string; created and seeded with the bundled
+    /// sample when absent (PostgreSQL: when the schema has no `members` table).
     #[arg(long, default_value = "crm.sqlite")]
-    db: PathBuf,
+    db: String,
+    /// PostgreSQL only: the schema holding the tables (created when absent), instead of
+    /// the connection's default (`public`).
+    #[arg(long)]
+    db_schema: Option<String>,
     /// The decision log (hash-chained JSON lines), created when absent.
     #[arg(long, default_value = "decisions.jsonl")]
     audit_log: PathBuf,
@@ -167,7 +179,8 @@ struct Args {
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
 
 fn start(args: &Args) -> Result<App, String> {
-    if !args.db.exists() {
+    let target = db::Target::parse(&args.db, args.db_schema.as_deref())?;
+    if !db::exists(&target)? {
         let membership = sample::bundled();
         // A column of `member_values` per field of the policies' catalogue.
         let engine = membergate::Engine::from_dir(&args.policies).map_err(|e| e.to_string())?;
@@ -176,17 +189,19 @@ fn start(args: &Args) -> Result<App, String> {
             .iter()
             .map(|(_, f)| f.name.as_str())
             .collect();
-        db::create(&args.db, &membership, &fields)?;
+        let seeding = std::time::Instant::now();
+        db::create(&target, &membership, &fields)?;
         println!(
-            "crm: created {} with the bundled sample ({} members)",
-            args.db.display(),
-            membership.members.len()
+            "crm: created {} with the bundled sample ({} members) in {:.1}s",
+            target.describe(),
+            membership.members.len(),
+            seeding.elapsed().as_secs_f64()
         );
     }
-    let pool = db::Pool::open(&args.db, 4)?;
+    let pool = db::Pool::open(&target, 4)?;
     // The principal side only: members are read with their rows, request by request.
-    let records = db::load(&pool.get())?;
-    let members = db::member_count(&pool.get())?;
+    let records = pool.load()?;
+    let members = pool.member_count()?;
     let check = if args.verify_reloads {
         ReloadCheck::Invariants
     } else {
@@ -261,9 +276,11 @@ fn meter(args: &Args) -> Result<Box<dyn VolumeMeter>, String> {
     Ok(Box::new(LocalMeter::new()))
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
+    // The database is opened (and seeded) before the runtime starts, and the last handle
+    // on the app is dropped after it stops: a blocking PostgreSQL client refuses to run,
+    // or to be dropped, on a thread of an async runtime.
     let app = match start(&args) {
         Ok(app) => Arc::new(app),
         Err(e) => {
@@ -271,6 +288,24 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("crm: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(serve(&args, Arc::clone(&app)));
+    drop(runtime);
+    drop(app);
+    code
+}
+
+/// Serves `app` until the listener fails or ctrl-C.
+async fn serve(args: &Args, app: Arc<App>) -> ExitCode {
     if args.reload_ms > 0 {
         every(
             &app,
