@@ -1,6 +1,8 @@
 //! The example CRM backend (`examples/crm`), started on a loopback port and asked over
 //! real HTTP: its answers against the engine's own, the breach scenarios, bad input, the
-//! decision log, live reload, a full disk, and a bounded load test.
+//! decision log, live reload, a full disk, and a bounded load test; its listing, page,
+//! export and write tests also with the CRM on PostgreSQL (`mod postgresql`, when
+//! `MEMBERGATE_POSTGRES_URL` is set).
 //!
 //! The tests run the example binary that `cargo test` builds beside them
 //! (`<target dir>/<profile>/examples/crm`, found from the test executable's own place, so
@@ -108,6 +110,8 @@ fn seeded_db() -> &'static Path {
 struct Opts {
     now: Option<&'static str>,
     db: Option<PathBuf>,
+    /// The database arguments instead of `--db FILE` (a PostgreSQL schema's).
+    db_args: Option<Vec<String>>,
     audit_log: Option<PathBuf>,
     policies: Option<PathBuf>,
     reload_ms: Option<u64>,
@@ -133,12 +137,13 @@ impl Crm {
             .audit_log
             .clone()
             .unwrap_or_else(|| dir.path().join("decisions.jsonl"));
-        let db = opts.db.clone().unwrap_or_else(|| seeded_db().to_path_buf());
-        let mut args: Vec<String> = vec![
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-            "--db".into(),
-            db.display().to_string(),
+        let db = opts.db_args.clone().unwrap_or_else(|| {
+            let file = opts.db.clone().unwrap_or_else(|| seeded_db().to_path_buf());
+            vec!["--db".into(), file.display().to_string()]
+        });
+        let mut args: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into()];
+        args.extend(db);
+        args.extend([
             "--audit-log".into(),
             log.display().to_string(),
             "--policies".into(),
@@ -149,7 +154,7 @@ impl Crm {
                 .to_string(),
             "--reload-ms".into(),
             opts.reload_ms.unwrap_or(0).to_string(),
-        ];
+        ]);
         if let Some(now) = opts.now {
             args.extend(["--now".into(), now.into()]);
         }
@@ -223,6 +228,18 @@ impl Crm {
         })
     }
 
+    /// A server at `now` on `store`'s database.
+    fn on(store: &Store, now: &'static str) -> Crm {
+        match store {
+            Store::Sqlite => Crm::at(now),
+            Store::Postgres(schema) => Crm::start(Opts {
+                now: Some(now),
+                db_args: Some(schema.args()),
+                ..Opts::default()
+            }),
+        }
+    }
+
     fn stdout_lines(&self) -> Vec<String> {
         self.out.lock().expect("lines").clone()
     }
@@ -276,6 +293,82 @@ impl Drop for Crm {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+// ------------------------------------------------------------------ the database
+
+/// Where a test's servers keep the members: the shared seeded SQLite file, or a
+/// PostgreSQL schema of the test's own.
+enum Store {
+    Sqlite,
+    Postgres(PgSchema),
+}
+
+/// A PostgreSQL schema of one test (in the database of `MEMBERGATE_POSTGRES_URL`), seeded
+/// by the first server started on it, dropped with it: tests in parallel never share one.
+struct PgSchema {
+    url: String,
+    name: String,
+}
+
+impl Store {
+    /// A schema of its own for a test, or `None` (said on standard error) when
+    /// `MEMBERGATE_POSTGRES_URL` is unset: `.ci/run` sets it, with a throw-away cluster.
+    fn postgres(test: &str) -> Option<Store> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let Ok(url) = std::env::var("MEMBERGATE_POSTGRES_URL") else {
+            eprintln!(
+                "crm::postgresql::{test}: MEMBERGATE_POSTGRES_URL is unset: the PostgreSQL run is skipped \
+                 (.ci/run sets it, with a throw-away cluster)"
+            );
+            return None;
+        };
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let schema = PgSchema {
+            url,
+            name: format!("membergate_crm_{}_{n}", std::process::id()),
+        };
+        // A schema of that name left by a killed run of the same process id.
+        schema.drop_schema();
+        Some(Store::Postgres(schema))
+    }
+}
+
+impl PgSchema {
+    /// The server's arguments for this schema.
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--db".into(),
+            self.url.clone(),
+            "--db-schema".into(),
+            self.name.clone(),
+        ]
+    }
+
+    /// A client of the test's own, its search path on the schema.
+    fn client(&self) -> postgres::Client {
+        let mut client = postgres::Client::connect(&self.url, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("PostgreSQL at `{}`: {e}", self.url));
+        client
+            .batch_execute(&format!("SET search_path TO {}", self.name))
+            .expect("the search path");
+        client
+    }
+
+    fn drop_schema(&self) {
+        let dropped = postgres::Client::connect(&self.url, postgres::NoTls).and_then(|mut c| {
+            c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
+        });
+        if let Err(e) = dropped {
+            eprintln!("crm: dropping the schema {}: {e}", self.name);
+        }
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        self.drop_schema();
     }
 }
 
@@ -469,7 +562,11 @@ fn leaks(body: &Value) -> bool {
 
 #[test]
 fn every_principal_sees_exactly_what_the_engine_permits() {
-    let crm = Crm::at(BALLOT);
+    every_principal_sees_exactly_what_the_engine_permits_on(&Store::Sqlite);
+}
+
+fn every_principal_sees_exactly_what_the_engine_permits_on(store: &Store) {
+    let crm = Crm::on(store, BALLOT);
     let members = [
         ids::MEMBER_ELIGIBLE,
         ids::MEMBER_OTHER_CLP,
@@ -668,7 +765,11 @@ fn walk_pages(
 
 #[test]
 fn a_page_gives_each_member_the_engine_permits_and_logs_every_member_decided() {
-    let crm = Crm::at(BALLOT);
+    a_page_gives_each_member_the_engine_permits_and_logs_every_member_decided_on(&Store::Sqlite);
+}
+
+fn a_page_gives_each_member_the_engine_permits_and_logs_every_member_decided_on(store: &Store) {
+    let crm = Crm::on(store, BALLOT);
     let staffer = PrincipalId::new(PrincipalKind::CampaignStaff, ids::CS_A_STAFF);
     let ctx = Context::at(ts(BALLOT)).election(ids::LEADER_2020);
     let walked = walk_pages(&crm, &staffer, Action::Read, ids::CLP_LONDON, 40, &ctx);
@@ -789,9 +890,13 @@ fn engine_listing<'a>(
 /// sample.
 #[test]
 fn a_listing_reads_only_the_members_it_serves() {
-    let ballot = Crm::at(BALLOT);
+    a_listing_reads_only_the_members_it_serves_on(&Store::Sqlite);
+}
+
+fn a_listing_reads_only_the_members_it_serves_on(store: &Store) {
+    let ballot = Crm::on(store, BALLOT);
     const CALLING: &str = "2020-02-20T18:00:00Z";
-    let calling = Crm::at(CALLING);
+    let calling = Crm::on(store, CALLING);
     let election = format!("election={}", ids::LEADER_2020);
     let in_ballot = Context::at(ts(BALLOT)).election(ids::LEADER_2020);
     let cases = [
@@ -905,7 +1010,11 @@ fn a_listing_reads_only_the_members_it_serves() {
 /// (and reads no row) even for a name that exists.
 #[test]
 fn region_and_name_search_list_through_the_plan() {
-    let crm = Crm::at(BALLOT);
+    region_and_name_search_list_through_the_plan_on(&Store::Sqlite);
+}
+
+fn region_and_name_search_list_through_the_plan_on(store: &Store) {
+    let crm = Crm::on(store, BALLOT);
     let ctx = Context::at(ts(BALLOT)).election(ids::LEADER_2020);
     let membership = PrincipalId::new(PrincipalKind::Staff, ids::S_MEMBERSHIP);
     let header = membership.to_string();
@@ -1019,8 +1128,12 @@ fn region_and_name_search_list_through_the_plan() {
 /// principal who may not bulk-export gets 403 and no line.
 #[test]
 fn the_export_streams_what_the_engine_permits_and_refuses_others() {
+    the_export_streams_what_the_engine_permits_and_refuses_others_on(&Store::Sqlite);
+}
+
+fn the_export_streams_what_the_engine_permits_and_refuses_others_on(store: &Store) {
     const LATER: &str = "2024-05-01T09:00:00Z";
-    let crm = Crm::at(LATER);
+    let crm = Crm::on(store, LATER);
     let ctx = Context::at(ts(LATER));
     let export = PrincipalId::new(PrincipalKind::Staff, ids::S_EXPORT);
     let plan = engine()
@@ -1083,8 +1196,12 @@ fn the_export_streams_what_the_engine_permits_and_refuses_others() {
 /// electorate). Pages of a CLP, each action by a principal with its own count.
 #[test]
 fn pages_decide_on_each_members_own_attributes() {
+    pages_decide_on_each_members_own_attributes_on(&Store::Sqlite);
+}
+
+fn pages_decide_on_each_members_own_attributes_on(store: &Store) {
     const LATER: &str = "2024-05-01T09:00:00Z";
-    let crm = Crm::at(LATER);
+    let crm = Crm::on(store, LATER);
     let staff = |id: &str| PrincipalId::new(PrincipalKind::Staff, id);
     let later = Context::at(ts(LATER));
     // Actions that show values (a GET takes no other): statuses, leaving dates and
@@ -2698,4 +2815,143 @@ fn an_instance_whose_redis_is_down_refuses_every_read() {
         said.contains("volume meter") && said.contains(&port.to_string()),
         "{said}"
     );
+}
+
+// ------------------------------------------------------------------ on PostgreSQL
+
+/// The listing, page, export and write tests with the CRM on PostgreSQL
+/// (`MEMBERGATE_POSTGRES_URL`, each test in a schema of its own, dropped after; skipped
+/// when unset): `.ci/run` runs them, `cargo test --release --test lib crm::postgresql::`,
+/// against a throw-away cluster.
+mod postgresql {
+    use super::*;
+
+    #[test]
+    fn every_principal_sees_exactly_what_the_engine_permits() {
+        if let Some(store) = Store::postgres("every_principal_sees_exactly_what_the_engine_permits")
+        {
+            every_principal_sees_exactly_what_the_engine_permits_on(&store);
+        }
+    }
+
+    #[test]
+    fn a_page_gives_each_member_the_engine_permits_and_logs_every_member_decided() {
+        if let Some(store) = Store::postgres(
+            "a_page_gives_each_member_the_engine_permits_and_logs_every_member_decided",
+        ) {
+            a_page_gives_each_member_the_engine_permits_and_logs_every_member_decided_on(&store);
+        }
+    }
+
+    #[test]
+    fn a_listing_reads_only_the_members_it_serves() {
+        if let Some(store) = Store::postgres("a_listing_reads_only_the_members_it_serves") {
+            a_listing_reads_only_the_members_it_serves_on(&store);
+        }
+    }
+
+    #[test]
+    fn region_and_name_search_list_through_the_plan() {
+        if let Some(store) = Store::postgres("region_and_name_search_list_through_the_plan") {
+            region_and_name_search_list_through_the_plan_on(&store);
+        }
+    }
+
+    #[test]
+    fn the_export_streams_what_the_engine_permits_and_refuses_others() {
+        if let Some(store) =
+            Store::postgres("the_export_streams_what_the_engine_permits_and_refuses_others")
+        {
+            the_export_streams_what_the_engine_permits_and_refuses_others_on(&store);
+        }
+    }
+
+    #[test]
+    fn pages_decide_on_each_members_own_attributes() {
+        if let Some(store) = Store::postgres("pages_decide_on_each_members_own_attributes") {
+            pages_decide_on_each_members_own_attributes_on(&store);
+        }
+    }
+
+    /// An update writes the
+    /// value and the BOOLEAN columns of the attribute it mirrors, which the next decision and
+    /// listing read; an erasure removes the row and values, all or nothing.
+    #[test]
+    fn updates_and_erasures_are_written() {
+        let Some(store) = Store::postgres("updates_and_erasures_are_written") else {
+            return;
+        };
+        let Store::Postgres(schema) = &store else {
+            unreachable!("a PostgreSQL store");
+        };
+        let crm = Crm::on(&store, "2024-01-01T09:00:00Z");
+        let membership = uid(PrincipalKind::Staff, ids::S_MEMBERSHIP);
+        let compliance = uid(PrincipalKind::Staff, ids::S_COMPLIANCE);
+        let send = |method: &str, path: &str, principal: &str, body: &str| {
+            crm.client().send_body(
+                method,
+                path,
+                &[("X-Principal", principal.as_bytes())],
+                body.as_bytes(),
+            )
+        };
+        let mut pg = schema.client();
+        let member = format!("/members/{}", ids::MEMBER_ELIGIBLE);
+        let body = r#"{"address": "1 New Street, London", "opt_outs": "phone, post"}"#;
+        let reply = send("PATCH", &member, &membership, body);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let row = pg
+            .query_one(
+                "SELECT v.address, v.opt_outs, m.opt_out_phone, m.opt_out_email, m.opt_out_post \
+             FROM members m JOIN member_values v ON v.member_id = m.id WHERE m.id = $1",
+                &[&ids::MEMBER_ELIGIBLE],
+            )
+            .expect("the member's row");
+        let got: (String, String, bool, bool, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        assert_eq!(
+            got,
+            (
+                "1 New Street, London".into(),
+                "phone, post".into(),
+                true,
+                false,
+                true
+            )
+        );
+        let read = crm.get(&member, Some(&membership));
+        assert_eq!(read.fields()["address"], "1 New Street, London");
+        // A refused field among permitted ones writes nothing.
+        let reply = send(
+            "PATCH",
+            &member,
+            &membership,
+            r#"{"email": "new@example.com", "political_views": "left"}"#,
+        );
+        assert_eq!(reply.status, 403, "{}", reply.body);
+        let email: String = pg
+            .query_one(
+                "SELECT email FROM member_values WHERE member_id = $1",
+                &[&ids::MEMBER_ELIGIBLE],
+            )
+            .expect("the email")
+            .get(0);
+        assert_ne!(email, "new@example.com");
+
+        let former = format!("/members/{}", ids::MEMBER_LEFT_2023);
+        let reply = send("DELETE", &former, &compliance, "");
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let left: i64 = pg
+            .query_one(
+                "SELECT (SELECT COUNT(*) FROM members WHERE id = $1) \
+             + (SELECT COUNT(*) FROM member_values WHERE member_id = $1)",
+                &[&ids::MEMBER_LEFT_2023],
+            )
+            .expect("a count")
+            .get(0);
+        assert_eq!(left, 0);
+        assert_eq!(crm.get(&former, Some(&compliance)).status, 404);
+        drop(pg);
+        drop(crm);
+    }
 }
