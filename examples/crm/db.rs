@@ -708,6 +708,10 @@ pub struct Pool {
     conns: Vec<Mutex<Link>>,
     next: AtomicUsize,
     writer: Mutex<Link>,
+    /// PostgreSQL's connection string and schema, to reopen a connection the server
+    /// closed (a restart, an administrator's kill): the request that finds it closed
+    /// fails (500), the next one on it gets a new connection.
+    reopen: Option<(String, Option<String>)>,
 }
 
 /// A lock's guard even if poisoned: a panic while holding a connection only means another
@@ -745,23 +749,47 @@ impl Pool {
                 .collect::<Result<_, DbError>>()?,
         };
         let fields = writer.value_columns()?;
+        let reopen = match target {
+            Target::Sqlite(_) => None,
+            Target::Postgres { conn, schema } => Some((conn.clone(), schema.clone())),
+        };
         Ok(Pool {
             fields,
             conns,
             next: AtomicUsize::new(0),
             writer: Mutex::new(writer),
+            reopen,
         })
+    }
+
+    /// `link`, reopened first if it is a PostgreSQL connection the server closed (if that
+    /// fails, the closed one stays and its statements fail: the request gets a 500).
+    fn live<'a>(&self, mut link: MutexGuard<'a, Link>) -> MutexGuard<'a, Link> {
+        if let (Conn::Postgres(client), Some((conn, schema))) = (&link.conn, &self.reopen) {
+            if client.is_closed() {
+                match Link::postgres(conn, schema.as_deref()) {
+                    Ok(new) => *link = new,
+                    Err(e) => eprintln!("crm: reopening a database connection: {e}"),
+                }
+            }
+        }
+        link
+    }
+
+    /// The connection that writes (one write at a time).
+    fn writer(&self) -> MutexGuard<'_, Link> {
+        self.live(locked(&self.writer))
     }
 
     /// A connection for reads: the first free one, else the next in turn once it is free.
     fn get(&self) -> MutexGuard<'_, Link> {
         for c in &self.conns {
             if let Ok(guard) = c.try_lock() {
-                return guard;
+                return self.live(guard);
             }
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
-        locked(&self.conns[i])
+        self.live(locked(&self.conns[i]))
     }
 
     /// Reads the principal side of the records (no members): what the engine's directory
@@ -872,7 +900,7 @@ impl Pool {
     /// Writes `values` (field name to value) to member `id`, with the attributes they
     /// mirror, in one transaction: all or nothing. `Ok(false)` if there is no such member.
     pub fn update(&self, id: &str, values: &BTreeMap<String, String>) -> Result<bool, DbError> {
-        locked(&self.writer).transaction(|tx| {
+        self.writer().transaction(|tx| {
             let mut exists = Query::select();
             exists
                 .column("id")
@@ -928,7 +956,7 @@ impl Pool {
     /// Erases member `id`: its row and every value, in one transaction. `Ok(false)` if
     /// there is no such member.
     pub fn erase(&self, id: &str) -> Result<bool, DbError> {
-        locked(&self.writer).transaction(|tx| {
+        self.writer().transaction(|tx| {
             let mut values = Query::delete();
             values
                 .from_table("member_values")
