@@ -68,6 +68,9 @@ pub(crate) struct Planner<'p, 'a> {
     /// What each atom that does not read the field gave (by its address): the same on
     /// every field.
     leaves: RefCell<Vec<(usize, Tf)>>,
+    /// Where each policy holds (by its place in [`Planner::rules`]), per pattern of its
+    /// constant checks on a field.
+    held: RefCell<Vec<(usize, Vec<u8>, FieldPlan)>>,
 }
 
 impl<'p, 'a> Planner<'p, 'a> {
@@ -77,6 +80,7 @@ impl<'p, 'a> Planner<'p, 'a> {
             places,
             parts: Cell::new(0),
             leaves: RefCell::new(Vec::new()),
+            held: RefCell::new(Vec::new()),
         }
     }
 
@@ -165,17 +169,47 @@ impl<'p, 'a> Planner<'p, 'a> {
     /// One field's plan: a permit holds and no forbid does.
     fn field(&self, rules: &[(u32, FieldPlan, &Rule)], on: (u64, u32)) -> FieldPlan {
         let (mut permits, mut forbids) = (Vec::new(), Vec::new());
-        for (i, scope, rule) in rules {
+        for (at, (i, scope, rule)) in rules.iter().enumerate() {
             if rule.never & on.0 != 0 || *scope == FieldPlan::Never {
                 continue;
             }
-            let mut holds = scope.clone();
+            // A policy's plan differs between fields only where its constant checks do:
+            // planned once per pattern of them (always, for one that reads the field
+            // otherwise).
+            let mut masks = Vec::new();
+            let mut per_field = false;
             for c in &rule.conjuncts {
-                if holds == FieldPlan::Never {
-                    break;
-                }
-                holds = holds.and(self.evaluates_to(&c.check, true, on, *i));
+                collect(&c.check, &mut masks, &mut per_field);
             }
+            let sig: Vec<u8> = masks
+                .iter()
+                .map(|(t, f)| u8::from(t & on.0 != 0) | u8::from(f & on.0 != 0) << 1)
+                .collect();
+            let cached = (!per_field)
+                .then(|| {
+                    self.held
+                        .borrow()
+                        .iter()
+                        .find(|(a, s, _)| *a == at && *s == sig)
+                        .map(|(_, _, p)| p.clone())
+                })
+                .flatten();
+            let holds = match cached {
+                Some(p) => p,
+                None => {
+                    let mut holds = scope.clone();
+                    for c in &rule.conjuncts {
+                        if holds == FieldPlan::Never {
+                            break;
+                        }
+                        holds = holds.and(self.evaluates_to(&c.check, true, on, *i));
+                    }
+                    if !per_field {
+                        self.held.borrow_mut().push((at, sig, holds.clone()));
+                    }
+                    holds
+                }
+            };
             if rule.forbid {
                 forbids.push(holds);
             } else {
