@@ -8,7 +8,7 @@ use membergate::{Action, Context, Engine};
 
 use crate::support::{
     directory, engine, fixture, fixture_directory, membergate, permitted_fields, policies_dir,
-    principal, stderr, stdout, t, Ask, PolicyCopy, POLICY_SYNTAX,
+    principal, stderr, stdout, t, Ask, PolicyCopy, PER_MEMBER_POLICY, POLICY_SYNTAX,
 };
 
 /// The `N passed, M failed` counts of the last line of `membergate test`.
@@ -339,15 +339,7 @@ fn cli_plan_for_an_unknown_principal_is_an_error() {
 fn cli_plan_with_per_member_parts_renders_the_upper_bound_and_says_so() {
     // Two of the member's dates compared: the planner leaves it to a per-member decision.
     let copy = PolicyCopy::new();
-    fs::write(
-        copy.file("per_member.cedar"),
-        r#"
-@id("export-short-memberships")
-permit (principal is Staff in Team::"membership", action == Action::"export", resource is Member)
-when { resource has left && resource.left < resource.joined.offset(duration("3650d")) };
-"#,
-    )
-    .expect("write");
+    fs::write(copy.file("per_member.cedar"), PER_MEMBER_POLICY).expect("write");
     let dir = copy.path().to_str().expect("utf-8");
     let args = [
         "plan",

@@ -10,7 +10,7 @@ use membergate::{Action, Engine, MemberRef, PrincipalId};
 
 use crate::support::{
     boundary_contexts, bundled, copy_dir, directory, engine, plan_agrees, policies_dir, principal,
-    PlanTally,
+    PlanTally, PER_MEMBER_POLICY,
 };
 
 /// Every principal, every action, its boundary contexts, every member of the sample.
@@ -75,15 +75,7 @@ fn plans_decide_every_member_as_the_engine() {
 fn a_condition_the_planner_cannot_express_is_decided_per_member() {
     let dir = tempfile::tempdir().expect("temporary directory");
     copy_dir(&policies_dir(), dir.path());
-    std::fs::write(
-        dir.path().join("per_member.cedar"),
-        r#"
-@id("export-short-memberships")
-permit (principal is Staff in Team::"membership", action == Action::"export", resource is Member)
-when { resource has left && resource.left < resource.joined.offset(duration("3650d")) };
-"#,
-    )
-    .expect("write");
+    std::fs::write(dir.path().join("per_member.cedar"), PER_MEMBER_POLICY).expect("write");
     let engine = Engine::from_dir(dir.path()).expect("loads");
     let party = bundled();
     let directory = directory().for_engine(&engine).expect("the same records");

@@ -19,12 +19,10 @@ use membergate::plan::sql::sea_query::{
 };
 use membergate::plan::sql::{Channels, MemberColumns};
 use membergate::plan::Atom;
-use membergate::{
-    Action, Context, FieldSet, Member, MemberRef, MemberRequest, PageRequest, Plan, PrincipalId,
-};
+use membergate::{Action, Context, FieldSet, Member, MemberRef, PageRequest, Plan, PrincipalId};
 use sea_query_postgres::{PostgresValue, PostgresValues};
 
-use crate::support::{boundary_contexts, bundled, directory, engine};
+use crate::support::{boundary_contexts, bundled, directory, engine, engine_sets};
 
 /// Milliseconds since the epoch, floored as the engine floors them (jiff's
 /// `as_millisecond` truncates toward zero, which differs before 1970).
@@ -457,26 +455,13 @@ fn plans_select_in_sqlite_and_postgresql_what_the_engine_decides() {
             members: &members,
             context: ctx,
         };
-        let sets: Vec<FieldSet> = match e.permitted_fields_page(dir, &page) {
-            Ok(sets) => sets,
-            // A plan is refused exactly where every member is (tests/plans.rs); a page
-            // refused for one member would leave that member out: none in the sample.
-            Err(_) => members
-                .iter()
-                .map(|m| {
-                    e.permitted_fields(
-                        dir,
-                        &MemberRequest {
-                            principal: p,
-                            action: *action,
-                            member: *m,
-                            context: ctx,
-                        },
-                    )
-                    .unwrap_or_else(|e| panic!("{p} {action} {ctx:?} on {}: {e}", m.id))
-                })
-                .collect(),
-        };
+        // A plan is refused exactly where every member is (tests/plans.rs); a page
+        // refused for one member would leave that member out: none in the sample.
+        let sets: Vec<FieldSet> = engine_sets(e, dir, &page)
+            .into_iter()
+            .zip(&members)
+            .map(|(set, m)| set.unwrap_or_else(|e| panic!("{p} {action} {ctx:?} on {}: {e}", m.id)))
+            .collect();
         engine_time += t.elapsed();
         // Every plan with the boolean columns, every third also with rows of channels.
         let mappings: &[(&str, &MemberColumns)] = if n % 3 == 0 {

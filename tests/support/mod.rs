@@ -595,6 +595,41 @@ pub(crate) fn boundary_contexts(party: &Membership, principal: &PrincipalId) -> 
     out
 }
 
+/// A policy the planner cannot express (two of the member's dates compared): its part is
+/// decided per member.
+pub(crate) const PER_MEMBER_POLICY: &str = r#"
+@id("export-short-memberships")
+permit (principal is Staff in Team::"membership", action == Action::"export", resource is Member)
+when { resource has left && resource.left < resource.joined.offset(duration("3650d")) };
+"#;
+
+/// The engine's fields for each member of `page`: the page at once, or, if the page is
+/// refused (a member fails its check), each member on its own.
+pub(crate) fn engine_sets(
+    e: &Engine,
+    dir: &Directory,
+    page: &PageRequest<'_>,
+) -> Vec<Result<FieldSet, RequestError>> {
+    match e.permitted_fields_page(dir, page) {
+        Ok(sets) => sets.into_iter().map(Ok).collect(),
+        Err(_) => page
+            .members
+            .iter()
+            .map(|m| {
+                e.permitted_fields(
+                    dir,
+                    &MemberRequest {
+                        principal: page.principal,
+                        action: page.action,
+                        member: *m,
+                        context: page.context,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
 /// [`Engine::plan`] of `principal`, `action` and `ctx` against the engine's per-member
 /// decisions on `members`: on every member the engine decides, each field's plan and the
 /// plan of "any field" allow what the engine allows; where a per-member part leaves a
@@ -629,23 +664,7 @@ pub(crate) fn plan_agrees(
         members,
         context: ctx,
     };
-    let sets: Vec<Result<FieldSet, RequestError>> = match e.permitted_fields_page(dir, &page) {
-        Ok(sets) => sets.into_iter().map(Ok).collect(),
-        Err(_) => members
-            .iter()
-            .map(|m| {
-                e.permitted_fields(
-                    dir,
-                    &MemberRequest {
-                        principal,
-                        action,
-                        member: *m,
-                        context: ctx,
-                    },
-                )
-            })
-            .collect(),
-    };
+    let sets = engine_sets(e, dir, &page);
     // Each distinct plan once per member.
     let mut distinct: Vec<&membergate::plan::FieldPlan> = Vec::new();
     let slots: Vec<usize> = plan
