@@ -760,15 +760,15 @@ impl Places for Directory {
     }
 
     fn members_among(&self, uids: &[u32]) -> Vec<String> {
-        let mut sorted = uids.to_vec();
-        sorted.sort_unstable();
-        let mut out: Vec<String> = self
-            .listed_members
+        let member = self.store.type_id(ty::MEMBER);
+        let mut out: Vec<String> = uids
             .iter()
-            .filter(|(_, u)| sorted.binary_search(u).is_ok())
-            .map(|(id, _)| id.to_string())
+            .filter_map(|u| self.store.uid_parts(*u))
+            .filter(|(t, _)| Some(*t) == member)
+            .map(|(_, id)| id.to_string())
             .collect();
         out.sort_unstable();
+        out.dedup();
         out
     }
 }

@@ -21,6 +21,7 @@ mod planner;
 use cedar_compiled::lowlevel::{eval_bool, specialize_expr, BinOp, Expr, PolicyView, Scope, Var};
 use cedar_compiled::{CompiledPolicies, Ctx, Query, Store, Value};
 use cedar_policy::Entities;
+use smallvec::{smallvec, SmallVec};
 
 pub(crate) use asked::Asked;
 pub(crate) use check::ContextValues;
@@ -204,24 +205,25 @@ fn field_only(e: &Expr, field: u32) -> bool {
     }
 }
 
-fn children(e: &Expr) -> Vec<&Expr> {
+/// The operands of `e` (inline for up to four: this runs on every node of a walk).
+fn children(e: &Expr) -> SmallVec<[&Expr; 4]> {
     match e {
-        Expr::Lit(_) | Expr::Error | Expr::Var(_) => Vec::new(),
+        Expr::Lit(_) | Expr::Error | Expr::Var(_) => SmallVec::new(),
         Expr::Not(a)
         | Expr::Neg(a)
         | Expr::IsEmpty(a)
         | Expr::GetAttr(a, _)
         | Expr::HasAttr(a, _)
-        | Expr::Like(a, _) => vec![a],
+        | Expr::Like(a, _) => smallvec![&**a],
         Expr::Is(a, _, w) => {
-            let mut v = vec![&**a];
+            let mut v: SmallVec<[&Expr; 4]> = smallvec![&**a];
             if let Some(w) = w {
                 v.push(w);
             }
             v
         }
-        Expr::Bin(_, a, b) | Expr::And(a, b) | Expr::Or(a, b) => vec![a, b],
-        Expr::If(c, t, f) => vec![c, t, f],
+        Expr::Bin(_, a, b) | Expr::And(a, b) | Expr::Or(a, b) => smallvec![&**a, &**b],
+        Expr::If(c, t, f) => smallvec![&**c, &**t, &**f],
         Expr::Set(items) | Expr::Call(_, items) => items.iter().collect(),
         Expr::Record(pairs) => pairs.iter().map(|(_, v)| v).collect(),
     }

@@ -69,8 +69,45 @@ pub(crate) struct Planner<'p, 'a> {
     /// every field.
     leaves: RefCell<Vec<(usize, Tf)>>,
     /// Where each policy holds (by its place in [`Planner::rules`]), per pattern of its
-    /// constant checks on a field.
-    held: RefCell<Vec<(usize, Vec<u8>, FieldPlan)>>,
+    /// constant checks on a field: with the bit of a field it was planned for.
+    held: RefCell<Vec<(usize, u64, FieldPlan)>>,
+}
+
+/// A policy that can apply, with the condition its scope puts on the member.
+struct Applying<'p> {
+    /// The policy's place in the index.
+    id: u32,
+    scope: FieldPlan,
+    rule: &'p Rule,
+    /// Its constant checks' masks (where each is true, where false, per field bit);
+    /// `None` if it reads the field otherwise too.
+    masks: Option<Vec<(u64, u64)>>,
+}
+
+impl<'p> Applying<'p> {
+    fn new(id: u32, scope: FieldPlan, rule: &'p Rule) -> Self {
+        let mut masks = vec![(rule.never, 0)];
+        let mut per_field = false;
+        for c in &rule.conjuncts {
+            collect(&c.check, &mut masks, &mut per_field);
+        }
+        Applying {
+            id,
+            scope,
+            rule,
+            masks: (!per_field).then_some(masks),
+        }
+    }
+
+    /// Whether the policy's constant checks are alike on the fields of bits `a` and `b`
+    /// (never, if it reads the field otherwise).
+    fn alike(&self, a: u64, b: u64) -> bool {
+        self.masks.as_ref().is_some_and(|masks| {
+            masks
+                .iter()
+                .all(|(t, f)| (t & a == 0) == (t & b == 0) && (f & a == 0) == (f & b == 0))
+        })
+    }
 }
 
 impl<'p, 'a> Planner<'p, 'a> {
@@ -90,43 +127,26 @@ impl<'p, 'a> Planner<'p, 'a> {
     pub(crate) fn fields(&self) -> (Vec<FieldPlan>, Vec<usize>) {
         let index = self.asked.index;
         let rules = self.rules();
-        let mut masks: Vec<(u64, u64)> = Vec::new();
-        let mut per_field = false;
-        for (_, _, r) in &rules {
-            masks.push((r.never, 0));
-            for c in &r.conjuncts {
-                collect(&c.check, &mut masks, &mut per_field);
-            }
-        }
-        let signature = |bit: u64| -> Vec<u8> {
-            masks
-                .iter()
-                .map(|(t, f)| u8::from(t & bit != 0) | u8::from(f & bit != 0) << 1)
-                .collect()
-        };
-        // Per distinct plan, the signature it was planned for.
-        let mut seen: Vec<Vec<u8>> = Vec::new();
+        let per_field = rules.iter().any(|r| r.masks.is_none());
+        // Per distinct plan, a field it was planned for.
+        let mut seen: Vec<u64> = Vec::new();
         let mut distinct: Vec<FieldPlan> = Vec::new();
         let mut slots = Vec::with_capacity(index.field_uids.len());
         for (i, uid) in index.field_uids.iter().enumerate() {
             let bit = 1u64 << i;
-            let sig = if per_field {
-                Vec::new()
-            } else {
-                signature(bit)
-            };
             if !per_field {
-                if let Some(at) = seen.iter().position(|s| *s == sig) {
+                let alike = |other: &u64| rules.iter().all(|r| r.alike(bit, *other));
+                if let Some(at) = seen.iter().position(alike) {
                     slots.push(at);
                     continue;
                 }
             }
             let p = self.field(&rules, (bit, *uid));
-            // Two signatures can still give the same plan.
+            // Two patterns of constant checks can still give the same plan.
             match distinct.iter().position(|d| *d == p) {
                 Some(at) if per_field => slots.push(at),
                 _ => {
-                    seen.push(sig);
+                    seen.push(bit);
                     distinct.push(p);
                     slots.push(distinct.len() - 1);
                 }
@@ -137,20 +157,20 @@ impl<'p, 'a> Planner<'p, 'a> {
 
     /// The policies that can apply: the principal's, then those scoped on a member or
     /// a place, each with the condition its scope puts on the member.
-    fn rules(&self) -> Vec<(u32, FieldPlan, &'p Rule)> {
+    fn rules(&self) -> Vec<Applying<'p>> {
         let asked = self.asked;
-        let mut out: Vec<(u32, FieldPlan, &Rule)> = asked
+        let mut out: Vec<Applying> = asked
             .plan
             .rules
             .iter()
-            .map(|(i, r)| (*i, FieldPlan::Always, r))
+            .map(|(i, r)| Applying::new(*i, FieldPlan::Always, r))
             .collect();
         if let Some(b) = asked.bucket {
             for (u, list) in &b.resource_eq {
                 let on = FieldPlan::atom(Atom::Member(self.places.members_among(&[*u]).into()));
                 for i in list {
                     if let Some(r) = asked.index.rule(*i) {
-                        out.push((*i, on.clone(), r));
+                        out.push(Applying::new(*i, on.clone(), r));
                     }
                 }
             }
@@ -158,7 +178,7 @@ impl<'p, 'a> Planner<'p, 'a> {
                 let on = self.within(&[*u]);
                 for i in list {
                     if let Some(r) = asked.index.rule(*i) {
-                        out.push((*i, on.clone(), r));
+                        out.push(Applying::new(*i, on.clone(), r));
                     }
                 }
             }
@@ -166,57 +186,53 @@ impl<'p, 'a> Planner<'p, 'a> {
         out
     }
 
-    /// One field's plan: a permit holds and no forbid does.
-    fn field(&self, rules: &[(u32, FieldPlan, &Rule)], on: (u64, u32)) -> FieldPlan {
-        let (mut permits, mut forbids) = (Vec::new(), Vec::new());
-        for (at, (i, scope, rule)) in rules.iter().enumerate() {
-            if rule.never & on.0 != 0 || *scope == FieldPlan::Never {
-                continue;
-            }
-            // A policy's plan differs between fields only where its constant checks do:
-            // planned once per pattern of them (always, for one that reads the field
-            // otherwise).
-            let mut masks = Vec::new();
-            let mut per_field = false;
-            for c in &rule.conjuncts {
-                collect(&c.check, &mut masks, &mut per_field);
-            }
-            let sig: Vec<u8> = masks
-                .iter()
-                .map(|(t, f)| u8::from(t & on.0 != 0) | u8::from(f & on.0 != 0) << 1)
-                .collect();
-            let cached = (!per_field)
-                .then(|| {
-                    self.held
-                        .borrow()
-                        .iter()
-                        .find(|(a, s, _)| *a == at && *s == sig)
-                        .map(|(_, _, p)| p.clone())
-                })
-                .flatten();
-            let holds = match cached {
-                Some(p) => p,
-                None => {
-                    let mut holds = scope.clone();
-                    for c in &rule.conjuncts {
-                        if holds == FieldPlan::Never {
-                            break;
-                        }
-                        holds = holds.and(self.evaluates_to(&c.check, true, on, *i));
-                    }
-                    if !per_field {
-                        self.held.borrow_mut().push((at, sig, holds.clone()));
-                    }
-                    holds
-                }
-            };
-            if rule.forbid {
-                forbids.push(holds);
-            } else {
-                permits.push(holds);
+    /// One field's plan: a permit holds and no forbid does (the forbids are planned
+    /// only where some permit may hold).
+    fn field(&self, rules: &[Applying<'p>], on: (u64, u32)) -> FieldPlan {
+        let applies = |forbid: bool| {
+            rules.iter().enumerate().filter(move |(_, r)| {
+                r.rule.forbid == forbid && r.rule.never & on.0 == 0 && r.scope != FieldPlan::Never
+            })
+        };
+        let permitted = FieldPlan::any(applies(false).map(|(at, r)| self.holds(at, r, on)));
+        if permitted == FieldPlan::Never {
+            return permitted;
+        }
+        let mut unforbidden = vec![permitted];
+        for (at, r) in applies(true) {
+            match self.holds(at, r, on) {
+                FieldPlan::Always => return FieldPlan::Never,
+                FieldPlan::Never => {}
+                p => unforbidden.push(p.not()),
             }
         }
-        FieldPlan::any(permits).and(FieldPlan::any(forbids).not())
+        FieldPlan::all(unforbidden)
+    }
+
+    /// Where the policy `r` (at `at` among the rules) holds on the field `on`. A
+    /// policy's plan differs between fields only where its constant checks do: planned
+    /// once per pattern of them (always, for one that reads the field otherwise).
+    fn holds(&self, at: usize, r: &Applying<'p>, on: (u64, u32)) -> FieldPlan {
+        if r.masks.is_some() {
+            let held = self.held.borrow();
+            if let Some((_, _, p)) = held
+                .iter()
+                .find(|(a, bit, _)| *a == at && r.alike(on.0, *bit))
+            {
+                return p.clone();
+            }
+        }
+        let mut holds = r.scope.clone();
+        for c in &r.rule.conjuncts {
+            if holds == FieldPlan::Never {
+                break;
+            }
+            holds = holds.and(self.evaluates_to(&c.check, true, on, r.id));
+        }
+        if r.masks.is_some() {
+            self.held.borrow_mut().push((at, on.0, holds.clone()));
+        }
+        holds
     }
 
     /// Where `c` is true and where false, on the field `(bit, uid)`, for policy `i`.
@@ -404,6 +420,9 @@ impl<'p, 'a> Planner<'p, 'a> {
     fn expr(&self, e: &Expr, field: Option<u32>, on: (u64, u32), i: u32) -> Tf {
         let asked = self.asked;
         let q = asked.query(None, field);
+        if !reads_var(e, Var::Resource) {
+            return constant(truth(e, &q));
+        }
         let store = asked.store;
         let member = asked.index.member_type();
         let e = specialize_for_context(e, &q, &mut |u| store.type_of_uid(u) != Some(member));

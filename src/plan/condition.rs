@@ -197,7 +197,16 @@ impl Condition {
 
     /// Whether the condition has a [`Atom::PerMember`] part.
     pub fn per_member(&self) -> bool {
-        self.atoms().any(|a| matches!(a, Atom::PerMember { .. }))
+        self.any_atom(&|a| matches!(a, Atom::PerMember { .. }))
+    }
+
+    /// Whether one of its atoms passes `f`.
+    fn any_atom(&self, f: &impl Fn(&Atom) -> bool) -> bool {
+        match self {
+            Condition::Atom(a) => f(a),
+            Condition::Not(c) => c.any_atom(f),
+            Condition::All(cs) | Condition::Any(cs) => cs.iter().any(|c| c.any_atom(f)),
+        }
     }
 
     /// Every atom, depth first.
@@ -314,12 +323,20 @@ impl FieldPlan {
 
     /// `self && other`.
     pub(crate) fn and(self, other: FieldPlan) -> FieldPlan {
-        FieldPlan::all([self, other])
+        match (self, other) {
+            (FieldPlan::Never, _) | (_, FieldPlan::Never) => FieldPlan::Never,
+            (FieldPlan::Always, p) | (p, FieldPlan::Always) => p,
+            (a, b) => FieldPlan::join(vec![a, b], true),
+        }
     }
 
     /// `self || other`.
     pub(crate) fn or(self, other: FieldPlan) -> FieldPlan {
-        FieldPlan::any([self, other])
+        match (self, other) {
+            (FieldPlan::Always, _) | (_, FieldPlan::Always) => FieldPlan::Always,
+            (FieldPlan::Never, p) | (p, FieldPlan::Never) => p,
+            (a, b) => FieldPlan::join(vec![a, b], false),
+        }
     }
 
     /// Every one of `parts` holds.
@@ -340,13 +357,23 @@ impl FieldPlan {
     fn join(parts: Vec<FieldPlan>, conjunction: bool) -> FieldPlan {
         // The constant that decides the whole (`false` for `All`), and the neutral one.
         let decisive = FieldPlan::constant(!conjunction);
-        let mut ops: Vec<Condition> = Vec::new();
+        let mut conditions = Vec::with_capacity(parts.len());
         for p in parts {
             match p {
-                FieldPlan::When(c) => push_flat(c, conjunction, &mut ops),
+                FieldPlan::When(c) => conditions.push(c),
                 p if p == decisive => return decisive,
                 _ => {}
             }
+        }
+        // One condition alone is already simplified.
+        if conditions.len() < 2 {
+            return conditions
+                .pop()
+                .map_or(FieldPlan::constant(conjunction), FieldPlan::When);
+        }
+        let mut ops: Vec<Condition> = Vec::with_capacity(conditions.len() + 2);
+        for c in conditions {
+            push_flat(c, conjunction, &mut ops);
         }
         // Statuses merged into one atom: intersected under `All`, united under `Any`.
         let mut statuses: Option<Vec<MemberStatus>> = None;
@@ -386,29 +413,22 @@ impl FieldPlan {
         // Each literal operand (an atom or its negation) taken as known in the others:
         // under `All` it holds there, under `Any` it fails there (where it held, the
         // `Any` would hold whatever they are).
-        let literals: Vec<(Atom, bool)> = kept
+        let literals: Vec<(&Atom, bool)> = kept
             .iter()
             .filter_map(|c| match c {
-                Condition::Atom(a) => Some((a.clone(), conjunction)),
+                Condition::Atom(a) => Some((a, conjunction)),
                 Condition::Not(n) => match &**n {
-                    Condition::Atom(a) => Some((a.clone(), !conjunction)),
+                    Condition::Atom(a) => Some((a, !conjunction)),
                     _ => None,
                 },
                 _ => None,
             })
             .collect();
-        let is_literal = |c: &Condition| match c {
-            Condition::Atom(_) => true,
-            Condition::Not(n) => matches!(**n, Condition::Atom(_)),
-            _ => false,
-        };
         // Only an operand that reads a literal's atom can change.
         let touched = |c: &Condition| {
-            !is_literal(c)
-                && c.atoms()
-                    .any(|b| literals.iter().any(|(a, _)| related(a, b)))
+            !is_literal(c) && c.any_atom(&|b| literals.iter().any(|(a, _)| related(a, b)))
         };
-        if kept.iter().any(touched) {
+        if !literals.is_empty() && kept.iter().any(touched) {
             let mut changed = false;
             let rewritten: Vec<FieldPlan> = kept
                 .iter()
@@ -522,6 +542,15 @@ fn operands(c: &Condition, conjunction: bool) -> &[Condition] {
     }
 }
 
+/// Whether `c` is an atom or an atom's negation.
+fn is_literal(c: &Condition) -> bool {
+    match c {
+        Condition::Atom(_) => true,
+        Condition::Not(n) => matches!(**n, Condition::Atom(_)),
+        _ => false,
+    }
+}
+
 /// Whether knowing `a` can tell something of `b` ([`FieldPlan::assume`]).
 fn related(a: &Atom, b: &Atom) -> bool {
     a == b
@@ -539,14 +568,31 @@ impl FieldPlan {
         let FieldPlan::When(c) = self else {
             return self;
         };
+        if !c.any_atom(&|b| related(a, b)) {
+            return FieldPlan::When(c);
+        }
         match c {
             Condition::Atom(b) => match (a, &b) {
                 _ if *a == b => FieldPlan::constant(v),
-                // Where the status is one of `s`, it is one of `t` where it is one of
-                // both; where it is none of `s`, where it is one of `t` but not `s`.
-                (Atom::Status(s), Atom::Status(t)) => FieldPlan::atom(Atom::Status(
-                    t.iter().copied().filter(|x| s.contains(x) == v).collect(),
-                )),
+                // Where the status is one of `s` (`v`) or none of them (`!v`), it is
+                // one of `t` where it is one of `t` among those: always if all of those
+                // are in `t`, never if none is.
+                (Atom::Status(s), Atom::Status(t)) => {
+                    let possible = MemberStatus::ALL.into_iter().filter(|x| s.contains(x) == v);
+                    let (mut within, mut all) = (Vec::new(), true);
+                    for x in possible {
+                        if t.contains(&x) {
+                            within.push(x);
+                        } else {
+                            all = false;
+                        }
+                    }
+                    if all {
+                        FieldPlan::Always
+                    } else {
+                        FieldPlan::atom(Atom::Status(within))
+                    }
+                }
                 // A date compared implies one; without one, none compares.
                 (Atom::Left(..), Atom::HasLeft) if v => FieldPlan::Always,
                 (Atom::HasLeft, Atom::Left(..)) if !v => FieldPlan::Never,

@@ -75,6 +75,10 @@ impl Symbols {
     pub(crate) fn type_of(&self, uid: u32) -> Option<u32> {
         self.uid_info.get(uid as usize).map(|(t, _)| *t)
     }
+
+    pub(crate) fn info(&self, uid: u32) -> Option<(u32, &str)> {
+        self.uid_info.get(uid as usize).map(|(t, id)| (*t, &**id))
+    }
 }
 
 /// Resolves names to ids while reading JSON values.
@@ -355,6 +359,11 @@ impl Store {
     /// The type id of uid `uid`.
     pub fn type_of_uid(&self, uid: u32) -> Option<u32> {
         self.symbols.type_of(uid)
+    }
+
+    /// The type id and the id string of uid `uid`.
+    pub fn uid_parts(&self, uid: u32) -> Option<(u32, &str)> {
+        self.symbols.info(uid)
     }
 
     /// Inserts or replaces one entity given by ids (attributes in any order), keeping
