@@ -21,7 +21,6 @@ mod planner;
 use cedar_compiled::lowlevel::{eval_bool, specialize_expr, BinOp, Expr, PolicyView, Scope, Var};
 use cedar_compiled::{CompiledPolicies, Ctx, Query, Store, Value};
 use cedar_policy::Entities;
-use smallvec::{smallvec, SmallVec};
 
 pub(crate) use asked::Asked;
 pub(crate) use check::ContextValues;
@@ -176,14 +175,14 @@ fn reads_field(e: &Expr, field: u32) -> bool {
             chain.first() == Some(&field) && chain.len() > 1
         }
         Expr::Var(Var::Context) => true,
-        _ => children(e).iter().any(|c| reads_field(c, field)),
+        _ => any_child(e, |c| reads_field(c, field)),
     }
 }
 
 fn reads_var(e: &Expr, var: Var) -> bool {
     match e {
         Expr::Var(v) => *v == var,
-        _ => children(e).iter().any(|c| reads_var(c, var)),
+        _ => any_child(e, |c| reads_var(c, var)),
     }
 }
 
@@ -201,31 +200,25 @@ fn field_only(e: &Expr, field: u32) -> bool {
         Expr::Bin(BinOp::GetTag | BinOp::HasTag, _, _) => false,
         Expr::Bin(BinOp::In, l, r) => is_field(l, field) && field_only(r, field),
         Expr::Is(l, _, Some(r)) => is_field(l, field) && field_only(r, field),
-        _ => children(e).iter().all(|c| field_only(c, field)),
+        _ => !any_child(e, |c| !field_only(c, field)),
     }
 }
 
-/// The operands of `e` (inline for up to four: this runs on every node of a walk).
-fn children(e: &Expr) -> SmallVec<[&Expr; 4]> {
+/// Whether one of the operands of `e` passes `f` (a walk that allocates nothing).
+fn any_child(e: &Expr, mut f: impl FnMut(&Expr) -> bool) -> bool {
     match e {
-        Expr::Lit(_) | Expr::Error | Expr::Var(_) => SmallVec::new(),
+        Expr::Lit(_) | Expr::Error | Expr::Var(_) => false,
         Expr::Not(a)
         | Expr::Neg(a)
         | Expr::IsEmpty(a)
         | Expr::GetAttr(a, _)
         | Expr::HasAttr(a, _)
-        | Expr::Like(a, _) => smallvec![&**a],
-        Expr::Is(a, _, w) => {
-            let mut v: SmallVec<[&Expr; 4]> = smallvec![&**a];
-            if let Some(w) = w {
-                v.push(w);
-            }
-            v
-        }
-        Expr::Bin(_, a, b) | Expr::And(a, b) | Expr::Or(a, b) => smallvec![&**a, &**b],
-        Expr::If(c, t, f) => smallvec![&**c, &**t, &**f],
-        Expr::Set(items) | Expr::Call(_, items) => items.iter().collect(),
-        Expr::Record(pairs) => pairs.iter().map(|(_, v)| v).collect(),
+        | Expr::Like(a, _) => f(a),
+        Expr::Is(a, _, w) => f(a) || w.as_deref().is_some_and(f),
+        Expr::Bin(_, a, b) | Expr::And(a, b) | Expr::Or(a, b) => f(a) || f(b),
+        Expr::If(c, t, e) => f(c) || f(t) || f(e),
+        Expr::Set(items) | Expr::Call(_, items) => items.iter().any(f),
+        Expr::Record(pairs) => pairs.iter().any(|(_, v)| f(v)),
     }
 }
 

@@ -357,23 +357,22 @@ impl FieldPlan {
     fn join(parts: Vec<FieldPlan>, conjunction: bool) -> FieldPlan {
         // The constant that decides the whole (`false` for `All`), and the neutral one.
         let decisive = FieldPlan::constant(!conjunction);
-        let mut conditions = Vec::with_capacity(parts.len());
+        let mut ops: Vec<Condition> = Vec::with_capacity(parts.len() + 2);
+        let mut conditions = 0;
         for p in parts {
             match p {
-                FieldPlan::When(c) => conditions.push(c),
+                FieldPlan::When(c) => {
+                    conditions += 1;
+                    push_flat(c, conjunction, &mut ops);
+                }
                 p if p == decisive => return decisive,
                 _ => {}
             }
         }
-        // One condition alone is already simplified.
-        if conditions.len() < 2 {
-            return conditions
-                .pop()
-                .map_or(FieldPlan::constant(conjunction), FieldPlan::When);
-        }
-        let mut ops: Vec<Condition> = Vec::with_capacity(conditions.len() + 2);
-        for c in conditions {
-            push_flat(c, conjunction, &mut ops);
+        // One condition alone is already simplified (an operand of the same kind, put
+        // back together).
+        if conditions < 2 {
+            return FieldPlan::made(ops, conjunction);
         }
         // Statuses merged into one atom: intersected under `All`, united under `Any`.
         let mut statuses: Option<Vec<MemberStatus>> = None;
@@ -458,15 +457,7 @@ impl FieldPlan {
             kept.retain(|c| !left(c));
         }
         // A condition beside its negation.
-        let negation_of = |c: &Condition| match c {
-            Condition::Not(x) => Some((**x).clone()),
-            Condition::Atom(a) => a.negated().map(Condition::Atom),
-            _ => None,
-        };
-        if kept
-            .iter()
-            .any(|c| negation_of(c).is_some_and(|n| kept.contains(&n)))
-        {
+        if kept.iter().any(|c| kept.iter().any(|d| negates(c, d))) {
             return decisive;
         }
         // Absorption: an operand whose own operands (of the other kind) include every
@@ -521,13 +512,18 @@ impl FieldPlan {
                 return FieldPlan::join(vec![common, rest], !conjunction);
             }
         }
-        match kept.len() {
+        FieldPlan::made(kept, conjunction)
+    }
+
+    /// `All` (`conjunction`) or `Any` of simplified operands, as they are.
+    fn made(mut ops: Vec<Condition>, conjunction: bool) -> FieldPlan {
+        match ops.len() {
             0 => FieldPlan::constant(conjunction),
-            1 => kept
+            1 => ops
                 .pop()
                 .map_or(FieldPlan::constant(conjunction), FieldPlan::When),
-            _ if conjunction => FieldPlan::When(Condition::All(kept)),
-            _ => FieldPlan::When(Condition::Any(kept)),
+            _ if conjunction => FieldPlan::When(Condition::All(ops)),
+            _ => FieldPlan::When(Condition::Any(ops)),
         }
     }
 }
@@ -539,6 +535,20 @@ fn operands(c: &Condition, conjunction: bool) -> &[Condition] {
         Condition::All(cs) if conjunction => cs,
         Condition::Any(cs) if !conjunction => cs,
         c => std::slice::from_ref(c),
+    }
+}
+
+/// Whether `c` holds exactly where `d` does not (as far as their forms tell).
+fn negates(c: &Condition, d: &Condition) -> bool {
+    match (c, d) {
+        (Condition::Not(x), d) => **x == *d,
+        (Condition::Atom(Atom::Joined(o, t)), Condition::Atom(Atom::Joined(p, u))) => {
+            t == u && *p == o.negated()
+        }
+        (Condition::Atom(Atom::Status(s)), Condition::Atom(Atom::Status(t))) => MemberStatus::ALL
+            .iter()
+            .all(|x| s.contains(x) != t.contains(x)),
+        _ => false,
     }
 }
 
