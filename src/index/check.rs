@@ -41,6 +41,25 @@ pub(crate) enum Check {
 }
 
 impl Check {
+    /// Adds the masks of its constant checks (where each is true, where false, per
+    /// field bit) to `masks`; `false` if it reads the field otherwise too.
+    pub(crate) fn constant_masks(&self, masks: &mut Vec<(u64, u64)>) -> bool {
+        match self {
+            Check::Const(t, f) => {
+                masks.push((*t, *f));
+                true
+            }
+            Check::Leaf(Leaf::Expr { field: true, .. }) => false,
+            Check::Leaf(_) => true,
+            Check::Not(a) => a.constant_masks(masks),
+            // Every operand's masks, even past one that reads the field.
+            Check::And(a, b) | Check::Or(a, b) => a.constant_masks(masks) & b.constant_masks(masks),
+            Check::If(a, b, d) => {
+                a.constant_masks(masks) & b.constant_masks(masks) & d.constant_masks(masks)
+            }
+        }
+    }
+
     /// Whether the check evaluates without error on every field of any member (given
     /// one) and context.
     pub(crate) fn infallible(&self, all: u64) -> bool {

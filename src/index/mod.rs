@@ -72,17 +72,27 @@ pub(crate) struct Rule {
     pub(crate) never: u64,
     /// The conjuncts' checks as one condition, for one field's decision.
     pub(crate) cond: Cond,
+    /// Its constant checks' masks (where each is true, where false, per field bit),
+    /// `never` first: two fields alike in each are alike to it, for planning. `None` if
+    /// it reads the field otherwise too.
+    pub(crate) masks: Option<Box<[(u64, u64)]>>,
 }
 
 impl Rule {
     fn new(forbid: bool, conjuncts: Vec<Conj>, all: u64) -> Rule {
         let never = never_holds(conjuncts.iter().map(|c| &c.check), all);
         let cond = Cond::of(conjuncts.iter().map(|c| &c.check));
+        let mut masks = vec![(never, 0)];
+        let mut constant = true;
+        for c in &conjuncts {
+            constant &= c.check.constant_masks(&mut masks);
+        }
         Rule {
             forbid,
             conjuncts,
             never,
             cond,
+            masks: constant.then(|| masks.into_boxed_slice()),
         }
     }
 }

@@ -79,30 +79,13 @@ struct Applying<'p> {
     id: u32,
     scope: FieldPlan,
     rule: &'p Rule,
-    /// Its constant checks' masks (where each is true, where false, per field bit);
-    /// `None` if it reads the field otherwise too.
-    masks: Option<Vec<(u64, u64)>>,
 }
 
-impl<'p> Applying<'p> {
-    fn new(id: u32, scope: FieldPlan, rule: &'p Rule) -> Self {
-        let mut masks = vec![(rule.never, 0)];
-        let mut per_field = false;
-        for c in &rule.conjuncts {
-            collect(&c.check, &mut masks, &mut per_field);
-        }
-        Applying {
-            id,
-            scope,
-            rule,
-            masks: (!per_field).then_some(masks),
-        }
-    }
-
+impl Applying<'_> {
     /// Whether the policy's constant checks are alike on the fields of bits `a` and `b`
     /// (never, if it reads the field otherwise).
     fn alike(&self, a: u64, b: u64) -> bool {
-        self.masks.as_ref().is_some_and(|masks| {
+        self.rule.masks.as_ref().is_some_and(|masks| {
             masks
                 .iter()
                 .all(|(t, f)| (t & a == 0) == (t & b == 0) && (f & a == 0) == (f & b == 0))
@@ -127,7 +110,7 @@ impl<'p, 'a> Planner<'p, 'a> {
     pub(crate) fn fields(&self) -> (Vec<FieldPlan>, Vec<usize>) {
         let index = self.asked.index;
         let rules = self.rules();
-        let per_field = rules.iter().any(|r| r.masks.is_none());
+        let per_field = rules.iter().any(|r| r.rule.masks.is_none());
         // Per distinct plan, a field it was planned for.
         let mut seen: Vec<u64> = Vec::new();
         let mut distinct: Vec<FieldPlan> = Vec::new();
@@ -163,14 +146,22 @@ impl<'p, 'a> Planner<'p, 'a> {
             .plan
             .rules
             .iter()
-            .map(|(i, r)| Applying::new(*i, FieldPlan::Always, r))
+            .map(|(i, r)| Applying {
+                id: *i,
+                scope: FieldPlan::Always,
+                rule: r,
+            })
             .collect();
         if let Some(b) = asked.bucket {
             for (u, list) in &b.resource_eq {
                 let on = FieldPlan::atom(Atom::Member(self.places.members_among(&[*u]).into()));
                 for i in list {
                     if let Some(r) = asked.index.rule(*i) {
-                        out.push(Applying::new(*i, on.clone(), r));
+                        out.push(Applying {
+                            id: *i,
+                            scope: on.clone(),
+                            rule: r,
+                        });
                     }
                 }
             }
@@ -178,7 +169,11 @@ impl<'p, 'a> Planner<'p, 'a> {
                 let on = self.within(&[*u]);
                 for i in list {
                     if let Some(r) = asked.index.rule(*i) {
-                        out.push(Applying::new(*i, on.clone(), r));
+                        out.push(Applying {
+                            id: *i,
+                            scope: on.clone(),
+                            rule: r,
+                        });
                     }
                 }
             }
@@ -213,7 +208,7 @@ impl<'p, 'a> Planner<'p, 'a> {
     /// policy's plan differs between fields only where its constant checks do: planned
     /// once per pattern of them (always, for one that reads the field otherwise).
     fn holds(&self, at: usize, r: &Applying<'p>, on: (u64, u32)) -> FieldPlan {
-        if r.masks.is_some() {
+        if r.rule.masks.is_some() {
             let held = self.held.borrow();
             if let Some((_, _, p)) = held
                 .iter()
@@ -229,7 +224,7 @@ impl<'p, 'a> Planner<'p, 'a> {
             }
             holds = holds.and(self.evaluates_to(&c.check, true, on, r.id));
         }
-        if r.masks.is_some() {
+        if r.rule.masks.is_some() {
             self.held.borrow_mut().push((at, on.0, holds.clone()));
         }
         holds
@@ -470,26 +465,6 @@ impl<'p, 'a> Planner<'p, 'a> {
 enum Side {
     Known(Option<i64>),
     Member(Time, i64),
-}
-
-/// Collects the constant masks of `c`; `per_field` if it has an atom that reads the
-/// field apart from them.
-fn collect(c: &Check, masks: &mut Vec<(u64, u64)>, per_field: &mut bool) {
-    match c {
-        Check::Const(t, f) => masks.push((*t, *f)),
-        Check::Leaf(Leaf::Expr { field: true, .. }) => *per_field = true,
-        Check::Leaf(_) => {}
-        Check::Not(a) => collect(a, masks, per_field),
-        Check::And(a, b) | Check::Or(a, b) => {
-            collect(a, masks, per_field);
-            collect(b, masks, per_field);
-        }
-        Check::If(a, b, d) => {
-            collect(a, masks, per_field);
-            collect(b, masks, per_field);
-            collect(d, masks, per_field);
-        }
-    }
 }
 
 /// Whether every atom of `c` is one the planner reads without the evaluator.
