@@ -8,7 +8,8 @@
 //! campaign, some of them refused); and random requests (principal, action, field, time
 //! around every boundary, election, session, purpose, reason, reads). Every question has
 //! the same answer on both paths, and on a directory built from scratch of the same
-//! records. Shrinks to a minimal differing case.
+//! records; the request's plan (`Engine::plan`) decides the member and the fixture's
+//! members as the engine does. Shrinks to a minimal differing case.
 
 use std::sync::OnceLock;
 
@@ -21,7 +22,7 @@ use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 
 use crate::support::{
-    engine, fixture, fixture_directory, ids, insert_record, proptest_total, CHANNELS,
+    engine, fixture, fixture_directory, ids, insert_record, plan_agrees, proptest_total, CHANNELS,
 };
 
 fn principals() -> &'static [PrincipalId] {
@@ -420,5 +421,23 @@ proptest! {
         } else {
             prop_assert!(paged.is_err(), "{}", why);
         }
+
+        // The plan of the request decides the member, and the fixture's members, as the
+        // engine does (between its bounds where a part is per member), and is the same on
+        // the directory rebuilt of the same records.
+        let asking = (&asked.principal, asked.action, &asked.context);
+        let mut members: Vec<MemberRef> = fixture()
+            .members
+            .keys()
+            .filter(|m| **m != id)
+            .map(|m| crate::support::member(fixture(), m))
+            .collect();
+        members.push(member);
+        plan_agrees(e, &dir, asking, &members);
+        prop_assert_eq!(
+            e.plan(&dir, &asked.principal, asked.action, &asked.context),
+            e.plan(&rebuilt, &asked.principal, asked.action, &asked.context),
+            "rebuilt {}", why
+        );
     }
 }
