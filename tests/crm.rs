@@ -1320,6 +1320,63 @@ fn the_seeded_database_holds_each_members_attributes_and_values() {
     );
 }
 
+/// `--seed-members N` seeds the N members `sample::generate` makes (seed 2020), and
+/// `--measure-listing` on them exits 0 and prints its table, a row per kind of principal
+/// and page: its own check (every page through the plan serves the members and fields of
+/// the page a scan of every member finds) is the assertion that matters; every row either
+/// read is in the decision log.
+#[test]
+fn the_listing_measurement_agrees_with_a_scan_on_a_generated_database() {
+    const MEMBERS: usize = 3_000;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let db = dir.path().join("generated.sqlite");
+    let log = dir.path().join("decisions.jsonl");
+    let out = Command::new(binary())
+        .args(["--db", &db.display().to_string()])
+        .args(["--audit-log", &log.display().to_string()])
+        .args(["--policies", &policies_dir().display().to_string()])
+        .args(["--seed-members", &MEMBERS.to_string()])
+        .args(["--measure-listing", "5", "--measure-budget-s", "5"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the example");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("({MEMBERS} members)")),
+        "seeded: {stdout}"
+    );
+    assert!(
+        stdout.contains("every plan page served the members and fields of the scan's page"),
+        "{stdout}"
+    );
+    let table: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
+    assert!(table[0].contains("plan p50/p99/max ms"), "{stdout}");
+    // The header, then a first and a later page for each of the nine principals.
+    assert_eq!(table.len(), 1 + 9 * 2, "{stdout}");
+    // The members are the generated ones.
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the database");
+    let mut stmt = conn
+        .prepare("SELECT id FROM members ORDER BY id")
+        .expect("a query");
+    let ids: Vec<String> = stmt
+        .query_map([], |row| row.get(0))
+        .expect("ids")
+        .collect::<Result<_, _>>()
+        .expect("ids");
+    let config = membergate::sample::SampleConfig {
+        members: MEMBERS,
+        ..membergate::sample::SampleConfig::default()
+    };
+    let generated = membergate::sample::generate(&config);
+    assert!(generated.members.keys().eq(ids.iter()));
+    let verified = audit::verify(&log).expect("the decision log");
+    assert!(verified.broken.is_none() && verified.records > 0);
+}
+
 // ------------------------------------------------------------------ the breach scenarios
 
 /// A request, its expected status, and the policies the log must name.

@@ -100,6 +100,9 @@ struct Page {
 /// The rows an export reads per query.
 pub(crate) const EXPORT_PAGE: usize = 1_000;
 
+/// The rows the scan baseline ([`App::scan_page`]) reads per query after its first.
+pub(crate) const SCAN_BATCH: usize = 1_000;
+
 /// An answer, and the request id it is logged under.
 pub(crate) struct Reply {
     pub(crate) status: StatusCode,
@@ -665,40 +668,11 @@ impl App {
             .list(&query, ask.fields.len())
             .map_err(|e| self.failed(&ask.asked, &e))?;
         let ctx = self.metered(&ask.principal, ask.ctx.clone(), rows.len());
-        let catalogue = ask.serving.engine.catalogue();
-        let name = catalogue.id("name");
         let mut members = Vec::new();
         for (i, row) in rows.iter().enumerate() {
-            let before = u64::try_from(i).unwrap_or(u64::MAX);
-            let ctx = ctx
-                .clone()
-                .reads_this_hour(ctx.reads_this_hour.saturating_add(before));
-            let member = MemberRef {
-                id: &row.id,
-                attrs: &row.attrs,
-            };
-            let (decided, _) = self.decide(
-                &ask.asked,
-                &ask.serving,
-                &ask.principal,
-                ask.action,
-                member,
-                &ctx,
-            )?;
-            let granted = decided.granted();
-            if granted.is_empty()
-                || (ask.search.is_some() && name.is_none_or(|n| !granted.contains(n)))
-            {
-                continue;
+            if let Some(member) = self.serve_row(ask, row, &ctx, i)? {
+                members.push(member);
             }
-            let mut fields = serde_json::Map::new();
-            for (f, value) in ask.fields.iter().zip(&row.values) {
-                let allowed = catalogue.id(f).is_some_and(|id| granted.contains(id));
-                if let (true, Some(v)) = (allowed, value) {
-                    fields.insert(f.clone(), Value::String(v.clone()));
-                }
-            }
-            members.push(json!({ "id": row.id, "fields": fields }));
         }
         let next = (rows.len() == limit)
             .then(|| rows.last().map(|r| r.id.clone()))
@@ -711,6 +685,132 @@ impl App {
         })
     }
 
+    /// Decides `row` with `before` more reads than `ctx` counts (a page's `i`-th row: the
+    /// rows before it in its query), and logs the decision; the member as served (its id and
+    /// the fields both read and granted), or `None` if no field is granted (or, in a
+    /// search, not its name).
+    fn serve_row(
+        &self,
+        ask: &ListAsk,
+        row: &db::Listed,
+        ctx: &Context,
+        before: usize,
+    ) -> Result<Option<Value>, Reply> {
+        let catalogue = ask.serving.engine.catalogue();
+        let before = u64::try_from(before).unwrap_or(u64::MAX);
+        let ctx = ctx
+            .clone()
+            .reads_this_hour(ctx.reads_this_hour.saturating_add(before));
+        let member = MemberRef {
+            id: &row.id,
+            attrs: &row.attrs,
+        };
+        let (decided, _) = self.decide(
+            &ask.asked,
+            &ask.serving,
+            &ask.principal,
+            ask.action,
+            member,
+            &ctx,
+        )?;
+        let granted = decided.granted();
+        let name = catalogue.id("name");
+        if granted.is_empty() || (ask.search.is_some() && name.is_none_or(|n| !granted.contains(n)))
+        {
+            return Ok(None);
+        }
+        let mut fields = serde_json::Map::new();
+        for (f, value) in ask.fields.iter().zip(&row.values) {
+            let allowed = catalogue.id(f).is_some_and(|id| granted.contains(id));
+            if let (true, Some(v)) = (allowed, value) {
+                fields.insert(f.clone(), Value::String(v.clone()));
+            }
+        }
+        Ok(Some(json!({ "id": row.id, "fields": fields })))
+    }
+
+    /// The baseline of `--measure-listing` (`measure.rs`), never served over HTTP: the
+    /// page of `GET /members` (the same parameters, checks and log) found as the CRM found
+    /// it before plans: the members in scope read in id order with every column and no
+    /// plan condition, `limit` rows by the first query and [`SCAN_BATCH`] by each next
+    /// one (keyset on id), every row decided and logged as a page's is, until `limit`
+    /// members with a granted field are found or the rows run out. Each row is decided
+    /// with the reads the meter counted before its query and not the rows before it: a
+    /// scan of thousands of rows would otherwise cross every hourly limit (which is what
+    /// plans spare), and the baseline is the time to find the same page. A search is refused
+    /// (the measurement asks for none). The body: `members`, `rows_read` (the rows
+    /// decided, each logged) and `next` (the last row decided when the page is full).
+    pub(crate) fn scan_page(&self, headers: &HeaderMap, params: Params) -> Reply {
+        let ask = match self.listing(headers, &params, false) {
+            Ok(ask) => ask,
+            Err(reply) => return reply,
+        };
+        let bad = |why: &str| self.reject(&ask.asked, &ask.serving, StatusCode::BAD_REQUEST, why);
+        if ask.search.is_some() {
+            return bad("the scan baseline takes no search");
+        }
+        let limit = match self.page_limit(&params) {
+            Ok(limit) => limit,
+            Err(why) => return bad(&why),
+        };
+        let mut after = params.after.clone().unwrap_or_default();
+        let (mut members, mut rows_read, mut next) = (Vec::new(), 0usize, None);
+        let mut batch = limit;
+        'scan: loop {
+            let listing = Listing {
+                scope: &ask.scope,
+                search: None,
+                after: &after,
+                limit: batch,
+            };
+            let query = listing::scan(&ask.fields, &listing);
+            let rows = match self.pool.list(&query, ask.fields.len()) {
+                Ok(rows) => rows,
+                Err(e) => return self.failed(&ask.asked, &e),
+            };
+            let ctx = self.metered(&ask.principal, ask.ctx.clone(), rows.len());
+            for row in &rows {
+                rows_read += 1;
+                match self.serve_row(&ask, row, &ctx, 0) {
+                    Ok(Some(member)) => members.push(member),
+                    Ok(None) => {}
+                    Err(reply) => return reply,
+                }
+                if members.len() == limit {
+                    next = Some(row.id.clone());
+                    break 'scan;
+                }
+            }
+            match rows.last() {
+                Some(last) if rows.len() == batch => after.clone_from(&last.id),
+                _ => break,
+            }
+            batch = SCAN_BATCH;
+        }
+        Reply {
+            status: StatusCode::OK,
+            body: json!({
+                "members": members,
+                "next": next,
+                "rows_read": rows_read,
+                "request_id": ask.asked.request_id,
+            }),
+            request_id: ask.asked.request_id,
+        }
+    }
+
+    /// A page's `limit` (50 by default), or why it is refused.
+    fn page_limit(&self, params: &Params) -> Result<usize, String> {
+        match params.limit.as_deref().map(str::parse::<usize>) {
+            None => Ok(50.min(self.max_page)),
+            Some(Ok(n)) if (1..=self.max_page).contains(&n) => Ok(n),
+            Some(_) => Err(format!(
+                "limit must be a whole number from 1 to {}",
+                self.max_page
+            )),
+        }
+    }
+
     /// `GET /members`: a page of the members the principal may see (of a CLP, a region,
     /// or all), listed through the plan.
     pub(crate) fn get_page(&self, headers: &HeaderMap, params: Params) -> Reply {
@@ -719,15 +819,9 @@ impl App {
             Err(reply) => return reply,
         };
         let bad = |why: &str| self.reject(&ask.asked, &ask.serving, StatusCode::BAD_REQUEST, why);
-        let limit = match params.limit.as_deref().map(str::parse::<usize>) {
-            None => 50.min(self.max_page),
-            Some(Ok(n)) if (1..=self.max_page).contains(&n) => n,
-            Some(_) => {
-                return bad(&format!(
-                    "limit must be a whole number from 1 to {}",
-                    self.max_page
-                ))
-            }
+        let limit = match self.page_limit(&params) {
+            Ok(limit) => limit,
+            Err(why) => return bad(&why),
         };
         let after = params.after.as_deref().unwrap_or("");
         let page = match self.list_page(&ask, after, limit) {

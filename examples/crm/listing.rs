@@ -214,3 +214,28 @@ fn keyset(q: &mut SelectStatement, listing: &Listing<'_>) {
     q.and_where(member("id").gt(listing.after))
         .and_where(value("member_id").gt(listing.after));
 }
+
+/// The query of the scan baseline (`App::scan_page`, for `--measure-listing` only): the
+/// columns of [`query`], every value read (no plan), of every member in the listing's
+/// scope after `after`, in id order, at most `limit`. The listing's search is not read.
+pub(crate) fn scan(fields: &[String], listing: &Listing<'_>) -> SelectStatement {
+    let mut q = Query::select();
+    q.expr(member("id"));
+    for c in db::MEMBER_COLUMNS {
+        q.expr(member(c));
+    }
+    for f in fields {
+        q.expr_as(value(f), Alias::new(f.as_str()));
+    }
+    q.from(Alias::new(MEMBERS)).inner_join(
+        Alias::new(VALUES),
+        value("member_id").equals((Alias::new(MEMBERS), Alias::new("id"))),
+    );
+    if let Scope::Clps(ids) = listing.scope {
+        q.and_where(member("clp").is_in(ids.iter().cloned()));
+    }
+    keyset(&mut q, listing);
+    q.order_by((Alias::new(MEMBERS), Alias::new("id")), Order::Asc)
+        .limit(u64::try_from(listing.limit).unwrap_or(u64::MAX));
+    q
+}

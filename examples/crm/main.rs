@@ -82,6 +82,22 @@
 //! served at once (the accept loop in `http.rs`: `axum::serve` bounds none of
 //! these).
 //!
+//! `--measure-listing N` measures instead of serving (`measure.rs`): for each kind of
+//! principal of `membergate demo` (at a time and with a context it sees members in), the
+//! first page of 100 members and a later one (`after` the middle id, or
+//! `--measure-after ID`), N times each through the plan (`GET /members`' code: plan,
+//! query, decisions, log) and through a scan of the members in id order deciding and
+//! logging every row until 100 have a granted field (as the CRM listed before plans; at
+//! most N or `--measure-budget-s` seconds a page), then prints each page's rows read, p50,
+//! p99 and max of both, and their ratio. The two must serve the same members with the same
+//! fields, else it exits non-zero. During the run the meter counts nothing (each request's
+//! reads start at 0: 200 pages by one principal would cross its hourly limit); decisions
+//! are logged to `--audit-log` as when serving.
+//!
+//! ```text
+//! crm --db party.sqlite --seed-members 1000000 --audit-log /tmp/decisions.jsonl --measure-listing 200
+//! ```
+//!
 //! The meter is in this process; built with `--features redis`, `--redis URL` makes every
 //! instance started with it share one count (a scraper cannot spread reads over instances).
 
@@ -89,6 +105,7 @@ mod app;
 mod db;
 mod http;
 mod listing;
+mod measure;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -174,6 +191,21 @@ struct Args {
     /// database is created.
     #[arg(long)]
     seed_members: Option<usize>,
+    /// Measure listings instead of serving: for each kind of principal of `membergate
+    /// demo`, the first page of 100 members and a later one, N requests each through the
+    /// plan (as `GET /members`) and through a scan deciding every row in id order (the
+    /// CRM before plans); prints both and fails if they serve different members. Reads
+    /// are not counted against the hourly limits during the run (`measure.rs`).
+    #[arg(long, value_name = "N")]
+    measure_listing: Option<usize>,
+    /// With `--measure-listing`: the longest the scans of one page may take together, in
+    /// seconds (they stop at the first past it, having made at least one).
+    #[arg(long, default_value_t = 20.0)]
+    measure_budget_s: f64,
+    /// With `--measure-listing`: the id the later page starts after (default: the middle
+    /// id, `m-` and half the member count).
+    #[arg(long)]
+    measure_after: Option<String>,
     /// Count each principal's reads in the Redis at this URL, one count across every
     /// instance started with it, instead of in this process (built with `--features redis`).
     #[cfg(feature = "redis")]
@@ -303,13 +335,29 @@ fn main() -> ExitCode {
     // The database is opened (and seeded) before the runtime starts, and the last handle
     // on the app is dropped after it stops: a blocking PostgreSQL client refuses to run,
     // or to be dropped, on a thread of an async runtime.
-    let app = match start(&args) {
-        Ok(app) => Arc::new(app),
+    let mut app = match start(&args) {
+        Ok(app) => app,
         Err(e) => {
             eprintln!("crm: {e}");
             return ExitCode::FAILURE;
         }
     };
+    if let Some(requests) = args.measure_listing {
+        let options = measure::Options {
+            requests,
+            budget: Duration::from_secs_f64(args.measure_budget_s.max(0.0)),
+            after: args.measure_after.clone(),
+        };
+        return match measure::run(&mut app, &options) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("crm: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let app = Arc::new(app);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
