@@ -345,7 +345,8 @@ fn main() -> ExitCode {
     if let Some(requests) = args.measure_listing {
         let options = measure::Options {
             requests,
-            budget: Duration::from_secs_f64(args.measure_budget_s.max(0.0)),
+            budget: Duration::try_from_secs_f64(args.measure_budget_s.max(0.0))
+                .unwrap_or(Duration::MAX),
             after: args.measure_after.clone(),
         };
         return match measure::run(&mut app, &options) {
