@@ -388,7 +388,8 @@ fn party_scale(c: &mut Criterion) {
 /// `Engine::plan` for a principal of each kind, in a context where its policies have
 /// something to fold (the campaign in its contest, the volunteer in its session): the
 /// whole plan, every field and "any field". No member is read: the cost does not depend
-/// on the membership's size. `plan_and_sql` adds rendering the listing's `WHERE` and
+/// on the membership's size (`*_1m_members`: the same with the principal side of a
+/// 1,000,000-member party, its sessions listing members of the million). `plan_and_sql` adds rendering the listing's `WHERE` and
 /// every field's `CASE` for PostgreSQL.
 fn plan(c: &mut Criterion) {
     let s = setup();
@@ -427,12 +428,30 @@ fn plan(c: &mut Criterion) {
             at("2024-05-01T09:00:00Z"),
         ),
     ];
+    // The principal side of a 1,000,000-member party (its call sessions list members
+    // of the million): a plan reads no member, so it costs what it costs at 12,000.
+    let config = sample::SampleConfig {
+        seed: 2020,
+        members: 1_000_000,
+    };
+    let million =
+        Directory::from_membership(&s.engine, &sample::generate_each(&config, |_, _, _| {}))
+            .unwrap_or_else(|e| panic!("{e}"));
     let mut g = c.benchmark_group("plan");
     for (name, p, ctx) in &cases {
         g.bench_function(*name, |b| {
             b.iter(|| {
                 s.engine
                     .plan(&s.directory, black_box(p), Action::Read, black_box(ctx))
+                    .unwrap_or_else(|e| panic!("{e}"))
+            })
+        });
+    }
+    for (name, p, ctx) in &cases[..2] {
+        g.bench_function(format!("{name}_1m_members"), |b| {
+            b.iter(|| {
+                s.engine
+                    .plan(&million, black_box(p), Action::Read, black_box(ctx))
                     .unwrap_or_else(|e| panic!("{e}"))
             })
         });
