@@ -9,7 +9,7 @@ use membergate::plan::sql::sea_query::{
     Alias, Asterisk, Expr, ExprTrait, Func, LikeExpr, Order, Query, SelectStatement, UnionType,
 };
 use membergate::plan::sql::MemberColumns;
-use membergate::plan::{Atom, Condition, FieldPlan};
+use membergate::plan::FieldPlan;
 use membergate::Plan;
 
 use crate::db;
@@ -82,7 +82,7 @@ pub(crate) fn query(plan: &Plan, fields: &[String], listing: &Listing<'_>) -> Se
         Scope::All => None,
         Scope::Clps(ids) => Some(ids.iter().cloned().collect::<BTreeSet<_>>()),
     };
-    let clps = match (scope, clps_of(plan.any_field())) {
+    let clps = match (scope, plan.any_field().clps().map(BTreeSet::from_iter)) {
         (Some(a), Some(b)) => Some(a.intersection(&b).cloned().collect()),
         (a, b) => a.or(b),
     };
@@ -147,34 +147,6 @@ pub(crate) fn query(plan: &Plan, fields: &[String], listing: &Listing<'_>) -> Se
         .inner_join(Alias::new(VALUES), on_page(VALUES, "member_id"))
         .order_by((Alias::new("page"), Alias::new("id")), Order::Asc);
     q
-}
-
-/// The CLPs every member `plan` may allow is in, as far as its condition says (`None`:
-/// any CLP, or not said at the top of the condition).
-fn clps_of(plan: &FieldPlan) -> Option<BTreeSet<String>> {
-    match plan {
-        FieldPlan::Always => None,
-        FieldPlan::Never => Some(BTreeSet::new()),
-        FieldPlan::When(c) => clps_in(c),
-    }
-}
-
-fn clps_in(c: &Condition) -> Option<BTreeSet<String>> {
-    match c {
-        Condition::Atom(Atom::Clp(ids)) => Some(ids.iter().cloned().collect()),
-        Condition::Atom(_) | Condition::Not(_) => None,
-        // In each of the CLPs of every part that names some.
-        Condition::All(parts) => parts
-            .iter()
-            .filter_map(clps_in)
-            .reduce(|a, b| a.intersection(&b).cloned().collect()),
-        // In the CLPs of one part or another, if each names some.
-        Condition::Any(parts) => parts
-            .iter()
-            .map(clps_in)
-            .collect::<Option<Vec<_>>>()
-            .map(|sets| sets.into_iter().flatten().collect()),
-    }
 }
 
 /// A page's columns: `members.id`, the member's, and each field's where the plan may

@@ -195,6 +195,36 @@ impl Condition {
         }
     }
 
+    /// The CLPs every member it selects is in, sorted ([`FieldPlan::clps`]).
+    fn clps(&self) -> Option<Vec<String>> {
+        match self {
+            Condition::Atom(Atom::Clp(ids)) => {
+                let mut ids = ids.to_vec();
+                ids.sort_unstable();
+                ids.dedup();
+                Some(ids)
+            }
+            Condition::Atom(_) | Condition::Not(_) => None,
+            // In the CLPs of each part that names some.
+            Condition::All(parts) => parts.iter().filter_map(Condition::clps).reduce(|a, b| {
+                a.into_iter()
+                    .filter(|x| b.binary_search(x).is_ok())
+                    .collect()
+            }),
+            // In the CLPs of one branch or another, if each names some.
+            Condition::Any(parts) => {
+                let mut all = parts
+                    .iter()
+                    .map(Condition::clps)
+                    .collect::<Option<Vec<_>>>()?
+                    .concat();
+                all.sort_unstable();
+                all.dedup();
+                Some(all)
+            }
+        }
+    }
+
     /// Whether the condition has a [`Atom::PerMember`] part.
     pub fn per_member(&self) -> bool {
         self.any_atom(&|a| matches!(a, Atom::PerMember { .. }))
@@ -287,6 +317,36 @@ impl FieldPlan {
         match self {
             FieldPlan::When(c) => Some(c),
             _ => None,
+        }
+    }
+
+    /// The CLPs every member the plan may allow is in, where its condition confines
+    /// them (a `clp in (...)` atom, in each of an `All`'s parts that have one, or in every
+    /// branch of an `Any`); `None` if it may allow members of any CLP. A per-member part
+    /// never widens it: the members it may allow are within these CLPs too.
+    ///
+    /// A listing in id order can read such a plan CLP by CLP through a `(clp, id)`
+    /// index, rather than have the database sort every member of those CLPs.
+    ///
+    /// ```
+    /// use membergate::sample::{self, ids};
+    /// use membergate::{Action, Context, Directory, Engine, PrincipalId, PrincipalKind};
+    ///
+    /// let engine = Engine::from_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/policies"))?;
+    /// let party = sample::bundled();
+    /// let directory = Directory::from_membership(&engine, &party)?;
+    /// let officer = PrincipalId::new(PrincipalKind::Officer, ids::O_SECRETARY_001);
+    /// let at = Context::at("2024-05-01T09:00:00Z".parse()?);
+    /// let plan = engine.plan(&directory, &officer, Action::Read, &at)?;
+    /// let clps = plan.any_field().clps().expect("an officer sees its own CLP's members");
+    /// assert_eq!(clps, [party.officers[ids::O_SECRETARY_001].clp.clone()]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn clps(&self) -> Option<Vec<String>> {
+        match self {
+            FieldPlan::Always => None,
+            FieldPlan::Never => Some(Vec::new()),
+            FieldPlan::When(c) => c.clps(),
         }
     }
 
