@@ -46,6 +46,8 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, Connection, OpenFlags};
 use sea_query_postgres::{PostgresValue, PostgresValues};
 
+use crate::sqlite_bind::bound;
+
 /// The errors of the database, as text for the operator.
 pub type DbError = String;
 
@@ -273,28 +275,6 @@ enum Conn {
     Postgres(Box<postgres::Client>),
 }
 
-/// A `sea_query::Value` bound as SQLite's (rusqlite has no binder for sea-query's values).
-fn bound(v: sea_query::Value) -> Result<SqlValue, DbError> {
-    use sea_query::Value as V;
-    let int = |i: Option<i64>| i.map_or(SqlValue::Null, SqlValue::Integer);
-    Ok(match v {
-        V::Bool(b) => int(b.map(i64::from)),
-        V::TinyInt(i) => int(i.map(i64::from)),
-        V::SmallInt(i) => int(i.map(i64::from)),
-        V::Int(i) => int(i.map(i64::from)),
-        V::BigInt(i) => int(i),
-        V::TinyUnsigned(i) => int(i.map(i64::from)),
-        V::SmallUnsigned(i) => int(i.map(i64::from)),
-        V::Unsigned(i) => int(i.map(i64::from)),
-        V::BigUnsigned(None) => SqlValue::Null,
-        V::BigUnsigned(Some(u)) => SqlValue::Integer(
-            i64::try_from(u).map_err(|_| format!("the value {u} does not fit SQLite"))?,
-        ),
-        V::String(s) => s.map_or(SqlValue::Null, SqlValue::Text),
-        other => return Err(format!("a value SQLite is not given here: {other:?}")),
-    })
-}
-
 /// A PostgreSQL row's column as a [`Cell`], by its type.
 fn pg_cell(row: &postgres::Row, i: usize) -> Result<Cell, DbError> {
     use postgres::types::Type;
@@ -383,10 +363,7 @@ impl Link {
         match &mut self.conn {
             Conn::Sqlite(conn) => {
                 let (text, values) = stmt.build(SqliteQueryBuilder);
-                let values = values
-                    .into_iter()
-                    .map(bound)
-                    .collect::<Result<Vec<_>, _>>()?;
+                let values = bound(values)?;
                 let mut stmt = conn.prepare_cached(&text).map_err(sql)?;
                 let n = stmt.column_count();
                 let mut rows = stmt.query(params_from_iter(values)).map_err(sql)?;
@@ -414,10 +391,7 @@ impl Link {
         match &mut self.conn {
             Conn::Sqlite(conn) => {
                 let (text, values) = stmt.build(SqliteQueryBuilder);
-                let values = values
-                    .into_iter()
-                    .map(bound)
-                    .collect::<Result<Vec<_>, _>>()?;
+                let values = bound(values)?;
                 let mut stmt = conn.prepare_cached(&text).map_err(sql)?;
                 let n = stmt.execute(params_from_iter(values)).map_err(sql)?;
                 Ok(u64::try_from(n).unwrap_or(u64::MAX))

@@ -106,6 +106,7 @@ mod db;
 mod http;
 mod listing;
 mod measure;
+mod sqlite_bind;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

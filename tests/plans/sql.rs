@@ -24,6 +24,11 @@ use sea_query_postgres::{PostgresValue, PostgresValues};
 
 use crate::support::{boundary_contexts, bundled, directory, engine, engine_sets};
 
+// The example CRM's binder of sea-query's values in rusqlite: one for both.
+#[path = "../../examples/crm/sqlite_bind.rs"]
+mod sqlite_bind;
+use sqlite_bind::bound;
+
 /// Milliseconds since the epoch, floored as the engine floors them (jiff's
 /// `as_millisecond` truncates toward zero, which differs before 1970).
 fn millis(ts: Timestamp) -> i64 {
@@ -83,41 +88,6 @@ enum Db {
     },
 }
 
-/// A sea-query value bound in rusqlite 0.43 (no release of `sea-query-rusqlite`
-/// supports it).
-struct SqliteValue(Value);
-
-impl rusqlite::ToSql for SqliteValue {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        use rusqlite::types::{Null, ToSqlOutput};
-        let unsupported = |v: &Value| {
-            rusqlite::Error::ToSqlConversionFailure(format!("unsupported {v:?}").into())
-        };
-        Ok(match &self.0 {
-            Value::Bool(v) => return v.to_sql(),
-            Value::TinyInt(v) => return v.to_sql(),
-            Value::SmallInt(v) => return v.to_sql(),
-            Value::Int(v) => return v.to_sql(),
-            Value::BigInt(v) => return v.to_sql(),
-            Value::TinyUnsigned(v) => return v.to_sql(),
-            Value::SmallUnsigned(v) => return v.to_sql(),
-            Value::Unsigned(v) => return v.to_sql(),
-            Value::Double(v) => return v.to_sql(),
-            Value::BigUnsigned(Some(u)) => ToSqlOutput::from(
-                i64::try_from(*u).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?,
-            ),
-            Value::Float(Some(f)) => ToSqlOutput::from(f64::from(*f)),
-            Value::String(Some(s)) => ToSqlOutput::from(s.as_str()),
-            Value::Bytes(Some(b)) => ToSqlOutput::from(b.as_slice()),
-            Value::BigUnsigned(None) | Value::Float(None) | Value::String(None) => {
-                return Null.to_sql()
-            }
-            Value::Bytes(None) => return Null.to_sql(),
-            other => return Err(unsupported(other)),
-        })
-    }
-}
-
 /// A row of a plan's query: the member's id and each field's column (`NULL` where not
 /// revealed).
 type Row = (String, Vec<Option<String>>);
@@ -159,7 +129,7 @@ impl Db {
         match self {
             Db::Sqlite(conn) => {
                 let (sql, values) = stmt.build(SqliteQueryBuilder);
-                let params: Vec<SqliteValue> = values.into_iter().map(SqliteValue).collect();
+                let params = bound(values).unwrap_or_else(|e| panic!("{e}: {sql}"));
                 conn.execute(&sql, rusqlite::params_from_iter(params.iter()))
                     .unwrap_or_else(|e| panic!("{e}: {sql}"));
             }
@@ -251,7 +221,7 @@ impl Db {
         match self {
             Db::Sqlite(conn) => {
                 let (sql, values) = q.build(SqliteQueryBuilder);
-                let params: Vec<SqliteValue> = values.into_iter().map(SqliteValue).collect();
+                let params = bound(values).unwrap_or_else(|e| panic!("{e}: {sql}"));
                 let mut stmt = conn.prepare(&sql).unwrap_or_else(|e| panic!("{e}: {sql}"));
                 let rows = stmt
                     .query_map(rusqlite::params_from_iter(params.iter()), |r| {
