@@ -52,6 +52,7 @@ pub mod plan;
 mod records;
 mod reload;
 mod request;
+pub mod review;
 #[cfg(feature = "sample")]
 pub mod sample;
 pub mod testing;

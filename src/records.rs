@@ -602,4 +602,16 @@ impl PrincipalRecord<'_> {
             PrincipalRecord::Processor(_) => PrincipalKind::Processor,
         }
     }
+
+    /// When the principal's role ended, if it has.
+    pub fn ended_at(&self) -> Option<Timestamp> {
+        match self {
+            PrincipalRecord::Staff(r) => r.ended_at,
+            PrincipalRecord::CampaignStaff(r) => r.ended_at,
+            PrincipalRecord::Volunteer(r) => r.ended_at,
+            PrincipalRecord::Officer(r) => r.ended_at,
+            PrincipalRecord::Representative(r) => r.ended_at,
+            PrincipalRecord::Processor(r) => r.ended_at,
+        }
+    }
 }

@@ -13,4 +13,5 @@ mod plans;
 mod proptest_engine;
 mod reload;
 mod request_errors;
+mod review;
 mod support;

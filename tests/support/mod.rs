@@ -523,15 +523,7 @@ pub(crate) fn boundary_contexts(party: &Membership, principal: &PrincipalId) -> 
     let record = party
         .principal(principal)
         .expect("a principal of the party");
-    let ended = match record {
-        PrincipalRecord::Staff(r) => r.ended_at,
-        PrincipalRecord::CampaignStaff(r) => r.ended_at,
-        PrincipalRecord::Volunteer(r) => r.ended_at,
-        PrincipalRecord::Officer(r) => r.ended_at,
-        PrincipalRecord::Representative(r) => r.ended_at,
-        PrincipalRecord::Processor(r) => r.ended_at,
-    };
-    out.extend(ended.into_iter().flat_map(around).map(Context::at));
+    out.extend(record.ended_at().into_iter().flat_map(around).map(Context::at));
     let retention = |id: &str| {
         party.members[id].left.expect("a member who left") + SignedDuration::from_hours(730 * 24)
     };

@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use commands::{
-    audit, check, conformance, demo, diff, explain, fields, generate, plan, test, verify,
+    audit, check, conformance, demo, diff, explain, fields, generate, plan, review, test, verify,
 };
 
 fn stdout_failed(e: &std::io::Error) -> ! {
@@ -78,6 +78,11 @@ enum Command {
     /// request type, with an example each (symbolic compiler and cvc5). Exit 0 if they
     /// decide every request alike, 1 if they differ, 2 if no solver can be run.
     Diff(diff::Args),
+    /// A policy change as the people who sign it off read it: what each kind of
+    /// principal may read, class of field by class, across the phases of the data's
+    /// elections, before and after, each change explained by a member and the policies
+    /// that decided. Exit 0 if nothing changed, 1 if something did.
+    Review(review::Args),
     /// The decision log: check a log's hash chain, or find the records that match.
     Audit(audit::Args),
 }
@@ -106,6 +111,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Conformance(args) => conformance::exec(args),
         Command::Verify(args) => verify::exec(policies, args),
         Command::Diff(args) => diff::exec(args),
+        Command::Review(args) => review::exec(args),
         Command::Audit(args) => audit::exec(policies, args),
     }
 }

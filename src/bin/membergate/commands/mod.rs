@@ -10,5 +10,6 @@ pub mod explain;
 pub mod fields;
 pub mod generate;
 pub mod plan;
+pub mod review;
 pub mod test;
 pub mod verify;

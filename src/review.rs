@@ -1,0 +1,666 @@
+//! Reviewing a policy change as the people who sign it off read it: what each kind of
+//! principal may read of members, class of field by class of field, across the phases of
+//! the elections in the data, before and after the change; each cell the change altered
+//! explained by a member of the data and the policies that decided for that member.
+//!
+//! [`who_sees_what`] plans each principal's reads ([`Engine::plan`]) under both versions of
+//! the policies, so a cell says what the principal may read of *every* member, not of a
+//! sample: everyone, some members, or nobody.
+
+use std::fmt;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::plan::{FieldPlan, Plan};
+use crate::records::{Member, MemberStatus, Membership, PrincipalKind};
+use crate::request::{Action, Context, Request};
+use crate::{Directory, Engine, MemberRef, PrincipalId, RecordError, RequestError};
+
+/// A moment a review looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Phase {
+    /// What a reader sees: `leader-2020: during the contest`.
+    pub label: String,
+    /// Which moment of an election's or a principal's life it is.
+    pub kind: PhaseKind,
+    /// When.
+    pub at: Timestamp,
+    /// The election a campaign asks about, if any.
+    pub election: Option<String>,
+}
+
+/// The moments of a review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhaseKind {
+    /// A day before an election's nominations close.
+    BeforeNominationsClose,
+    /// Halfway between the close of nominations and the close of the ballot.
+    Contest,
+    /// A day after the ballot closed.
+    AfterBallot,
+    /// During the last election's contest, a day after the principal's role ended.
+    RoleEnded,
+    /// During the last election's contest, a day after a processor's contract ended.
+    ContractEnded,
+    /// During the last election's contest, what the principal reads of a member who left
+    /// two years and a day before.
+    LeftTwoYearsAgo,
+}
+
+/// What a principal may read of a class of fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reach {
+    /// Of no member.
+    Nobody,
+    /// Of some members (a condition on them), or of every member some fields of the class.
+    Some,
+    /// Every field of the class, of every member.
+    Everyone,
+    /// The moment does not apply to this principal (a contract's end to staff).
+    NotApplicable,
+}
+
+impl Reach {
+    /// A word for the cell.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reach::Nobody => "none",
+            Reach::Some => "some",
+            Reach::Everyone => "all",
+            Reach::NotApplicable => "n/a",
+        }
+    }
+}
+
+impl fmt::Display for Reach {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One cell: a principal, a moment, a class of fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cell {
+    /// Under the old policies.
+    pub before: Reach,
+    /// Under the new policies.
+    pub after: Reach,
+    /// Whether some member of the data is decided differently by the two versions
+    /// (then [`Cell::witness`] names one) or the plans differ on this class.
+    pub changed: bool,
+    /// A member of the data on whom the two versions decide a field of the class
+    /// differently, with the policies that decided.
+    pub witness: Option<Witness>,
+}
+
+/// A member on whom the two versions decide differently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Witness {
+    /// The member's id (from the data).
+    pub member: String,
+    /// The field decided differently.
+    pub field: String,
+    /// Whether the old policies allow it, and the policies that decided.
+    pub before: (bool, Vec<String>),
+    /// Whether the new policies allow it, and the policies that decided.
+    pub after: (bool, Vec<String>),
+}
+
+/// A kind of principal, by one principal of the data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// `campaign staff (cs-a-staff)`.
+    pub label: String,
+    /// The principal asking.
+    pub principal: PrincipalId,
+    /// Per phase (as [`WhoSeesWhat::phases`]), per class (as [`WhoSeesWhat::classes`]).
+    pub cells: Vec<Vec<Cell>>,
+}
+
+/// Who sees what, when, before and after a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhoSeesWhat {
+    /// The classes of fields, in catalogue order.
+    pub classes: Vec<String>,
+    /// The moments.
+    pub phases: Vec<Phase>,
+    /// The kinds of principal.
+    pub rows: Vec<Row>,
+}
+
+impl WhoSeesWhat {
+    /// The cells the change altered: row, phase and class.
+    pub fn changed(&self) -> impl Iterator<Item = (&Row, &Phase, &str, &Cell)> {
+        self.rows.iter().flat_map(move |row| {
+            row.cells
+                .iter()
+                .zip(&self.phases)
+                .flat_map(move |(cells, phase)| {
+                    cells
+                        .iter()
+                        .zip(&self.classes)
+                        .filter(|(c, _)| c.changed)
+                        .map(move |(c, class)| (row, phase, class.as_str(), c))
+                })
+        })
+    }
+}
+
+/// Why a review could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    /// The data's records do not fit one version of the policies.
+    #[error("the records do not fit the {which} policies: {source}")]
+    Records {
+        /// `old` or `new`.
+        which: &'static str,
+        /// What did not fit.
+        source: RecordError,
+    },
+    /// A plan or a decision was refused.
+    #[error("{0}")]
+    Request(#[from] RequestError),
+    /// The data has no election to take the moments from.
+    #[error("the data has no election: a review's moments are an election's")]
+    NoElection,
+}
+
+const DAY: SignedDuration = SignedDuration::from_hours(24);
+/// How long after leaving a member's record is kept whole (the policies' retention).
+const TWO_YEARS: SignedDuration = SignedDuration::from_hours(730 * 24);
+
+/// What each kind of principal of `party` may read, class by class, across the phases of
+/// its elections, under `old` and under `new` policies.
+///
+/// ```
+/// use membergate::{review, sample, Engine};
+///
+/// let policies = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
+/// let engine = Engine::from_dir(policies)?;
+/// let party = sample::bundled();
+/// let matrix = review::who_sees_what(&engine, &engine, &party)?;
+/// assert_eq!(matrix.changed().count(), 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn who_sees_what(
+    old: &Engine,
+    new: &Engine,
+    party: &Membership,
+) -> Result<WhoSeesWhat, ReviewError> {
+    let mut classes: Vec<String> = Vec::new();
+    for (_, info) in new.catalogue().iter() {
+        if !classes.contains(&info.class) {
+            classes.push(info.class.clone());
+        }
+    }
+    let phases = phases(party)?;
+    let principal_side = {
+        let mut p = party.clone();
+        p.members.clear();
+        p.values.clear();
+        p
+    };
+    let directories = |records: &Membership| -> Result<(Directory, Directory), ReviewError> {
+        Ok((
+            Directory::from_membership(old, records).map_err(|source| ReviewError::Records {
+                which: "old",
+                source,
+            })?,
+            Directory::from_membership(new, records).map_err(|source| ReviewError::Records {
+                which: "new",
+                source,
+            })?,
+        ))
+    };
+    let now = directories(&principal_side)?;
+    let mut rows = Vec::new();
+    let last = phases.iter().rev().find_map(|p| p.election.as_deref());
+    for (label, principal) in askers(party, last) {
+        let mut cells = Vec::with_capacity(phases.len());
+        for phase in &phases {
+            let ctx = phase_context(phase);
+            let ended = match phase.kind {
+                PhaseKind::RoleEnded => Some(ended(&principal_side, &principal, phase.at, false)),
+                PhaseKind::ContractEnded => {
+                    if principal.kind == PrincipalKind::Processor {
+                        Some(ended(&principal_side, &principal, phase.at, true))
+                    } else {
+                        cells.push(vec![not_applicable(); classes.len()]);
+                        continue;
+                    }
+                }
+                _ => None,
+            };
+            let owned = ended.map(|records| directories(&records)).transpose()?;
+            let (old_dir, new_dir) = owned.as_ref().unwrap_or(&now);
+            let before = old.plan(old_dir, &principal, Action::Read, &ctx)?;
+            let after = new.plan(new_dir, &principal, Action::Read, &ctx)?;
+            let asking = Asking {
+                old: (old, old_dir),
+                new: (new, new_dir),
+                principal: &principal,
+                ctx: &ctx,
+            };
+            let row: Vec<Cell> = if phase.kind == PhaseKind::LeftTwoYearsAgo {
+                let leaver = leaver(party, &before, &after, phase.at);
+                classes
+                    .iter()
+                    .map(|class| asking.leaver_cell(new, class, leaver.as_ref()))
+                    .collect::<Result<_, _>>()?
+            } else {
+                classes
+                    .iter()
+                    .map(|class| asking.cell(new, party, class, &before, &after))
+                    .collect::<Result<_, _>>()?
+            };
+            cells.push(row);
+        }
+        rows.push(Row {
+            label,
+            principal,
+            cells,
+        });
+    }
+    Ok(WhoSeesWhat {
+        classes,
+        phases,
+        rows,
+    })
+}
+
+fn not_applicable() -> Cell {
+    Cell {
+        before: Reach::NotApplicable,
+        after: Reach::NotApplicable,
+        changed: false,
+        witness: None,
+    }
+}
+
+/// The moments: each election's (in order of its close of nominations), then, during the
+/// last one's contest, a role ended, a contract ended, a member two years gone.
+fn phases(party: &Membership) -> Result<Vec<Phase>, ReviewError> {
+    let mut elections: Vec<_> = party.elections.iter().collect();
+    elections.sort_by_key(|(id, e)| (e.nominations_close, *id));
+    let mut out = Vec::new();
+    for (id, e) in &elections {
+        let contest =
+            e.nominations_close + (e.ballot_close.duration_since(e.nominations_close) / 2);
+        for (kind, at, what) in [
+            (
+                PhaseKind::BeforeNominationsClose,
+                e.nominations_close - DAY,
+                "before nominations close",
+            ),
+            (PhaseKind::Contest, contest, "during the contest"),
+            (
+                PhaseKind::AfterBallot,
+                e.ballot_close + DAY,
+                "after the ballot",
+            ),
+        ] {
+            out.push(Phase {
+                label: format!("{id}: {what}"),
+                kind,
+                at,
+                election: Some(id.to_string()),
+            });
+        }
+    }
+    let last = out
+        .iter()
+        .rev()
+        .find(|p| p.kind == PhaseKind::Contest)
+        .cloned()
+        .ok_or(ReviewError::NoElection)?;
+    for (kind, what) in [
+        (PhaseKind::RoleEnded, "a day after the role ended"),
+        (PhaseKind::ContractEnded, "a day after the contract ended"),
+        (
+            PhaseKind::LeftTwoYearsAgo,
+            "a member who left two years ago",
+        ),
+    ] {
+        out.push(Phase {
+            label: format!("{what} ({})", last.label),
+            kind,
+            ..last.clone()
+        });
+    }
+    Ok(out)
+}
+
+fn phase_context(phase: &Phase) -> Context {
+    let ctx = Context::at(phase.at);
+    match &phase.election {
+        Some(e) => ctx.election(e.clone()),
+        None => ctx,
+    }
+}
+
+/// The principals a review asks for, each the first by id whose role has not ended: one
+/// per staff team, one per campaign (the last election's first: a campaign's candidate,
+/// nominated or not, fee paid or not, is what its staff's reach turns on), one per
+/// processor (each has its own contract), one of each other kind.
+fn askers(party: &Membership, last_election: Option<&str>) -> Vec<(String, PrincipalId)> {
+    let mut out: Vec<(String, PrincipalId)> = Vec::new();
+    let active = |p: &PrincipalId| party.principal(p).is_some_and(|r| r.ended_at().is_none());
+    let campaign = |p: &PrincipalId| {
+        party
+            .campaign_staff
+            .get(&p.id)
+            .map(|s| s.campaign.clone())
+            .unwrap_or_default()
+    };
+    // The last election's campaigns first.
+    let elsewhere = |p: &PrincipalId| {
+        let election = party
+            .campaigns
+            .get(&campaign(p))
+            .map(|c| c.election.as_str());
+        election != last_election
+    };
+    for kind in PrincipalKind::ALL {
+        let mut ids: Vec<PrincipalId> = party
+            .principal_ids()
+            .filter(|p| p.kind == kind && active(p))
+            .collect();
+        ids.sort_by_key(|p| elsewhere(p));
+        let mut groups: Vec<String> = Vec::new();
+        for p in ids {
+            let group = match kind {
+                PrincipalKind::Staff => party.staff.get(&p.id).and_then(|s| {
+                    s.teams
+                        .iter()
+                        .map(|t| t.as_str().to_string())
+                        .find(|t| !groups.contains(t))
+                }),
+                PrincipalKind::CampaignStaff => Some(campaign(&p)),
+                PrincipalKind::Processor => Some(p.id.clone()),
+                _ => Some(String::new()),
+            };
+            let Some(group) = group.filter(|g| !groups.contains(g)) else {
+                continue;
+            };
+            let label = match kind {
+                PrincipalKind::Staff => format!("staff, {group} ({})", p.id),
+                PrincipalKind::CampaignStaff => format!("campaign staff, {group} ({})", p.id),
+                _ => format!("{} ({})", kind_label(kind), p.id),
+            };
+            groups.push(group);
+            out.push((label, p));
+        }
+    }
+    out
+}
+
+/// A kind of principal as a reader names it.
+fn kind_label(kind: PrincipalKind) -> &'static str {
+    match kind {
+        PrincipalKind::Staff => "staff",
+        PrincipalKind::CampaignStaff => "campaign staff",
+        PrincipalKind::Volunteer => "volunteer",
+        PrincipalKind::Officer => "CLP officer",
+        PrincipalKind::Representative => "representative",
+        PrincipalKind::Processor => "processor",
+    }
+}
+
+/// `party`'s principal side with `principal`'s role (or, `contract`, its contract) ended
+/// a day before `at`.
+fn ended(party: &Membership, principal: &PrincipalId, at: Timestamp, contract: bool) -> Membership {
+    let mut out = party.clone();
+    let end = Some(at - DAY);
+    let id = principal.id.as_str();
+    match principal.kind {
+        PrincipalKind::Staff => out.staff.get_mut(id).map(|r| r.ended_at = end),
+        PrincipalKind::CampaignStaff => out.campaign_staff.get_mut(id).map(|r| r.ended_at = end),
+        PrincipalKind::Volunteer => out.volunteers.get_mut(id).map(|r| r.ended_at = end),
+        PrincipalKind::Officer => out.officers.get_mut(id).map(|r| r.ended_at = end),
+        PrincipalKind::Representative => out.representatives.get_mut(id).map(|r| r.ended_at = end),
+        PrincipalKind::Processor => out.processors.get_mut(id).map(|r| {
+            if contract {
+                r.contract.ends = at - DAY;
+            } else {
+                r.ended_at = end;
+            }
+        }),
+    };
+    out
+}
+
+/// A member of the data the principal may read under one version or the other at `at`,
+/// made one who left two years and a day before (`None` if it may read nobody).
+fn leaver(
+    party: &Membership,
+    before: &Plan,
+    after: &Plan,
+    at: Timestamp,
+) -> Option<(String, Member)> {
+    let seen = |m: &MemberRef<'_>| {
+        [before, after]
+            .iter()
+            .any(|p| p.any_field().holds(m.id, m.attrs) != Some(false))
+    };
+    let m = party.member_refs().find(seen)?;
+    let mut attrs = m.attrs.clone();
+    attrs.status = MemberStatus::Former;
+    attrs.in_good_standing = false;
+    attrs.left = Some(at - TWO_YEARS - DAY);
+    if attrs.joined >= at - TWO_YEARS - DAY - DAY {
+        attrs.joined = at - TWO_YEARS - DAY - DAY;
+    }
+    Some((m.id.to_string(), attrs))
+}
+
+/// A principal asking at a moment, under both versions.
+struct Asking<'a> {
+    old: (&'a Engine, &'a Directory),
+    new: (&'a Engine, &'a Directory),
+    principal: &'a PrincipalId,
+    ctx: &'a Context,
+}
+
+impl Asking<'_> {
+    /// The cell of `class` from the two plans, with a member of `party` decided
+    /// differently if there is one.
+    fn cell(
+        &self,
+        catalogue: &Engine,
+        party: &Membership,
+        class: &str,
+        before: &Plan,
+        after: &Plan,
+    ) -> Result<Cell, ReviewError> {
+        let fields = fields_of(catalogue, class);
+        let reach = |plan: &Plan| {
+            reach(
+                fields
+                    .iter()
+                    .map(|f| plan.field(f).unwrap_or(&FieldPlan::Never)),
+            )
+        };
+        let same = fields.iter().all(|f| before.field(f) == after.field(f));
+        let mut witness = None;
+        if !same {
+            'members: for m in party.member_refs() {
+                for f in &fields {
+                    let was = before.field(f).and_then(|p| p.holds(m.id, m.attrs));
+                    let is = after.field(f).and_then(|p| p.holds(m.id, m.attrs));
+                    if was != is || was.is_none() {
+                        let w = self.witness(m, f)?;
+                        if w.before.0 != w.after.0 {
+                            witness = Some(w);
+                            break 'members;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Cell {
+            before: reach(before),
+            after: reach(after),
+            changed: !same,
+            witness,
+        })
+    }
+
+    /// The cell of `class` for a member who left two years ago.
+    fn leaver_cell(
+        &self,
+        catalogue: &Engine,
+        class: &str,
+        leaver: Option<&(String, Member)>,
+    ) -> Result<Cell, ReviewError> {
+        let Some((id, attrs)) = leaver else {
+            return Ok(Cell {
+                before: Reach::Nobody,
+                after: Reach::Nobody,
+                changed: false,
+                witness: None,
+            });
+        };
+        let m = MemberRef { id, attrs };
+        let fields = fields_of(catalogue, class);
+        let mut seen = [Vec::new(), Vec::new()];
+        let mut witness = None;
+        for f in &fields {
+            let w = self.witness(m, f)?;
+            seen[0].push(w.before.0);
+            seen[1].push(w.after.0);
+            if witness.is_none() && w.before.0 != w.after.0 {
+                witness = Some(w);
+            }
+        }
+        let reach = |allowed: &[bool]| {
+            if allowed.iter().all(|a| !a) {
+                Reach::Nobody
+            } else if allowed.iter().all(|a| *a) {
+                Reach::Everyone
+            } else {
+                Reach::Some
+            }
+        };
+        Ok(Cell {
+            before: reach(&seen[0]),
+            after: reach(&seen[1]),
+            changed: witness.is_some(),
+            witness,
+        })
+    }
+
+    /// Both versions' decisions on `field` of `m`.
+    fn witness(&self, m: MemberRef<'_>, field: &str) -> Result<Witness, ReviewError> {
+        let req = Request {
+            principal: self.principal,
+            action: Action::Read,
+            member: m,
+            field,
+            context: self.ctx,
+        };
+        let decided =
+            |(engine, dir): (&Engine, &Directory)| -> Result<(bool, Vec<String>), ReviewError> {
+                let d = engine.authorize(dir, &req)?;
+                Ok((
+                    d.is_allowed(),
+                    d.policies().iter().map(|p| p.to_string()).collect(),
+                ))
+            };
+        Ok(Witness {
+            member: m.id.to_string(),
+            field: field.to_string(),
+            before: decided(self.old)?,
+            after: decided(self.new)?,
+        })
+    }
+}
+
+fn fields_of(engine: &Engine, class: &str) -> Vec<String> {
+    engine
+        .catalogue()
+        .iter()
+        .filter(|(_, info)| info.class == class)
+        .map(|(_, info)| info.name.clone())
+        .collect()
+}
+
+/// Every member of every field: everyone; no member of any: nobody; else some.
+fn reach<'p>(plans: impl Iterator<Item = &'p FieldPlan>) -> Reach {
+    let (mut all, mut none) = (true, true);
+    for p in plans {
+        all &= *p == FieldPlan::Always;
+        none &= *p == FieldPlan::Never;
+    }
+    match (all, none) {
+        (_, true) => Reach::Nobody,
+        (true, false) => Reach::Everyone,
+        _ => Reach::Some,
+    }
+}
+
+impl fmt::Display for WhoSeesWhat {
+    /// A table per moment (principal by class; `was -> is` where the change altered a
+    /// cell, marked `*`), then each altered cell's member and deciding policies.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let width = self.rows.iter().map(|r| r.label.len()).max().unwrap_or(0);
+        for (i, phase) in self.phases.iter().enumerate() {
+            writeln!(f, "{}", phase.label)?;
+            write!(f, "  {:width$}", "")?;
+            for c in &self.classes {
+                write!(f, " {c:>16}")?;
+            }
+            writeln!(f)?;
+            for row in &self.rows {
+                write!(f, "  {:width$}", row.label)?;
+                for cell in row.cells.get(i).into_iter().flatten() {
+                    let text = if cell.before == cell.after {
+                        cell.after.to_string()
+                    } else {
+                        format!("{} -> {}", cell.before, cell.after)
+                    };
+                    let mark = if cell.changed { "*" } else { "" };
+                    write!(f, " {:>16}", format!("{mark}{text}"))?;
+                }
+                writeln!(f)?;
+            }
+            writeln!(f)?;
+        }
+        let changed: Vec<_> = self.changed().collect();
+        if changed.is_empty() {
+            return writeln!(f, "no cell changed");
+        }
+        writeln!(f, "{} cells changed:", changed.len())?;
+        for (row, phase, class, cell) in changed {
+            write!(
+                f,
+                "* {}, {}, {class}: {} -> {}",
+                row.label, phase.label, cell.before, cell.after
+            )?;
+            match &cell.witness {
+                Some(w) => {
+                    let said = |(allowed, policies): &(bool, Vec<String>)| {
+                        let verdict = if *allowed { "allowed" } else { "denied" };
+                        if policies.is_empty() {
+                            format!("{verdict} (no policy permits it)")
+                        } else {
+                            format!("{verdict} by {}", policies.join(", "))
+                        }
+                    };
+                    writeln!(
+                        f,
+                        "\n    e.g. {} of member {}: before {}; after {}",
+                        w.field,
+                        w.member,
+                        said(&w.before),
+                        said(&w.after)
+                    )?;
+                }
+                None => writeln!(
+                    f,
+                    "\n    (the condition changed; no member of the data is decided differently)"
+                )?,
+            }
+        }
+        Ok(())
+    }
+}

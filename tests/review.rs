@@ -1,0 +1,134 @@
+//! `membergate::review`: who sees what, when, before and after a policy change, on the
+//! bundled sample; and `membergate review`.
+
+use membergate::review::{self, PhaseKind, Reach, WhoSeesWhat};
+use membergate::Engine;
+
+use crate::support::{bundled, engine, membergate, policies_dir, stdout, PolicyCopy};
+
+/// The bundled policies with `find` replaced by `replace` in `file`, reviewed against
+/// the bundled ones.
+fn reviewed(file: &str, find: &str, replace: &str) -> WhoSeesWhat {
+    let copy = PolicyCopy::new();
+    copy.edit(file, find, replace);
+    let new = Engine::from_dir(copy.path()).expect("the edited policies load");
+    review::who_sees_what(engine(), &new, bundled()).expect("a review")
+}
+
+/// Every changed cell is explained by a member of the data that the two versions decide
+/// differently, the old version's way as `was` and the new one's as `is`.
+fn explained(m: &WhoSeesWhat, was: bool, is: bool) {
+    for (row, phase, class, cell) in m.changed() {
+        let w = cell.witness.as_ref().unwrap_or_else(|| {
+            panic!(
+                "{} / {} / {class}: no member explains it",
+                row.label, phase.label
+            )
+        });
+        assert!(
+            bundled().members.contains_key(&w.member),
+            "{}: not a member of the data",
+            w.member
+        );
+        assert_eq!(
+            (w.before.0, w.after.0),
+            (was, is),
+            "{} / {} / {class}",
+            row.label,
+            phase.label
+        );
+    }
+}
+
+#[test]
+fn the_same_policies_change_no_cell() {
+    let m = review::who_sees_what(engine(), engine(), bundled()).expect("a review");
+    assert_eq!(m.changed().count(), 0);
+    // Every kind of principal, each election's three phases and the three other moments.
+    assert_eq!(m.phases.len(), 3 * bundled().elections.len() + 3);
+    assert!(m.rows.iter().any(|r| r.label.starts_with("processor")));
+    assert_eq!(m.to_string().lines().last(), Some("no cell changed"));
+}
+
+#[test]
+fn removing_the_revocation_forbid_opens_only_the_role_ended_column() {
+    let m = reviewed(
+        "guardrails.cedar",
+        "@id(\"role-ended\")\n@rule(\"2\")\nforbid (principal, action, resource)\nwhen { principal has ended_at && principal.ended_at <= context.now };\n",
+        "",
+    );
+    let changed: Vec<_> = m.changed().collect();
+    assert!(changed.len() >= 10, "{m}");
+    for (row, phase, class, cell) in &changed {
+        assert_eq!(phase.kind, PhaseKind::RoleEnded, "{} / {class}", row.label);
+        assert_eq!(cell.before, Reach::Nobody, "{} / {class}", row.label);
+        let w = cell.witness.as_ref().expect("a member explains it");
+        assert!(w.before.1.iter().any(|p| p == "role-ended"), "{w:?}");
+    }
+    explained(&m, false, true);
+    // The membership team, a day after its staffer left, reads every member's identity.
+    let (_, _, _, cell) = changed
+        .iter()
+        .find(|(row, _, class, _)| {
+            row.label.starts_with("staff, membership") && *class == "identity"
+        })
+        .expect("the membership team's identity cell changed");
+    assert_eq!(cell.after, Reach::Everyone);
+}
+
+#[test]
+fn dropping_the_fee_condition_opens_the_unpaid_campaign_during_the_contest() {
+    let m = reviewed(
+        "campaigns.cedar",
+        "  principal.campaign.candidate.fee_paid &&\n",
+        "",
+    );
+    let changed: Vec<_> = m.changed().collect();
+    assert!(!changed.is_empty(), "{m}");
+    for (row, phase, class, cell) in &changed {
+        assert!(
+            row.label.starts_with("campaign staff"),
+            "{} / {class}",
+            row.label
+        );
+        assert_eq!(phase.kind, PhaseKind::Contest, "{} / {class}", row.label);
+        assert!(["identity", "contact"].contains(class), "{class}");
+        assert_eq!((cell.before, cell.after), (Reach::Nobody, Reach::Some));
+        let w = cell.witness.as_ref().expect("a member explains it");
+        assert_eq!(w.before.1, ["campaign-candidate-not-cleared"]);
+        assert_eq!(w.after.1, ["campaign-read-contact"]);
+    }
+    explained(&m, false, true);
+    let text = m.to_string();
+    assert!(text.contains("campaign-candidate-not-cleared"), "{text}");
+}
+
+#[test]
+fn cli_review_prints_the_matrix_and_exits_1_on_a_change() {
+    let dir = policies_dir();
+    let dir = dir.to_str().expect("a UTF-8 path");
+    let same = membergate(&["review", dir, dir]);
+    assert_eq!(same.status.code(), Some(0));
+    assert!(
+        stdout(&same).ends_with("no cell changed\n"),
+        "{}",
+        stdout(&same)
+    );
+
+    let copy = PolicyCopy::new();
+    copy.edit(
+        "campaigns.cedar",
+        "  principal.campaign.candidate.fee_paid &&\n",
+        "",
+    );
+    let new = copy.path().to_str().expect("a UTF-8 path");
+    let changed = membergate(&["review", dir, new]);
+    assert_eq!(changed.status.code(), Some(1));
+    let out = stdout(&changed);
+    assert!(out.contains("leader-2020: during the contest"), "{out}");
+    assert!(out.contains("*none -> some"), "{out}");
+    assert!(
+        out.contains("before denied by campaign-candidate-not-cleared"),
+        "{out}"
+    );
+}
