@@ -132,3 +132,28 @@ fn cli_review_prints_the_matrix_and_exits_1_on_a_change() {
         "{out}"
     );
 }
+
+#[test]
+fn the_html_page_marks_the_changed_cells_and_explains_them_without_a_script() {
+    let m = reviewed(
+        "campaigns.cedar",
+        "  principal.campaign.candidate.fee_paid &&\n",
+        "",
+    );
+    let html = m.to_html("Fee condition <dropped>");
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.contains("<title>Fee condition &lt;dropped&gt;</title>"), "escaped title");
+    for banned in ["<script", "http://", "https://", "<link", "@import"] {
+        // The SVG namespace is the one address the page holds: it is never fetched.
+        let found = html
+            .matches(banned)
+            .count()
+            .saturating_sub(usize::from(banned == "http://"));
+        assert_eq!(found, 0, "{banned} in the page");
+    }
+    assert_eq!(html.matches("<svg").count(), 1, "the timeline");
+    // Each changed cell outlined in its table, and explained in the list.
+    assert_eq!(html.matches("class=\"some changed\"").count(), m.changed().count());
+    assert_eq!(html.matches("<li>").count(), m.changed().count());
+    assert!(html.contains("<code>campaign-candidate-not-cleared</code>"), "the deciding policy");
+}

@@ -523,7 +523,13 @@ pub(crate) fn boundary_contexts(party: &Membership, principal: &PrincipalId) -> 
     let record = party
         .principal(principal)
         .expect("a principal of the party");
-    out.extend(record.ended_at().into_iter().flat_map(around).map(Context::at));
+    out.extend(
+        record
+            .ended_at()
+            .into_iter()
+            .flat_map(around)
+            .map(Context::at),
+    );
     let retention = |id: &str| {
         party.members[id].left.expect("a member who left") + SignedDuration::from_hours(730 * 24)
     };

@@ -1,5 +1,6 @@
 //! `membergate review OLD NEW`: a policy change as the people who sign it off read it.
-//! For now its first part, in plain text: who sees what, when, before and after.
+//! For now its first part, in plain text and, with `--out FILE`, as an HTML page: who
+//! sees what, when, before and after.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +19,9 @@ pub struct Args {
     /// (JSON, as `membergate generate` writes it); the bundled sample if absent.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Also write the review as one self-contained HTML page (no script, no network).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 /// Prints what each kind of principal may read, class by class, across the phases of
@@ -28,6 +32,11 @@ pub fn exec(args: Args) -> Result<ExitCode, String> {
     let new = engine(&args.new)?;
     let party = data(args.data.as_deref())?;
     let matrix = review::who_sees_what(&old, &new, &party).map_err(|e| e.to_string())?;
+    if let Some(out) = &args.out {
+        let title = format!("Review: {} -> {}", args.old.display(), args.new.display());
+        std::fs::write(out, matrix.to_html(&title))
+            .map_err(|e| format!("cannot write `{}`: {e}", out.display()))?;
+    }
     println!("{}", matrix.to_string().trim_end());
     Ok(if matrix.changed().next().is_none() {
         ExitCode::SUCCESS

@@ -7,6 +7,8 @@
 //! the policies, so a cell says what the principal may read of *every* member, not of a
 //! sample: everyone, some members, or nobody.
 
+mod html;
+
 use std::fmt;
 
 use jiff::{SignedDuration, Timestamp};
@@ -129,6 +131,23 @@ pub struct WhoSeesWhat {
 }
 
 impl WhoSeesWhat {
+    /// The review as one self-contained HTML page titled `title`: the matrix per moment
+    /// (changed cells outlined and their old and new reach), a picture (SVG) of the
+    /// elections' phases per kind of principal, and each changed cell explained. No
+    /// script, no network: it reads the same opened from a file or an attachment.
+    ///
+    /// ```
+    /// use membergate::{review, sample, Engine};
+    ///
+    /// let engine = Engine::from_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/policies"))?;
+    /// let html = review::who_sees_what(&engine, &engine, &sample::bundled())?.to_html("No change");
+    /// assert!(html.starts_with("<!DOCTYPE html>") && !html.contains("<script"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn to_html(&self, title: &str) -> String {
+        html::page(title, self)
+    }
+
     /// The cells the change altered: row, phase and class.
     pub fn changed(&self) -> impl Iterator<Item = (&Row, &Phase, &str, &Cell)> {
         self.rows.iter().flat_map(move |row| {
