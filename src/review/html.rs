@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Cell, PhaseKind, Reach, WhoSeesWhat};
+use super::{said, Cell, PhaseKind, Reach, WhoSeesWhat};
 
 /// `text` with `&`, `<`, `>`, `"` and `'` escaped for HTML text and attribute values.
 fn escape(text: &str) -> String {
@@ -129,17 +129,8 @@ pub fn page(title: &str, m: &WhoSeesWhat) -> String {
             );
             match &cell.witness {
                 Some(w) => {
-                    let said = |(allowed, policies): &(bool, Vec<String>)| {
-                        let verdict = if *allowed { "allowed" } else { "denied" };
-                        if policies.is_empty() {
-                            format!("{verdict} (no policy permits it)")
-                        } else {
-                            let ids: Vec<String> = policies
-                                .iter()
-                                .map(|p| format!("<code>{}</code>", escape(p)))
-                                .collect();
-                            format!("{verdict} by {}", ids.join(", "))
-                        }
+                    let said = |d: &(bool, Vec<String>)| {
+                        said(d, |p| format!("<code>{}</code>", escape(p)))
                     };
                     let _ = write!(
                         out,

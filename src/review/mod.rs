@@ -594,6 +594,18 @@ impl Asking<'_> {
     }
 }
 
+/// A decision as a reader reads it: `allowed by p, q` or `denied by p` (each policy id
+/// as `policy` writes it), or `denied (no policy permits it)`.
+fn said(&(allowed, ref policies): &(bool, Vec<String>), policy: impl Fn(&str) -> String) -> String {
+    let verdict = if allowed { "allowed" } else { "denied" };
+    if policies.is_empty() {
+        format!("{verdict} (no policy permits it)")
+    } else {
+        let ids: Vec<String> = policies.iter().map(|p| policy(p)).collect();
+        format!("{verdict} by {}", ids.join(", "))
+    }
+}
+
 fn fields_of(engine: &Engine, class: &str) -> Vec<String> {
     engine
         .catalogue()
@@ -657,14 +669,7 @@ impl fmt::Display for WhoSeesWhat {
             )?;
             match &cell.witness {
                 Some(w) => {
-                    let said = |(allowed, policies): &(bool, Vec<String>)| {
-                        let verdict = if *allowed { "allowed" } else { "denied" };
-                        if policies.is_empty() {
-                            format!("{verdict} (no policy permits it)")
-                        } else {
-                            format!("{verdict} by {}", policies.join(", "))
-                        }
-                    };
+                    let said = |d: &(bool, Vec<String>)| said(d, str::to_string);
                     writeln!(
                         f,
                         "\n    e.g. {} of member {}: before {}; after {}",
