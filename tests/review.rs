@@ -142,7 +142,10 @@ fn the_html_page_marks_the_changed_cells_and_explains_them_without_a_script() {
     );
     let html = m.to_html("Fee condition <dropped>");
     assert!(html.starts_with("<!DOCTYPE html>"));
-    assert!(html.contains("<title>Fee condition &lt;dropped&gt;</title>"), "escaped title");
+    assert!(
+        html.contains("<title>Fee condition &lt;dropped&gt;</title>"),
+        "escaped title"
+    );
     for banned in ["<script", "http://", "https://", "<link", "@import"] {
         // The SVG namespace is the one address the page holds: it is never fetched.
         let found = html
@@ -153,7 +156,133 @@ fn the_html_page_marks_the_changed_cells_and_explains_them_without_a_script() {
     }
     assert_eq!(html.matches("<svg").count(), 1, "the timeline");
     // Each changed cell outlined in its table, and explained in the list.
-    assert_eq!(html.matches("class=\"some changed\"").count(), m.changed().count());
+    assert_eq!(
+        html.matches("class=\"some changed\"").count(),
+        m.changed().count()
+    );
     assert_eq!(html.matches("<li>").count(), m.changed().count());
-    assert!(html.contains("<code>campaign-candidate-not-cleared</code>"), "the deciding policy");
+    assert!(
+        html.contains("<code>campaign-candidate-not-cleared</code>"),
+        "the deciding policy"
+    );
+}
+
+/// Debian's `chromium`, if installed (`MEMBERGATE_CHROMIUM` names another); `None` skips
+/// the browser test unless `MEMBERGATE_REQUIRE_CHROMIUM` is set (CI sets it).
+fn chromium() -> Option<std::path::PathBuf> {
+    let named = std::env::var_os("MEMBERGATE_CHROMIUM").map(std::path::PathBuf::from);
+    let found = named.or_else(|| {
+        ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("MEMBERGATE_REQUIRE_CHROMIUM").is_none(),
+            "MEMBERGATE_REQUIRE_CHROMIUM is set but no chromium was found"
+        );
+        eprintln!("review: no chromium (apt-get install chromium): the browser test is skipped");
+    }
+    found
+}
+
+/// Runs headless chromium on `page` with `args`; its standard output.
+fn headless(chromium: &std::path::Path, page: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium runs");
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Three deliberate changes reviewed and opened in a real browser: the page it renders
+/// (`--dump-dom`) holds each changed cell, outlined, and the readable example with its
+/// deciding policies; a screenshot of each is left in `target/review-screenshots/`.
+#[test]
+fn three_reviews_render_in_a_browser_with_their_changes() {
+    let Some(chromium) = chromium() else { return };
+    let shots = policies_dir().join("../target/review-screenshots");
+    std::fs::create_dir_all(&shots).expect("a screenshot directory");
+    let changes: [(&str, &str, &str, &str, &str); 3] = [
+        (
+            "fee-condition-dropped",
+            "campaigns.cedar",
+            "  principal.campaign.candidate.fee_paid &&\n",
+            "",
+            "campaign-candidate-not-cleared",
+        ),
+        (
+            "forbid-removed",
+            "guardrails.cedar",
+            "@id(\"role-ended\")\n@rule(\"2\")\nforbid (principal, action, resource)\nwhen { principal has ended_at && principal.ended_at <= context.now };\n",
+            "",
+            "role-ended",
+        ),
+        (
+            "processor-field-added",
+            "processors.cedar",
+            "@id(\"processor-contract-not-in-force\")",
+            "@id(\"processor-mailing-phone\")\n@rule(\"13\")\npermit (principal == Processor::\"p-mailing\", action == Action::\"read\", resource is Member)\nwhen { context.field == Field::\"phone\" };\n\n@id(\"processor-contract-not-in-force\")",
+            "processor-mailing-phone",
+        ),
+    ];
+    for (name, file, find, replace, policy) in changes {
+        let m = reviewed(file, find, replace);
+        let changed = m.changed().count();
+        assert!(changed > 0, "{name}: nothing changed\n{m}");
+        let page = shots.join(format!("{name}.html"));
+        std::fs::write(&page, m.to_html(&format!("Review: {name}"))).expect("write the page");
+        let dom = headless(&chromium, &page, &["--dump-dom"]);
+        assert_eq!(
+            dom.matches(" changed\"").count(),
+            changed,
+            "{name}: the outlined cells"
+        );
+        assert_eq!(
+            dom.matches("<li>").count(),
+            changed,
+            "{name}: the explanations"
+        );
+        assert!(
+            dom.contains(&format!("<code>{policy}</code>")),
+            "{name}: {policy} in\n{dom}"
+        );
+        let example = m
+            .changed()
+            .find_map(|(_, _, _, c)| c.witness.as_ref())
+            .expect("an example");
+        assert!(
+            dom.contains(&format!(
+                "<code>{}</code> of member <code>{}</code>",
+                example.field, example.member
+            )),
+            "{name}: the example"
+        );
+        let png = shots.join(format!("{name}.png"));
+        headless(
+            &chromium,
+            &page,
+            &[
+                "--window-size=1400,1200",
+                &format!("--screenshot={}", png.display()),
+            ],
+        );
+        assert!(
+            std::fs::metadata(&png).is_ok_and(|m| m.len() > 10_000),
+            "{name}: a screenshot"
+        );
+    }
 }
