@@ -109,10 +109,11 @@ fn cli_review_prints_the_matrix_and_exits_1_on_a_change() {
     let dir = dir.to_str().expect("a UTF-8 path");
     let same = membergate(&["review", dir, dir]);
     assert_eq!(same.status.code(), Some(0));
+    let out = stdout(&same);
+    assert!(out.contains("no cell changed\n"), "{out}");
     assert!(
-        stdout(&same).ends_with("no cell changed\n"),
-        "{}",
-        stdout(&same)
+        out.ends_with("nothing: every request is decided alike\n"),
+        "{out}"
     );
 
     let copy = PolicyCopy::new();
@@ -129,6 +130,11 @@ fn cli_review_prints_the_matrix_and_exits_1_on_a_change() {
     assert!(out.contains("*none -> some"), "{out}");
     assert!(
         out.contains("before denied by campaign-candidate-not-cleared"),
+        "{out}"
+    );
+    // The solver's differences, each with an example from the data.
+    assert!(
+        out.contains("for example, from the data: CampaignStaff::\"cs-b-agent\""),
         "{out}"
     );
 }
@@ -284,5 +290,57 @@ fn three_reviews_render_in_a_browser_with_their_changes() {
             std::fs::metadata(&png).is_ok_and(|m| m.len() > 10_000),
             "{name}: a screenshot"
         );
+    }
+}
+
+/// Each difference the solver finds in the fee change has an example from the data, going
+/// its way, and each is what both engines decide.
+#[test]
+fn the_solvers_differences_get_examples_from_the_data() {
+    use membergate::assurance::{Direction, Verifier};
+    use membergate::{Context, Request};
+
+    let copy = PolicyCopy::new();
+    copy.edit(
+        "campaigns.cedar",
+        "  principal.campaign.candidate.fee_paid &&\n",
+        "",
+    );
+    let new = Engine::from_dir(copy.path()).expect("the edited policies load");
+    let mut verifier = Verifier::locate().unwrap_or_else(|e| panic!("{e}"));
+    let diff = verifier.diff(engine(), &new).expect("diff runs");
+    assert!(!diff.differences.is_empty());
+    let examples = review::data_examples(engine(), &new, bundled(), &diff.differences);
+    assert_eq!(examples.len(), diff.differences.len());
+    let (old_dir, new_dir) = (
+        membergate::Directory::from_membership(engine(), bundled()).expect("records fit"),
+        membergate::Directory::from_membership(&new, bundled()).expect("records fit"),
+    );
+    for (d, e) in diff.differences.iter().zip(&examples) {
+        let e = e
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: no example from the data", d.request_type));
+        assert!(bundled().members.contains_key(&e.member), "{e}");
+        assert!(bundled().principal(&e.principal).is_some(), "{e}");
+        assert!(
+            !e.field.is_empty() && e.at.to_string().starts_with("20"),
+            "{e}"
+        );
+        let widened = d.direction == Direction::Widened;
+        assert_eq!((e.before.0, e.after.0), (!widened, widened), "{e}");
+        // Decided again, from scratch, by both versions.
+        let mut ctx = Context::at(e.at);
+        ctx.election = e.election.clone();
+        let member = crate::support::member(bundled(), &e.member);
+        let req = Request {
+            principal: &e.principal,
+            action: e.action,
+            member,
+            field: &e.field,
+            context: &ctx,
+        };
+        let allowed = |engine: &Engine, dir| engine.authorize(dir, &req).map(|d| d.is_allowed());
+        assert_eq!(allowed(engine(), &old_dir), Ok(e.before.0), "{e}");
+        assert_eq!(allowed(&new, &new_dir), Ok(e.after.0), "{e}");
     }
 }

@@ -7,7 +7,12 @@
 //! the policies, so a cell says what the principal may read of *every* member, not of a
 //! sample: everyone, some members, or nobody.
 
+#[cfg(feature = "assurance")]
+mod examples;
 mod html;
+
+#[cfg(feature = "assurance")]
+pub use examples::{data_examples, DataExample};
 
 use std::fmt;
 

@@ -1,10 +1,12 @@
 //! `membergate review OLD NEW`: a policy change as the people who sign it off read it.
-//! For now its first part, in plain text and, with `--out FILE`, as an HTML page: who
-//! sees what, when, before and after.
+//! Who sees what, when, before and after (in plain text and, with `--out FILE`, as an
+//! HTML page), then what changed for every possible request (`diff`'s differences, with
+//! the solver if one runs), each with an example from the data where one goes its way.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use membergate::assurance::Verifier;
 use membergate::review;
 
 use crate::common::{data, engine};
@@ -38,9 +40,42 @@ pub fn exec(args: Args) -> Result<ExitCode, String> {
             .map_err(|e| format!("cannot write `{}`: {e}", out.display()))?;
     }
     println!("{}", matrix.to_string().trim_end());
-    Ok(if matrix.changed().next().is_none() {
+    // What the solver finds, each difference with an example from the data.
+    let diff = match Verifier::locate().and_then(|mut v| v.diff(&old, &new)) {
+        Ok(diff) => diff,
+        Err(e) => {
+            eprintln!("note: {e}\nthe differences for every possible request are left out");
+            return Ok(exit(matrix.changed().next().is_none()));
+        }
+    };
+    println!("\nwhat changed for every possible request (symbolic compiler and cvc5):");
+    if diff.differences.is_empty() {
+        println!("  nothing: every request is decided alike");
+    }
+    let examples = review::data_examples(&old, &new, &party, &diff.differences);
+    for (d, example) in diff.differences.iter().zip(examples) {
+        println!("* {}: {}", d.direction, d.request_type);
+        for (name, values) in &d.refinements {
+            println!("    {name}: {}", values.join(", "));
+        }
+        match example {
+            Some(e) => println!("    for example, from the data: {e}"),
+            None => {
+                println!("    no request of the data goes this way; the solver's example:");
+                for line in d.example.describe().lines() {
+                    println!("      {line}");
+                }
+            }
+        }
+    }
+    Ok(exit(matrix.changed().next().is_none() && diff.equivalent()))
+}
+
+/// 0 if nothing changed, 1 if something did.
+fn exit(unchanged: bool) -> ExitCode {
+    if unchanged {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }
