@@ -6,6 +6,7 @@ use std::fmt;
 
 use cedar_policy::{Decision, Policy, PolicyId, PolicySet, RequestEnv, Schema};
 
+use super::scope::Reach;
 use super::verify::{compile, confirm, env_name, Counterexample, Verifier, VerifyError};
 use crate::bundle::MINIMAL_CLASS;
 use crate::{Engine, MemberStatus};
@@ -200,15 +201,22 @@ impl Verifier {
             .collect();
         let schema = new.schema();
         let refinements = refinements(new);
-        let per_env = self.each_env(schema, |v, env| {
+        let reach = Reach::new(old.policies(), new.policies(), schema);
+        let per_env = self.each_env(schema, |v, _, env| {
             let old_c = compile(old.policies(), env, schema, "the old policies")?;
             let new_c = compile(new.policies(), env, schema, "the new policies")?;
+            // The ways no added, removed or changed policy can go here (by its scope and
+            // effect) are not asked of the solver.
+            let ways = reach.ways(env);
             let directions = [
-                (Direction::Widened, new, &new_c, old, &old_c),
-                (Direction::Narrowed, old, &old_c, new, &new_c),
+                (ways.widen, Direction::Widened, new, &new_c, old, &old_c),
+                (ways.narrow, Direction::Narrowed, old, &old_c, new, &new_c),
             ];
             let mut found = Vec::new();
-            for (direction, allows, allows_c, denies, denies_c) in directions {
+            for (may, direction, allows, allows_c, denies, denies_c) in directions {
+                if !may {
+                    continue;
+                }
                 let Some(example) = v.implies(allows_c, denies_c)? else {
                     continue;
                 };

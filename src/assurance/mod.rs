@@ -11,6 +11,7 @@
 mod diff;
 mod invariants;
 mod render;
+mod scope;
 mod solver;
 mod verify;
 

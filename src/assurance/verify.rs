@@ -10,6 +10,7 @@ use cedar_policy_symcc::solver::LocalSolver;
 use cedar_policy_symcc::{CedarSymCompiler, CompiledPolicySet, Env};
 
 use super::invariants::{Claim, Invariant, Invariants};
+use super::scope::Reach;
 use super::solver::{SolverCommand, SolverMissing};
 
 /// The most solver processes one verification runs at once.
@@ -181,7 +182,7 @@ impl Verifier {
         invariants: &Invariants,
     ) -> Result<Vec<InvariantResult>, VerifyError> {
         // Per request type, per invariant: a counterexample, if any.
-        let per_env = self.each_env(schema, |v, env| {
+        let per_env = self.each_env(schema, |v, _, env| {
             let policies_c = compile(policies, env, schema, "the policies")?;
             let mut found = Vec::with_capacity(invariants.len());
             for inv in invariants.iter() {
@@ -207,7 +208,7 @@ impl Verifier {
             .iter()
             .enumerate()
             .map(|(i, invariant)| {
-                // The first request type, in the schema's order, that refutes it.
+                // The first request type, in the order of their names, that refutes it.
                 let refuted = per_env
                     .iter()
                     .find_map(|found| found.get(i).cloned().flatten());
@@ -221,15 +222,20 @@ impl Verifier {
         Ok(results)
     }
 
-    /// Runs `work` on every request type of `schema`, spread over one solver per core
-    /// (this verifier's, and up to [`MAX_SOLVERS`] − 1 more started for the call); the
-    /// results come in the schema's order of request types.
+    /// Runs `work` on every request type of `schema`, in the order of their names
+    /// ([`env_name`]; the schema's own order is not the same from run to run), with the
+    /// index in that order, spread over one solver per core (this verifier's, and up to
+    /// [`MAX_SOLVERS`] − 1 more started for the call); request types are taken in that
+    /// order, and the results come in it.
     pub(crate) fn each_env<T: Send>(
         &mut self,
         schema: &Schema,
-        work: impl Fn(&mut Verifier, &RequestEnv) -> Result<T, VerifyError> + Sync,
+        work: impl Fn(&mut Verifier, usize, &RequestEnv) -> Result<T, VerifyError> + Sync,
     ) -> Result<Vec<T>, VerifyError> {
-        let envs: Vec<RequestEnv> = schema.request_envs().collect();
+        // The schema's own order of request types differs from run to run: by name.
+        let mut envs: Vec<(String, RequestEnv)> =
+            schema.request_envs().map(|e| (env_name(&e), e)).collect();
+        envs.sort_by(|a, b| a.0.cmp(&b.0));
         let workers = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
             .min(MAX_SOLVERS)
@@ -240,10 +246,10 @@ impl Verifier {
             let mut out = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(env) = envs.get(i) else {
+                let Some((_, env)) = envs.get(i) else {
                     return Ok(out);
                 };
-                out.push((i, work(v, env)?));
+                out.push((i, work(v, i, env)?));
             }
         };
         let solver = self.solver.clone();
@@ -267,16 +273,40 @@ impl Verifier {
 
     /// A request that `new` allows and `old` denies, if there is one: `None` proves that
     /// the new set allows nothing the old set denied. Both sets are read against `schema`.
+    ///
+    /// Request types are checked on one solver per core, in the order of their names; the
+    /// answer is that of the first request type that gives one (a widening or an error),
+    /// as if they were checked one after another. A request type where no added, removed
+    /// or changed policy can widen (by its scope and effect) is compiled but not given to
+    /// the solver.
     pub fn find_widening(
         &mut self,
         schema: &Schema,
         old: &PolicySet,
         new: &PolicySet,
     ) -> Result<Option<Counterexample>, VerifyError> {
-        for env in schema.request_envs() {
-            let old_c = compile(old, &env, schema, "the old policies")?;
-            let new_c = compile(new, &env, schema, "the new policies")?;
-            if let Some(found) = self.implies(&new_c, &old_c)? {
+        let reach = Reach::new(old, new, schema);
+        // The index of the first request type known to answer: later ones need no work.
+        let answered = AtomicUsize::new(usize::MAX);
+        let per_env = self.each_env(schema, |v, i, env| {
+            if i > answered.load(Ordering::Relaxed) {
+                return Ok(Ok(None));
+            }
+            let found = (|| {
+                let old_c = compile(old, env, schema, "the old policies")?;
+                let new_c = compile(new, env, schema, "the new policies")?;
+                if !reach.ways(env).widen {
+                    return Ok(None);
+                }
+                v.implies(&new_c, &old_c)
+            })();
+            if !matches!(found, Ok(None)) {
+                answered.fetch_min(i, Ordering::Relaxed);
+            }
+            Ok(found)
+        })?;
+        for found in per_env {
+            if let Some(found) = found? {
                 let what = "the new policies allow nothing the old denied";
                 return confirm(found, new, Decision::Allow, what).map(Some);
             }
