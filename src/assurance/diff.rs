@@ -4,7 +4,14 @@
 
 use std::fmt;
 
-use cedar_policy::{Decision, Policy, PolicyId, PolicySet, RequestEnv, Schema};
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use cedar_policy::{
+    Authorizer, Decision, Entities, Entity, EntityUid, EvalResult, Policy, PolicyId, PolicySet,
+    Request, RequestEnv, RestrictedExpression, Schema,
+};
+use cedar_policy_symcc::{CompiledPolicy, CompiledPolicySet};
 
 use super::scope::Reach;
 use super::verify::{compile, confirm, env_name, Counterexample, Verifier, VerifyError};
@@ -84,6 +91,23 @@ impl PolicyDiff {
 struct Refinement {
     name: &'static str,
     values: Vec<(String, String)>,
+    /// For each value, how to turn a request of another value into one of it.
+    variants: Vec<Variant>,
+}
+
+/// A change to a request's entities that may make it one of a refinement's values: a
+/// guess, tried before asking the solver, whose result Cedar's authorizer decides.
+#[derive(Debug, Clone)]
+enum Variant {
+    /// No guess.
+    None,
+    /// The field in this class of the catalogue and no other (`None`: in none of them),
+    /// its place in the minimal record kept.
+    Class(Option<String>),
+    /// The field in the minimal record or not.
+    Minimal(bool),
+    /// The member's status.
+    Status(String),
 }
 
 fn refinements(new: &Engine) -> Vec<Refinement> {
@@ -122,10 +146,21 @@ fn refinements(new: &Engine) -> Vec<Refinement> {
         format!("!{statuses:?}.contains(resource.status)"),
     ));
     let election = "principal.campaign.election";
+    let mut class_variants: Vec<Variant> = classes
+        .iter()
+        .map(|c| Variant::Class(Some(c.clone())))
+        .collect();
+    class_variants.push(Variant::Class(None));
+    let mut status_variants: Vec<Variant> = statuses
+        .iter()
+        .map(|s| Variant::Status(s.to_string()))
+        .collect();
+    status_variants.push(Variant::Status("other".into()));
     vec![
         Refinement {
             name: "field class",
             values: class_values,
+            variants: class_variants,
         },
         Refinement {
             name: "minimal record",
@@ -133,10 +168,12 @@ fn refinements(new: &Engine) -> Vec<Refinement> {
                 ("fields in it".into(), minimal.clone()),
                 ("fields not in it".into(), format!("!({minimal})")),
             ],
+            variants: vec![Variant::Minimal(true), Variant::Minimal(false)],
         },
         Refinement {
             name: "member status",
             values: status_values,
+            variants: status_variants,
         },
         Refinement {
             name: "election phase",
@@ -156,17 +193,21 @@ fn refinements(new: &Engine) -> Vec<Refinement> {
                     format!("context.now >= {election}.ballot_close"),
                 ),
             ],
+            variants: vec![Variant::None; 3],
         },
     ]
 }
 
-/// `set` restricted to the requests for which `condition` holds, or `None` when the
-/// condition does not apply to the request type (it does not type-check there).
-fn restricted(set: &PolicySet, condition: &str) -> Option<PolicySet> {
+/// The policy that forbids the requests for which `condition` does not hold.
+fn restriction(condition: &str) -> Option<Policy> {
     let text = format!("forbid (principal, action, resource) unless {{ {condition} }};");
-    let policy = Policy::parse(Some(PolicyId::new("membergate-diff-refinement")), text).ok()?;
+    Policy::parse(Some(PolicyId::new("membergate-diff-refinement")), text).ok()
+}
+
+/// `set` restricted to the requests for which `condition` holds (see [`restriction`]).
+fn restricted(set: &PolicySet, condition: &str) -> Option<PolicySet> {
     let mut out = set.clone();
-    out.add(policy).ok()?;
+    out.add(restriction(condition)?).ok()?;
     Some(out)
 }
 
@@ -227,10 +268,15 @@ impl Verifier {
                 let what = format!("a difference ({direction})");
                 let example = confirm(example, new.policies(), now, &what)?;
                 let before = example.decided_on(old.policies(), then, &what)?;
+                let sides = Sides {
+                    allows: allows.policies(),
+                    denies: denies.policies(),
+                    denies_c,
+                };
                 found.push(Difference {
                     direction,
                     request_type: env_name(env),
-                    refinements: v.refine(env, schema, allows, denies, &refinements)?,
+                    refinements: v.refine(env, schema, &sides, &refinements, &example)?,
                     example,
                     before,
                 });
@@ -244,38 +290,219 @@ impl Verifier {
         Ok(diff)
     }
 
-    /// For each refinement, the values for which some request is allowed by `allows` and
-    /// denied by `denies`.
+    /// For each refinement, the values for which some request is allowed by
+    /// `sides.allows` and denied by `sides.denies`; `witness` is one such request.
+    ///
+    /// A value is found either by a concrete request that Cedar's authorizer allows with
+    /// the value's restriction of `allows` and denies with `denies` (the witness, then
+    /// the solver's answers to "some request of any value not yet found"), or by the
+    /// solver alone; the values left when the solver finds no request of any of them are
+    /// proved absent. The result is the same as checking each value on its own.
     fn refine(
         &mut self,
         env: &RequestEnv,
         schema: &Schema,
-        allows: &Engine,
-        denies: &Engine,
+        sides: &Sides<'_>,
         refinements: &[Refinement],
+        witness: &Counterexample,
     ) -> Result<Vec<(String, Vec<String>)>, VerifyError> {
-        let denies_c = compile(denies.policies(), env, schema, "the policies")?;
-        let mut out = Vec::new();
-        for r in refinements {
-            let mut hits = Vec::new();
-            let mut applies = false;
-            for (label, condition) in &r.values {
-                let Some(narrow) = restricted(allows.policies(), condition) else {
-                    continue;
-                };
+        let mut values = Vec::new();
+        for (r, refinement) in refinements.iter().enumerate() {
+            for ((label, condition), variant) in refinement.values.iter().zip(&refinement.variants)
+            {
                 // A condition that does not type-check for this request type is skipped.
-                let Ok(narrow_c) = compile(&narrow, env, schema, "a refinement") else {
+                let Some(policy) = restriction(condition) else {
                     continue;
                 };
-                applies = true;
-                if !self.implies_only(&narrow_c, &denies_c)? {
-                    hits.push(label.clone());
+                if CompiledPolicy::compile(&policy, env, schema).is_err() {
+                    continue;
                 }
+                let Some(set) = restricted(sides.allows, condition) else {
+                    continue;
+                };
+                values.push(Value {
+                    refinement: r,
+                    label,
+                    condition,
+                    variant,
+                    set,
+                    found: false,
+                });
             }
-            if applies {
-                out.push((r.name.to_string(), hits));
+        }
+        found_by(
+            &mut values,
+            &witness.request,
+            &witness.entities,
+            sides.denies,
+        );
+        loop {
+            let pending: Vec<&str> = values
+                .iter()
+                .filter(|v| !v.found)
+                .map(|v| v.condition)
+                .collect();
+            let newly = match pending.as_slice() {
+                [] => break,
+                // One value left: the plain check, no example needed.
+                [_] => 0,
+                _ => {
+                    let any: Vec<String> = pending.iter().map(|c| format!("({c})")).collect();
+                    let union = restricted(sides.allows, &any.join(" || "))
+                        .and_then(|set| compile(&set, env, schema, "a refinement").ok());
+                    match union {
+                        Some(union) => match self.implies(&union, sides.denies_c)? {
+                            // No request of any value left: none of them is found.
+                            None => break,
+                            Some(e) => found_by(&mut values, &e.request, &e.entities, sides.denies),
+                        },
+                        None => 0,
+                    }
+                }
+            };
+            if newly == 0 {
+                // One value left, or the solver's request is not one of theirs by Cedar's
+                // authorizer, or the union does not compile: each value left on its own.
+                for value in values.iter_mut().filter(|v| !v.found) {
+                    let compiled = compile(&value.set, env, schema, "a refinement")?;
+                    value.found = !self.implies_only(&compiled, sides.denies_c)?;
+                }
+                break;
+            }
+        }
+        // A refinement none of whose values type-checks here does not apply.
+        let mut out = Vec::new();
+        for (r, refinement) in refinements.iter().enumerate() {
+            let mine = || values.iter().filter(|v| v.refinement == r);
+            if mine().next().is_some() {
+                let hits = mine()
+                    .filter(|v| v.found)
+                    .map(|v| v.label.to_string())
+                    .collect();
+                out.push((refinement.name.to_string(), hits));
             }
         }
         Ok(out)
     }
+}
+
+/// The set that allows and the set that denies the requests of a difference.
+struct Sides<'a> {
+    allows: &'a PolicySet,
+    denies: &'a PolicySet,
+    denies_c: &'a CompiledPolicySet,
+}
+
+/// A refinement value that type-checks for a request type.
+struct Value<'r> {
+    /// The index of its refinement.
+    refinement: usize,
+    label: &'r str,
+    condition: &'r str,
+    variant: &'r Variant,
+    /// The allowing set restricted to it.
+    set: PolicySet,
+    /// Whether some request of it is allowed by the one set and denied by the other.
+    found: bool,
+}
+
+/// Marks the values not yet found of which `request` on `entities` is an instance, then
+/// those of which one of its variants is (see [`Variant`]); how many.
+fn found_by(
+    values: &mut [Value<'_>],
+    request: &Request,
+    entities: &Entities,
+    denies: &PolicySet,
+) -> usize {
+    let mut newly = mark(values, request, entities, denies);
+    let variants: Vec<&Variant> = values
+        .iter()
+        .filter(|v| !v.found)
+        .map(|v| v.variant)
+        .collect();
+    for variant in variants {
+        if let Some(varied) = vary(request, entities, variant) {
+            newly += mark(values, request, &varied, denies);
+        }
+    }
+    newly
+}
+
+/// `entities` changed as `variant` says for `request`'s field or member, if it applies.
+fn vary(request: &Request, entities: &Entities, variant: &Variant) -> Option<Entities> {
+    let target = match variant {
+        Variant::None => return None,
+        Variant::Status(_) => request.resource()?.clone(),
+        Variant::Class(_) | Variant::Minimal(_) => match request.context()?.get("field")? {
+            EvalResult::EntityUid(field) => field,
+            _ => return None,
+        },
+    };
+    let (uid, mut attrs, mut parents) = match entities.get(&target) {
+        Some(e) => e.clone().into_inner(),
+        None => (target.clone(), Attrs::new(), Parents::new()),
+    };
+    let minimal = class_uid(MINIMAL_CLASS)?;
+    match variant {
+        Variant::None => return None,
+        Variant::Status(status) => {
+            attrs.insert(
+                "status".into(),
+                RestrictedExpression::new_string(status.clone()),
+            );
+        }
+        Variant::Class(class) => {
+            parents.retain(|p| p.type_name() != minimal.type_name() || p == &minimal);
+            if let Some(class) = class {
+                parents.insert(class_uid(class)?);
+            }
+        }
+        Variant::Minimal(in_it) => {
+            parents.remove(&minimal);
+            if *in_it {
+                parents.insert(minimal);
+            }
+        }
+    }
+    let others = entities.iter().filter(|e| e.uid() != target).cloned();
+    let changed = Entity::new(uid, attrs, parents).ok()?;
+    Entities::from_entities(others.chain([changed]), None).ok()
+}
+
+type Attrs = HashMap<String, RestrictedExpression>;
+type Parents = HashSet<EntityUid>;
+
+/// `FieldClass::"class"`.
+fn class_uid(class: &str) -> Option<EntityUid> {
+    EntityUid::from_str(&format!("FieldClass::{class:?}")).ok()
+}
+
+/// Marks the values not yet found of which `request` is an instance by Cedar's own
+/// authorizer (allowed by the value's restricted set, denied by `denies`); how many.
+fn mark(
+    values: &mut [Value<'_>],
+    request: &Request,
+    entities: &Entities,
+    denies: &PolicySet,
+) -> usize {
+    let authorizer = Authorizer::new();
+    if authorizer
+        .is_authorized(request, denies, entities)
+        .decision()
+        != Decision::Deny
+    {
+        return 0;
+    }
+    let mut newly = 0;
+    for value in values.iter_mut().filter(|v| !v.found) {
+        if authorizer
+            .is_authorized(request, &value.set, entities)
+            .decision()
+            == Decision::Allow
+        {
+            value.found = true;
+            newly += 1;
+        }
+    }
+    newly
 }
