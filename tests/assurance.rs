@@ -8,7 +8,7 @@ use std::path::Path;
 
 use cedar_policy::{Authorizer, Decision, PolicySet};
 use membergate::assurance::{
-    Claim, Counterexample, Direction, Invariants, Verdict, Verifier, INVARIANTS_FILE,
+    Claim, Counterexample, Direction, Invariants, SolverCommand, Verdict, Verifier, INVARIANTS_FILE,
 };
 use membergate::{Engine, ProblemKind};
 
@@ -291,6 +291,86 @@ fn diff_of_a_directory_with_itself_is_empty() {
     let diff = verifier().diff(&engine, &engine).expect("diff runs");
     assert!(diff.equivalent(), "{:?}", diff.differences);
     assert!(diff.changed.is_empty() && diff.added.is_empty() && diff.removed.is_empty());
+}
+
+/// `diff` asks the solver only about request types that an added, removed or changed
+/// policy can reach (by its scope). Permits scoped each way a scope can be written
+/// (`principal in` a group its type may be in, `==`, `is ... in` an ancestor two levels
+/// up, an action group) are still found on every request type they reach, and only there.
+#[test]
+fn a_change_is_found_on_every_request_type_its_scope_reaches() {
+    let original = bundled();
+    let copy = PolicyCopy::new();
+    fs::write(
+        copy.file("extra.cedar"),
+        "@id(\"extra-team-contact\")\n\
+         permit (principal in Team::\"data_export\", action in Action::\"contact\", resource);\n\
+         @id(\"extra-processor-erase\")\n\
+         permit (principal == Processor::\"p\", action == Action::\"erase\", resource in Clp::\"c\");\n\
+         @id(\"extra-volunteer-update\")\n\
+         permit (principal is Volunteer, action in [Action::\"update\"], resource is Member in Region::\"r\");\n",
+    )
+    .expect("write extra.cedar");
+    let changed = Engine::from_dir(copy.path()).unwrap_or_else(|e| panic!("{}", e.render()));
+    let diff = verifier().diff(&original, &changed).expect("diff runs");
+    let mut added = diff.added.clone();
+    added.sort();
+    assert_eq!(
+        added,
+        [
+            "extra-processor-erase",
+            "extra-team-contact",
+            "extra-volunteer-update"
+        ]
+    );
+    let mut widened: Vec<&str> = diff
+        .differences
+        .iter()
+        .map(|d| {
+            assert_eq!(d.direction, Direction::Widened, "{d}");
+            d.request_type.as_str()
+        })
+        .collect();
+    widened.sort();
+    assert_eq!(
+        widened,
+        [
+            "Processor · Action::\"erase\" · Member",
+            "Staff · Action::\"contact_email\" · Member",
+            "Staff · Action::\"contact_phone\" · Member",
+            "Staff · Action::\"contact_post\" · Member",
+            "Volunteer · Action::\"update\" · Member",
+        ]
+    );
+}
+
+/// Two sets that differ in layout and comments only are equivalent without a solver: a
+/// verifier whose "solver" answers nothing (`/bin/false`) still gives the answer.
+#[test]
+fn equivalent_sets_are_compared_without_the_solver() {
+    let original = bundled();
+    let copy = PolicyCopy::new();
+    copy.edit(
+        "guardrails.cedar",
+        "forbid (principal, action, resource)\nwhen { principal has ended_at",
+        "// reformatted\nforbid(principal,action,resource)\n  when {principal has ended_at",
+    );
+    let reformatted = Engine::from_dir(copy.path()).expect("loads");
+    let mut mute =
+        Verifier::new(SolverCommand::executable("/bin/false".into())).expect("/bin/false starts");
+    for new in [&original, &reformatted] {
+        let diff = mute.diff(&original, new).expect("no solver is needed");
+        assert!(diff.equivalent(), "{:?}", diff.differences);
+        let found = mute
+            .find_widening(new.schema(), original.policies(), new.policies())
+            .expect("no solver is needed");
+        assert!(found.is_none());
+    }
+    // A real difference does need it: the mute solver gives no answer, not "equivalent".
+    let removed = PolicyCopy::new();
+    removed.edit(BREAKS[2].file, BREAKS[2].find, BREAKS[2].replace);
+    let removed = Engine::from_dir(removed.path()).expect("loads");
+    assert!(mute.diff(&original, &removed).is_err());
 }
 
 #[test]
