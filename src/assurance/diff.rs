@@ -99,16 +99,26 @@ struct Refinement {
 /// guess, tried before asking the solver, whose result Cedar's authorizer decides.
 #[derive(Debug, Clone)]
 enum Variant {
-    /// No guess.
-    None,
     /// The field in this class of the catalogue and no other (`None`: in none of them),
     /// its place in the minimal record kept.
     Class(Option<String>),
+    /// The field in none of these classes, or in one more of them.
+    Several(Vec<String>),
+    /// The field in this class too.
+    Also(String),
     /// The field in the minimal record or not.
     Minimal(bool),
-    /// The member's status.
+    /// The member's status (and, in the sets of strings of other entities that hold the
+    /// old status, the new one too: a contract's statuses).
     Status(String),
+    /// The principal's campaign's election moved so that the request's time is before
+    /// nominations close (`0`), in the contest (`1`) or after the ballot closed (`2`).
+    Phase(u8),
 }
+
+/// The earliest and latest times an election is moved to by [`Variant::Phase`].
+const EARLY: &str = "0001-01-01";
+const LATE: &str = "9999-12-31";
 
 fn refinements(new: &Engine) -> Vec<Refinement> {
     // The catalogue puts each field in one class, and some in the minimal record too;
@@ -150,7 +160,7 @@ fn refinements(new: &Engine) -> Vec<Refinement> {
         .iter()
         .map(|c| Variant::Class(Some(c.clone())))
         .collect();
-    class_variants.push(Variant::Class(None));
+    class_variants.push(Variant::Several(classes.clone()));
     let mut status_variants: Vec<Variant> = statuses
         .iter()
         .map(|s| Variant::Status(s.to_string()))
@@ -193,7 +203,7 @@ fn refinements(new: &Engine) -> Vec<Refinement> {
                     format!("context.now >= {election}.ballot_close"),
                 ),
             ],
-            variants: vec![Variant::None; 3],
+            variants: vec![Variant::Phase(0), Variant::Phase(1), Variant::Phase(2)],
         },
     ]
 }
@@ -421,8 +431,20 @@ fn found_by(
         .map(|v| v.variant)
         .collect();
     for variant in variants {
-        if let Some(varied) = vary(request, entities, variant) {
-            newly += mark(values, request, &varied, denies);
+        let several;
+        let tries: &[Variant] = match variant {
+            Variant::Several(classes) => {
+                several = std::iter::once(Variant::Class(None))
+                    .chain(classes.iter().map(|c| Variant::Also(c.clone())))
+                    .collect::<Vec<_>>();
+                &several
+            }
+            one => std::slice::from_ref(one),
+        };
+        for one in tries {
+            if let Some(varied) = vary(request, entities, one) {
+                newly += mark(values, request, &varied, denies);
+            }
         }
     }
     newly
@@ -431,25 +453,55 @@ fn found_by(
 /// `entities` changed as `variant` says for `request`'s field or member, if it applies.
 fn vary(request: &Request, entities: &Entities, variant: &Variant) -> Option<Entities> {
     let target = match variant {
-        Variant::None => return None,
         Variant::Status(_) => request.resource()?.clone(),
-        Variant::Class(_) | Variant::Minimal(_) => match request.context()?.get("field")? {
-            EvalResult::EntityUid(field) => field,
-            _ => return None,
-        },
+        Variant::Several(_) => return None,
+        Variant::Class(_) | Variant::Minimal(_) | Variant::Also(_) => {
+            match request.context()?.get("field")? {
+                EvalResult::EntityUid(field) => field,
+                _ => return None,
+            }
+        }
+        Variant::Phase(_) => {
+            let principal = entities.get(request.principal()?)?;
+            let Ok(EvalResult::EntityUid(campaign)) = principal.attr("campaign")? else {
+                return None;
+            };
+            match entities.get(&campaign)?.attr("election")? {
+                Ok(EvalResult::EntityUid(election)) => election,
+                _ => return None,
+            }
+        }
     };
     let (uid, mut attrs, mut parents) = match entities.get(&target) {
         Some(e) => e.clone().into_inner(),
         None => (target.clone(), Attrs::new(), Parents::new()),
     };
     let minimal = class_uid(MINIMAL_CLASS)?;
+    let mut others: Vec<Entity> = entities
+        .iter()
+        .filter(|e| e.uid() != target)
+        .cloned()
+        .collect();
     match variant {
-        Variant::None => return None,
+        Variant::Several(_) => return None,
         Variant::Status(status) => {
+            let old = match entities.get(&target).and_then(|e| e.attr("status")) {
+                Some(Ok(EvalResult::String(old))) => Some(old),
+                _ => None,
+            };
             attrs.insert(
                 "status".into(),
                 RestrictedExpression::new_string(status.clone()),
             );
+            if let Some(old) = old {
+                others = others
+                    .into_iter()
+                    .map(|e| with_status(e, &old, status))
+                    .collect();
+            }
+        }
+        Variant::Also(class) => {
+            parents.insert(class_uid(class)?);
         }
         Variant::Class(class) => {
             parents.retain(|p| p.type_name() != minimal.type_name() || p == &minimal);
@@ -463,10 +515,50 @@ fn vary(request: &Request, entities: &Entities, variant: &Variant) -> Option<Ent
                 parents.insert(minimal);
             }
         }
+        Variant::Phase(phase) => {
+            let (close, ballot) = match phase {
+                0 => (LATE, LATE),
+                1 => (EARLY, LATE),
+                _ => (EARLY, EARLY),
+            };
+            for (attr, at) in [("nominations_close", close), ("ballot_close", ballot)] {
+                attrs.insert(attr.into(), RestrictedExpression::new_datetime(at));
+            }
+        }
     }
-    let others = entities.iter().filter(|e| e.uid() != target).cloned();
     let changed = Entity::new(uid, attrs, parents).ok()?;
-    Entities::from_entities(others.chain([changed]), None).ok()
+    Entities::from_entities(others.into_iter().chain([changed]), None).ok()
+}
+
+/// `entity` with `new` added to each of its sets of strings that holds `old`.
+fn with_status(entity: Entity, old: &str, new: &str) -> Entity {
+    let old = EvalResult::String(old.to_string());
+    let mut grown = Vec::new();
+    for (name, _) in entity.clone().into_inner().1 {
+        let Some(Ok(EvalResult::Set(set))) = entity.attr(&name) else {
+            continue;
+        };
+        if !set.iter().any(|v| v == &old) {
+            continue;
+        }
+        let strings: Option<Vec<RestrictedExpression>> = set
+            .iter()
+            .map(|v| match v {
+                EvalResult::String(s) => Some(RestrictedExpression::new_string(s.clone())),
+                _ => None,
+            })
+            .collect();
+        if let Some(mut strings) = strings {
+            strings.push(RestrictedExpression::new_string(new.to_string()));
+            grown.push((name, RestrictedExpression::new_set(strings)));
+        }
+    }
+    if grown.is_empty() {
+        return entity;
+    }
+    let (uid, mut attrs, parents) = entity.clone().into_inner();
+    attrs.extend(grown);
+    Entity::new(uid, attrs, parents).unwrap_or(entity)
 }
 
 type Attrs = HashMap<String, RestrictedExpression>;
