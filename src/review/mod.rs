@@ -50,7 +50,9 @@ pub enum PhaseKind {
     /// During the last election's contest, a day after a processor's contract ended.
     ContractEnded,
     /// During the last election's contest, what the principal reads of a member who left
-    /// two years and a day before.
+    /// two years and a day before: a member of the data it may read then (under either
+    /// version), taken as former, out of good standing, and gone since then (the
+    /// witness names that member's id).
     LeftTwoYearsAgo,
 }
 
