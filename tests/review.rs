@@ -344,3 +344,23 @@ fn the_solvers_differences_get_examples_from_the_data() {
         assert_eq!(allowed(&new, &new_dir), Ok(e.after.0), "{e}");
     }
 }
+
+/// Dates at the limits of time give a review (or a clear error), never a panic: the
+/// moments past them are left out.
+#[test]
+fn an_election_at_the_limits_of_time_is_reviewed_without_a_panic() {
+    let mut party = bundled().clone();
+    let election = party.elections.values_mut().next().expect("an election");
+    election.nominations_close = jiff::Timestamp::MIN;
+    election.ballot_close = jiff::Timestamp::MAX;
+    match review::who_sees_what(engine(), engine(), &party) {
+        Ok(m) => {
+            assert_eq!(m.changed().count(), 0);
+            assert!(
+                m.phases.len() < 3 * party.elections.len() + 3,
+                "the moments past the limits are left out"
+            );
+        }
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+}

@@ -4,7 +4,7 @@
 
 use jiff::Timestamp;
 
-use super::{phase_context, phases, said, DAY};
+use super::{phase_context, phases, said, shift, DAY};
 use crate::assurance::{Difference, Direction};
 use crate::records::{Membership, PrincipalKind};
 use crate::request::{Action, Context, Request};
@@ -126,14 +126,14 @@ fn request_type(name: &str) -> Option<(PrincipalKind, Action)> {
 fn own_moments(party: &Membership, p: &PrincipalId) -> Vec<Context> {
     let mut out = Vec::new();
     if let Some(end) = party.principal(p).and_then(|r| r.ended_at()) {
-        out.push(Context::at(end + DAY));
+        out.extend(shift(end, DAY).map(Context::at));
     }
     if let Some(processor) = party
         .processors
         .get(&p.id)
         .filter(|_| p.kind == PrincipalKind::Processor)
     {
-        out.push(Context::at(processor.contract.ends + DAY));
+        out.extend(shift(processor.contract.ends, DAY).map(Context::at));
     }
     out
 }

@@ -310,21 +310,23 @@ fn phases(party: &Membership) -> Result<Vec<Phase>, ReviewError> {
     elections.sort_by_key(|(id, e)| (e.nominations_close, *id));
     let mut out = Vec::new();
     for (id, e) in &elections {
-        let contest =
-            e.nominations_close + (e.ballot_close.duration_since(e.nominations_close) / 2);
+        // A moment past the limits of time is left out (never an overflow).
+        let half = e.ballot_close.duration_since(e.nominations_close) / 2;
+        let contest = shift(e.nominations_close, half);
         for (kind, at, what) in [
             (
                 PhaseKind::BeforeNominationsClose,
-                e.nominations_close - DAY,
+                shift(e.nominations_close, -DAY),
                 "before nominations close",
             ),
             (PhaseKind::Contest, contest, "during the contest"),
             (
                 PhaseKind::AfterBallot,
-                e.ballot_close + DAY,
+                shift(e.ballot_close, DAY),
                 "after the ballot",
             ),
         ] {
+            let Some(at) = at else { continue };
             out.push(Phase {
                 label: format!("{id}: {what}"),
                 kind,
@@ -354,6 +356,11 @@ fn phases(party: &Membership) -> Result<Vec<Phase>, ReviewError> {
         });
     }
     Ok(out)
+}
+
+/// `t + d`, if within the limits of time.
+fn shift(t: Timestamp, d: SignedDuration) -> Option<Timestamp> {
+    t.checked_add(d).ok()
 }
 
 fn phase_context(phase: &Phase) -> Context {
@@ -436,7 +443,8 @@ fn kind_label(kind: PrincipalKind) -> &'static str {
 /// a day before `at`.
 fn ended(party: &Membership, principal: &PrincipalId, at: Timestamp, contract: bool) -> Membership {
     let mut out = party.clone();
-    let end = Some(at - DAY);
+    // At the limits of time, ended at `at` itself (still ended by then).
+    let end = Some(shift(at, -DAY).unwrap_or(at));
     let id = principal.id.as_str();
     match principal.kind {
         PrincipalKind::Staff => out.staff.get_mut(id).map(|r| r.ended_at = end),
@@ -446,7 +454,7 @@ fn ended(party: &Membership, principal: &PrincipalId, at: Timestamp, contract: b
         PrincipalKind::Representative => out.representatives.get_mut(id).map(|r| r.ended_at = end),
         PrincipalKind::Processor => out.processors.get_mut(id).map(|r| {
             if contract {
-                r.contract.ends = at - DAY;
+                r.contract.ends = shift(at, -DAY).unwrap_or(at);
             } else {
                 r.ended_at = end;
             }
@@ -472,10 +480,10 @@ fn leaver(
     let mut attrs = m.attrs.clone();
     attrs.status = MemberStatus::Former;
     attrs.in_good_standing = false;
-    attrs.left = Some(at - TWO_YEARS - DAY);
-    if attrs.joined >= at - TWO_YEARS - DAY - DAY {
-        attrs.joined = at - TWO_YEARS - DAY - DAY;
-    }
+    let left = shift(at, -(TWO_YEARS + DAY))?;
+    let joined = shift(left, -DAY)?;
+    attrs.left = Some(left);
+    attrs.joined = attrs.joined.min(joined);
     Some((m.id.to_string(), attrs))
 }
 
