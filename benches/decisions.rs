@@ -289,9 +289,7 @@ fn setup_costs(c: &mut Criterion) {
     // A large party's principal side: the sample's with 15,000 more volunteers, 4,000
     // more CLP officers and 1,000 more staff (about 20,000 principals), as a reload
     // rebuilds it.
-    let mut large = s.party.clone();
-    large.members.clear();
-    large.values.clear();
+    let mut large = s.party.principal_side();
     let (v, o, st) = (
         large.volunteers[ids::V_PHONEBANK].clone(),
         large.officers[ids::O_SECRETARY_001].clone(),

@@ -516,6 +516,27 @@ pub struct Membership {
 }
 
 impl Membership {
+    /// Its principal side alone: every record but the members and their values (what a
+    /// [`Directory`](crate::Directory) holds), copied without copying a member.
+    pub fn principal_side(&self) -> Membership {
+        Membership {
+            regions: self.regions.clone(),
+            clps: self.clps.clone(),
+            elections: self.elections.clone(),
+            candidates: self.candidates.clone(),
+            campaigns: self.campaigns.clone(),
+            staff: self.staff.clone(),
+            campaign_staff: self.campaign_staff.clone(),
+            volunteers: self.volunteers.clone(),
+            officers: self.officers.clone(),
+            representatives: self.representatives.clone(),
+            processors: self.processors.clone(),
+            call_sessions: self.call_sessions.clone(),
+            members: BTreeMap::new(),
+            values: BTreeMap::new(),
+        }
+    }
+
     /// The principal with this id, if any.
     pub fn principal(&self, id: &PrincipalId) -> Option<PrincipalRecord<'_>> {
         let key = id.id.as_str();

@@ -590,11 +590,8 @@ impl<'f> SeedBatch<'f> {
 
 /// Writes the principal side of `membership` (its members are not read) to `records`.
 fn seed_records(link: &mut Link, membership: &Membership) -> Result<(), DbError> {
-    let mut principal_side = membership.clone();
-    principal_side.members.clear();
-    principal_side.values.clear();
-    let others =
-        serde_json::to_value(principal_side).map_err(|e| format!("encoding the records: {e}"))?;
+    let others = serde_json::to_value(membership.principal_side())
+        .map_err(|e| format!("encoding the records: {e}"))?;
     let records: Vec<(&String, &String, String)> = others
         .as_object()
         .into_iter()

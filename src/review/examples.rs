@@ -62,15 +62,9 @@ pub fn data_examples(
     party: &Membership,
     differences: &[Difference],
 ) -> Vec<Option<DataExample>> {
-    let principal_side = {
-        let mut p = party.clone();
-        p.members.clear();
-        p.values.clear();
-        p
-    };
     let dirs = (
-        Directory::from_membership(old, &principal_side),
-        Directory::from_membership(new, &principal_side),
+        Directory::from_membership(old, party),
+        Directory::from_membership(new, party),
     );
     let (Ok(old_dir), Ok(new_dir)) = dirs else {
         return vec![None; differences.len()];

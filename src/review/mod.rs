@@ -220,12 +220,8 @@ pub fn who_sees_what(
         }
     }
     let phases = phases(party)?;
-    let principal_side = {
-        let mut p = party.clone();
-        p.members.clear();
-        p.values.clear();
-        p
-    };
+    // Copied per principal and moment below: no member with it.
+    let principal_side = party.principal_side();
     let directories = |records: &Membership| -> Result<(Directory, Directory), ReviewError> {
         Ok((
             Directory::from_membership(old, records).map_err(|source| ReviewError::Records {
@@ -507,7 +503,7 @@ impl Asking<'_> {
         after: &Plan,
     ) -> Result<Cell, ReviewError> {
         let fields = fields_of(catalogue, class);
-        let reach = |plan: &Plan| {
+        let reach_of = |plan: &Plan| {
             reach(
                 fields
                     .iter()
@@ -532,8 +528,8 @@ impl Asking<'_> {
             }
         }
         Ok(Cell {
-            before: reach(before),
-            after: reach(after),
+            before: reach_of(before),
+            after: reach_of(after),
             changed: !same,
             witness,
         })

@@ -467,9 +467,7 @@ fn a_member_record_changed_by_the_caller_is_decided_as_given() {
 fn directory_upserts_are_seen_by_the_next_decision() {
     let engine = engine();
     // The records the directory should hold: the sample's principal side.
-    let mut party = bundled().clone();
-    party.members.clear();
-    party.values.clear();
+    let mut party = bundled().principal_side();
     let sample = bundled();
     let mut dir = directory().clone();
     let page = members(sample);
