@@ -46,6 +46,7 @@ mod entities;
 mod error;
 mod explain;
 mod fields;
+mod html;
 mod index;
 pub mod meter;
 pub mod plan;

@@ -1,36 +1,9 @@
-//! A review as one self-contained HTML page: no script, no network, its styles inline,
-//! its pictures SVG written into the page.
+//! A review as one self-contained HTML page (see [`crate::html`]).
 
 use std::fmt::Write as _;
 
 use super::{said, Cell, PhaseKind, Reach, WhoSeesWhat};
-
-/// `text` with `&`, `<`, `>`, `"` and `'` escaped for HTML text and attribute values.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:80em}\
-h1{font-size:1.6em}h2{font-size:1.3em;margin-top:2em}h3{font-size:1.05em}\
-table{border-collapse:collapse;margin:.5em 0 1.5em}\
-th,td{border:1px solid #bbb;padding:.25em .5em;text-align:center;font-size:.9em}\
-th.who{text-align:left;font-weight:normal}\
-td.none{background:#f2f2f2;color:#777}td.some{background:#fff3c4}td.all{background:#ffd1c2}\
-td.na{background:#fff;color:#aaa}\
-td.changed{outline:3px solid #c00;outline-offset:-3px;font-weight:bold}\
-.legend span{display:inline-block;padding:.1em .6em;margin-right:.5em;border:1px solid #bbb}\
-li{margin:.3em 0}code{background:#f4f4f4;padding:0 .2em}";
+use crate::html::{escape, open, CLOSE};
 
 /// The CSS class of a cell's reach.
 fn class(r: Reach) -> &'static str {
@@ -54,13 +27,7 @@ fn cell_text(c: &Cell) -> String {
 /// The page: a title, the matrix per moment, the election timeline, and each changed
 /// cell explained.
 pub fn page(title: &str, m: &WhoSeesWhat) -> String {
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <title>{t}</title><style>{STYLE}</style></head><body>\n<h1>{t}</h1>\n",
-        t = escape(title)
-    );
+    let mut out = open(title);
     let changed = m.changed().count();
     let _ = write!(
         out,
@@ -150,7 +117,7 @@ pub fn page(title: &str, m: &WhoSeesWhat) -> String {
         }
         out.push_str("</ul>\n");
     }
-    out.push_str("</body></html>\n");
+    out.push_str(CLOSE);
     out
 }
 
