@@ -45,7 +45,7 @@ fn the_same_policies_change_no_cell() {
     let m = review::who_sees_what(engine(), engine(), bundled()).expect("a review");
     assert_eq!(m.changed().count(), 0);
     // Every kind of principal, each election's three phases and the three other moments.
-    assert_eq!(m.phases.len(), 3 * bundled().elections.len() + 3);
+    assert_eq!(m.phases.len(), 3 * bundled().elections.len() + 4);
     assert!(m.rows.iter().any(|r| r.label.starts_with("processor")));
     assert_eq!(m.to_string().lines().last(), Some("no cell changed"));
 }
@@ -320,28 +320,34 @@ fn the_solvers_differences_get_examples_from_the_data() {
         let e = e
             .as_ref()
             .unwrap_or_else(|| panic!("{}: no example from the data", d.request_type));
-        assert!(bundled().members.contains_key(&e.member), "{e}");
+        assert!(bundled().members.contains_key(&e.witness.member), "{e}");
         assert!(bundled().principal(&e.principal).is_some(), "{e}");
         assert!(
-            !e.field.is_empty() && e.at.to_string().starts_with("20"),
+            !e.witness.field.is_empty() && e.at.to_string().starts_with("20"),
             "{e}"
         );
         let widened = d.direction == Direction::Widened;
-        assert_eq!((e.before.0, e.after.0), (!widened, widened), "{e}");
+        assert_eq!(
+            (e.witness.before.0, e.witness.after.0),
+            (!widened, widened),
+            "{e}"
+        );
         // Decided again, from scratch, by both versions.
         let mut ctx = Context::at(e.at);
         ctx.election = e.election.clone();
-        let member = crate::support::member(bundled(), &e.member);
+        ctx.session = e.session.clone();
+        assert_eq!(e.taken_as_ended, None, "{e}");
+        let member = crate::support::member(bundled(), &e.witness.member);
         let req = Request {
             principal: &e.principal,
             action: e.action,
             member,
-            field: &e.field,
+            field: &e.witness.field,
             context: &ctx,
         };
         let allowed = |engine: &Engine, dir| engine.authorize(dir, &req).map(|d| d.is_allowed());
-        assert_eq!(allowed(engine(), &old_dir), Ok(e.before.0), "{e}");
-        assert_eq!(allowed(&new, &new_dir), Ok(e.after.0), "{e}");
+        assert_eq!(allowed(engine(), &old_dir), Ok(e.witness.before.0), "{e}");
+        assert_eq!(allowed(&new, &new_dir), Ok(e.witness.after.0), "{e}");
     }
 }
 

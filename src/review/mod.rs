@@ -7,20 +7,22 @@
 //! the policies, so a cell says what the principal may read of *every* member, not of a
 //! sample: everyone, some members, or nobody.
 
+mod asking;
 #[cfg(feature = "assurance")]
 mod examples;
 mod html;
 
 #[cfg(feature = "assurance")]
-pub use examples::{data_examples, DataExample};
+pub use examples::{data_examples, DataExample, Ended};
 
 use std::fmt;
 
 use jiff::{SignedDuration, Timestamp};
 
+use self::asking::Asking;
 use crate::plan::{FieldPlan, Plan};
-use crate::records::{Member, MemberStatus, Membership, PrincipalKind};
-use crate::request::{Action, Context, Request};
+use crate::records::{CallSession, Member, MemberStatus, Membership, PrincipalKind};
+use crate::request::{Action, Context};
 use crate::{Directory, Engine, MemberRef, PrincipalId, RecordError, RequestError};
 
 /// A moment a review looks at.
@@ -34,6 +36,8 @@ pub struct Phase {
     pub at: Timestamp,
     /// The election a campaign asks about, if any.
     pub election: Option<String>,
+    /// The call session asked in, if any.
+    pub session: Option<String>,
 }
 
 /// The moments of a review.
@@ -54,6 +58,9 @@ pub enum PhaseKind {
     /// version), taken as former, out of good standing, and gone since then (the
     /// witness names that member's id).
     LeftTwoYearsAgo,
+    /// Halfway through a call session of the data (the last to open whose volunteer's
+    /// role has not ended), asked in that session: only its volunteer is asked.
+    CallSession,
 }
 
 /// What a principal may read of a class of fields.
@@ -236,8 +243,13 @@ pub fn who_sees_what(
     };
     let now = directories(&principal_side)?;
     let mut rows = Vec::new();
-    let last = phases.iter().rev().find_map(|p| p.election.as_deref());
-    for (label, principal) in askers(party, last) {
+    let last = phases
+        .iter()
+        .rev()
+        .find(|p| p.kind == PhaseKind::Contest)
+        .and_then(|p| p.election.as_deref());
+    let session = phases.iter().find_map(|p| p.session.as_deref());
+    for (label, principal) in askers(party, last, session) {
         let mut cells = Vec::with_capacity(phases.len());
         for phase in &phases {
             let ctx = phase_context(phase);
@@ -251,28 +263,32 @@ pub fn who_sees_what(
                         continue;
                     }
                 }
+                PhaseKind::CallSession if !in_session(party, phase, &principal) => {
+                    cells.push(vec![not_applicable(); classes.len()]);
+                    continue;
+                }
                 _ => None,
             };
             let owned = ended.map(|records| directories(&records)).transpose()?;
             let (old_dir, new_dir) = owned.as_ref().unwrap_or(&now);
-            let before = old.plan(old_dir, &principal, Action::Read, &ctx)?;
-            let after = new.plan(new_dir, &principal, Action::Read, &ctx)?;
             let asking = Asking {
                 old: (old, old_dir),
                 new: (new, new_dir),
                 principal: &principal,
+                action: Action::Read,
                 ctx: &ctx,
             };
+            let (before, after) = asking.plans()?;
             let row: Vec<Cell> = if phase.kind == PhaseKind::LeftTwoYearsAgo {
                 let leaver = leaver(party, &before, &after, phase.at);
                 classes
                     .iter()
-                    .map(|class| asking.leaver_cell(new, class, leaver.as_ref()))
+                    .map(|class| leaver_cell(&asking, new, class, leaver.as_ref()))
                     .collect::<Result<_, _>>()?
             } else {
                 classes
                     .iter()
-                    .map(|class| asking.cell(new, party, class, &before, &after))
+                    .map(|class| cell(&asking, new, party, class, (&before, &after)))
                     .collect::<Result<_, _>>()?
             };
             cells.push(row);
@@ -288,6 +304,16 @@ pub fn who_sees_what(
         phases,
         rows,
     })
+}
+
+/// Whether `principal` is the volunteer of `phase`'s call session.
+fn in_session(party: &Membership, phase: &Phase, principal: &PrincipalId) -> bool {
+    let session = phase
+        .session
+        .as_ref()
+        .and_then(|s| party.call_sessions.get(s));
+    principal.kind == PrincipalKind::Volunteer
+        && session.is_some_and(|s| s.volunteer == principal.id)
 }
 
 fn not_applicable() -> Cell {
@@ -328,6 +354,7 @@ fn phases(party: &Membership) -> Result<Vec<Phase>, ReviewError> {
                 kind,
                 at,
                 election: Some(id.to_string()),
+                session: None,
             });
         }
     }
@@ -351,7 +378,36 @@ fn phases(party: &Membership) -> Result<Vec<Phase>, ReviewError> {
             ..last.clone()
         });
     }
+    out.extend(session_phase(party));
     Ok(out)
+}
+
+/// Halfway through the last call session to open whose volunteer's role has not ended.
+fn session_phase(party: &Membership) -> Option<Phase> {
+    let active = |s: &&CallSession| {
+        party
+            .volunteers
+            .get(&s.volunteer)
+            .is_some_and(|v| v.ended_at.is_none())
+    };
+    let (id, s) = party
+        .call_sessions
+        .iter()
+        .filter(|(_, s)| active(s))
+        .max_by_key(|(id, s)| (s.opens, *id))?;
+    let at = shift(s.opens, s.closes.duration_since(s.opens) / 2)?;
+    let election = s
+        .campaign
+        .as_ref()
+        .and_then(|c| party.campaigns.get(c))
+        .map(|c| c.election.clone());
+    Some(Phase {
+        label: format!("during call session {id} ({}'s)", s.volunteer),
+        kind: PhaseKind::CallSession,
+        at,
+        election,
+        session: Some(id.clone()),
+    })
 }
 
 /// `t + d`, if within the limits of time.
@@ -360,18 +416,22 @@ fn shift(t: Timestamp, d: SignedDuration) -> Option<Timestamp> {
 }
 
 fn phase_context(phase: &Phase) -> Context {
-    let ctx = Context::at(phase.at);
-    match &phase.election {
-        Some(e) => ctx.election(e.clone()),
-        None => ctx,
-    }
+    let mut ctx = Context::at(phase.at);
+    ctx.election = phase.election.clone();
+    ctx.session = phase.session.clone();
+    ctx
 }
 
 /// The principals a review asks for, each the first by id whose role has not ended: one
 /// per staff team, one per campaign (the last election's first: a campaign's candidate,
 /// nominated or not, fee paid or not, is what its staff's reach turns on), one per
-/// processor (each has its own contract), one of each other kind.
-fn askers(party: &Membership, last_election: Option<&str>) -> Vec<(String, PrincipalId)> {
+/// processor (each has its own contract), one of each other kind (a volunteer: the one
+/// of the review's call session).
+fn askers(
+    party: &Membership,
+    last_election: Option<&str>,
+    session: Option<&str>,
+) -> Vec<(String, PrincipalId)> {
     let mut out: Vec<(String, PrincipalId)> = Vec::new();
     let active = |p: &PrincipalId| party.principal(p).is_some_and(|r| r.ended_at().is_none());
     let campaign = |p: &PrincipalId| {
@@ -394,7 +454,10 @@ fn askers(party: &Membership, last_election: Option<&str>) -> Vec<(String, Princ
             .principal_ids()
             .filter(|p| p.kind == kind && active(p))
             .collect();
-        ids.sort_by_key(|p| elsewhere(p));
+        let volunteer = session
+            .and_then(|s| party.call_sessions.get(s))
+            .map(|s| s.volunteer.as_str());
+        ids.sort_by_key(|p| (elsewhere(p), Some(p.id.as_str()) != volunteer));
         let mut groups: Vec<String> = Vec::new();
         for p in ids {
             let group = match kind {
@@ -483,126 +546,79 @@ fn leaver(
     Some((m.id.to_string(), attrs))
 }
 
-/// A principal asking at a moment, under both versions.
-struct Asking<'a> {
-    old: (&'a Engine, &'a Directory),
-    new: (&'a Engine, &'a Directory),
-    principal: &'a PrincipalId,
-    ctx: &'a Context,
+/// The cell of `class` from the two plans, with a member of `party` decided differently
+/// if there is one.
+fn cell(
+    asking: &Asking<'_>,
+    catalogue: &Engine,
+    party: &Membership,
+    class: &str,
+    plans: (&Plan, &Plan),
+) -> Result<Cell, ReviewError> {
+    let fields = fields_of(catalogue, class);
+    let reach_of = |plan: &Plan| {
+        reach(
+            fields
+                .iter()
+                .map(|f| plan.field(f).unwrap_or(&FieldPlan::Never)),
+        )
+    };
+    let same = fields.iter().all(|f| plans.0.field(f) == plans.1.field(f));
+    let witness = if same {
+        None
+    } else {
+        asking.apart(party.member_refs(), &fields, plans, None)?
+    };
+    Ok(Cell {
+        before: reach_of(plans.0),
+        after: reach_of(plans.1),
+        changed: !same,
+        witness,
+    })
 }
 
-impl Asking<'_> {
-    /// The cell of `class` from the two plans, with a member of `party` decided
-    /// differently if there is one.
-    fn cell(
-        &self,
-        catalogue: &Engine,
-        party: &Membership,
-        class: &str,
-        before: &Plan,
-        after: &Plan,
-    ) -> Result<Cell, ReviewError> {
-        let fields = fields_of(catalogue, class);
-        let reach_of = |plan: &Plan| {
-            reach(
-                fields
-                    .iter()
-                    .map(|f| plan.field(f).unwrap_or(&FieldPlan::Never)),
-            )
-        };
-        let same = fields.iter().all(|f| before.field(f) == after.field(f));
-        let mut witness = None;
-        if !same {
-            'members: for m in party.member_refs() {
-                for f in &fields {
-                    let was = before.field(f).and_then(|p| p.holds(m.id, m.attrs));
-                    let is = after.field(f).and_then(|p| p.holds(m.id, m.attrs));
-                    if was != is || was.is_none() {
-                        let w = self.witness(m, f)?;
-                        if w.before.0 != w.after.0 {
-                            witness = Some(w);
-                            break 'members;
-                        }
-                    }
-                }
-            }
+/// The cell of `class` for a member who left two years ago.
+fn leaver_cell(
+    asking: &Asking<'_>,
+    catalogue: &Engine,
+    class: &str,
+    leaver: Option<&(String, Member)>,
+) -> Result<Cell, ReviewError> {
+    let Some((id, attrs)) = leaver else {
+        return Ok(Cell {
+            before: Reach::Nobody,
+            after: Reach::Nobody,
+            changed: false,
+            witness: None,
+        });
+    };
+    let m = MemberRef { id, attrs };
+    let fields = fields_of(catalogue, class);
+    let mut seen = [Vec::new(), Vec::new()];
+    let mut witness = None;
+    for f in &fields {
+        let w = asking.decided(m, f)?;
+        seen[0].push(w.before.0);
+        seen[1].push(w.after.0);
+        if witness.is_none() && w.before.0 != w.after.0 {
+            witness = Some(w);
         }
-        Ok(Cell {
-            before: reach_of(before),
-            after: reach_of(after),
-            changed: !same,
-            witness,
-        })
     }
-
-    /// The cell of `class` for a member who left two years ago.
-    fn leaver_cell(
-        &self,
-        catalogue: &Engine,
-        class: &str,
-        leaver: Option<&(String, Member)>,
-    ) -> Result<Cell, ReviewError> {
-        let Some((id, attrs)) = leaver else {
-            return Ok(Cell {
-                before: Reach::Nobody,
-                after: Reach::Nobody,
-                changed: false,
-                witness: None,
-            });
-        };
-        let m = MemberRef { id, attrs };
-        let fields = fields_of(catalogue, class);
-        let mut seen = [Vec::new(), Vec::new()];
-        let mut witness = None;
-        for f in &fields {
-            let w = self.witness(m, f)?;
-            seen[0].push(w.before.0);
-            seen[1].push(w.after.0);
-            if witness.is_none() && w.before.0 != w.after.0 {
-                witness = Some(w);
-            }
+    let reach = |allowed: &[bool]| {
+        if allowed.iter().all(|a| !a) {
+            Reach::Nobody
+        } else if allowed.iter().all(|a| *a) {
+            Reach::Everyone
+        } else {
+            Reach::Some
         }
-        let reach = |allowed: &[bool]| {
-            if allowed.iter().all(|a| !a) {
-                Reach::Nobody
-            } else if allowed.iter().all(|a| *a) {
-                Reach::Everyone
-            } else {
-                Reach::Some
-            }
-        };
-        Ok(Cell {
-            before: reach(&seen[0]),
-            after: reach(&seen[1]),
-            changed: witness.is_some(),
-            witness,
-        })
-    }
-
-    /// Both versions' decisions on `field` of `m`.
-    fn witness(&self, m: MemberRef<'_>, field: &str) -> Result<Witness, ReviewError> {
-        let req = Request {
-            principal: self.principal,
-            action: Action::Read,
-            member: m,
-            field,
-            context: self.ctx,
-        };
-        let decided =
-            |(engine, dir): (&Engine, &Directory)| -> Result<(bool, Vec<String>), ReviewError> {
-                let d = engine.authorize(dir, &req)?;
-                Ok((
-                    d.is_allowed(),
-                    d.policies().iter().map(|p| p.to_string()).collect(),
-                ))
-            };
-        Ok(Witness {
-            member: m.id.to_string(),
-            field: field.to_string(),
-            before: decided(self.old)?,
-            after: decided(self.new)?,
-        })
-    }
+    };
+    Ok(Cell {
+        before: reach(&seen[0]),
+        after: reach(&seen[1]),
+        changed: witness.is_some(),
+        witness,
+    })
 }
 
 /// A decision as a reader reads it: `allowed by p, q` or `denied by p` (each policy id
