@@ -13,6 +13,7 @@ use cedar_policy::{
 };
 use cedar_policy_symcc::{CompiledPolicy, CompiledPolicySet};
 
+use super::plausible::{ask_restricted, env_of};
 use super::scope::Reach;
 use super::verify::{compile, confirm, env_name, Counterexample, Verifier, VerifyError};
 use crate::bundle::MINIMAL_CLASS;
@@ -215,7 +216,7 @@ fn restriction(condition: &str) -> Option<Policy> {
 }
 
 /// `set` restricted to the requests for which `condition` holds (see [`restriction`]).
-fn restricted(set: &PolicySet, condition: &str) -> Option<PolicySet> {
+pub(crate) fn restricted(set: &PolicySet, condition: &str) -> Option<PolicySet> {
     let mut out = set.clone();
     out.add(restriction(condition)?).ok()?;
     Some(out)
@@ -298,6 +299,74 @@ impl Verifier {
         diff.differences
             .sort_by_key(|d| d.direction == Direction::Narrowed);
         Ok(diff)
+    }
+
+    /// `d` with its example (and the old policies' decision of it) replaced by one with
+    /// plausible values: times between 1900 and 2100, counts between 0 and a million, a
+    /// field of the catalogue in its own classes, a member status the party uses, no
+    /// empty id; re-decided by Cedar's authorizer under both versions. `None` if no
+    /// plausible request goes `d`'s way (the difference is only at the edges of time or
+    /// of numbers) or none was found in a few rounds.
+    ///
+    /// ```no_run
+    /// use membergate::{Engine, assurance::Verifier};
+    /// let old = Engine::from_dir("policies")?;
+    /// let new = Engine::from_dir("policies-changed")?;
+    /// let mut verifier = Verifier::locate()?;
+    /// for d in verifier.diff(&old, &new)?.differences {
+    ///     if let Some(readable) = verifier.plausible_difference(&old, &new, &d)? {
+    ///         println!("{}", readable.example.describe());
+    ///     }
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn plausible_difference(
+        &mut self,
+        old: &Engine,
+        new: &Engine,
+        d: &Difference,
+    ) -> Result<Option<Difference>, VerifyError> {
+        let schema = new.schema();
+        let Some(env) = env_of(schema, &d.example.request) else {
+            return Ok(None);
+        };
+        let (allows, denies, now, then) = match d.direction {
+            Direction::Widened => (
+                new.policies(),
+                old.policies(),
+                Decision::Allow,
+                Decision::Deny,
+            ),
+            Direction::Narrowed => (
+                old.policies(),
+                new.policies(),
+                Decision::Deny,
+                Decision::Allow,
+            ),
+        };
+        let denies_c = compile(denies, &env, schema, "the denying policies")?;
+        let first = (&d.example.request, &d.example.entities);
+        let found = self.plausible(new.catalogue(), first, &[allows, denies], |v, cond| {
+            ask_restricted(v, allows, cond, &env, schema, |v, a| {
+                v.implies(a, &denies_c)
+            })
+        })?;
+        let Some(found) = found else {
+            return Ok(None);
+        };
+        let what = format!("a plausible difference ({})", d.direction);
+        let confirmed = confirm(found, new.policies(), now, &what)
+            .and_then(|e| Ok((e.decided_on(old.policies(), then, &what)?, e)));
+        match confirmed {
+            Ok((before, example)) => Ok(Some(Difference {
+                example,
+                before,
+                ..d.clone()
+            })),
+            // Naming its ids changed a decision: no plausible example.
+            Err(VerifyError::Unconfirmed { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// For each refinement, the values for which some request is allowed by

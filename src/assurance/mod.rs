@@ -10,6 +10,7 @@
 
 mod diff;
 mod invariants;
+mod plausible;
 mod render;
 mod scope;
 mod solver;

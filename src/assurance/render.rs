@@ -88,7 +88,7 @@ fn value(v: &EvalResult, queue: &mut VecDeque<EntityUid>) -> String {
 
 /// `datetime("1970-01-01").offset(duration("-2ms"))` as `1969-12-31T23:59:59.998Z`
 /// (`None` for other values, or times outside the years -9999 to 9999).
-fn readable_datetime(s: &str) -> Option<String> {
+pub(super) fn readable_datetime(s: &str) -> Option<String> {
     let rest = s.strip_prefix("datetime(\"")?;
     let (base, rest) = rest.split_once("\")")?;
     let base: jiff::Timestamp = match base.parse::<jiff::civil::Date>() {

@@ -10,8 +10,10 @@ use cedar_policy_symcc::solver::LocalSolver;
 use cedar_policy_symcc::{CedarSymCompiler, CompiledPolicySet, Env};
 
 use super::invariants::{Claim, Invariant, Invariants};
+use super::plausible::{ask_restricted, env_of};
 use super::scope::Reach;
 use super::solver::{SolverCommand, SolverMissing};
+use crate::Engine;
 
 /// The most solver processes one verification runs at once.
 pub const MAX_SOLVERS: usize = 4;
@@ -220,6 +222,66 @@ impl Verifier {
             })
             .collect();
         Ok(results)
+    }
+
+    /// A refuted invariant's counterexample with plausible values (see
+    /// [`Verifier::plausible_difference`]), on the same request type, re-decided by
+    /// Cedar's authorizer; `None` if `result` was proved or no plausible request refutes
+    /// it (it fails only at the edges of time or of numbers).
+    ///
+    /// ```no_run
+    /// use membergate::{Engine, assurance::{Invariants, Verifier}};
+    /// let engine = Engine::from_dir("policies")?;
+    /// let invariants = Invariants::load("policies", engine.schema())?;
+    /// let mut verifier = Verifier::locate()?;
+    /// for result in verifier.verify(engine.schema(), engine.policies(), &invariants)? {
+    ///     if let Some(example) = verifier.plausible_counterexample(&engine, &result)? {
+    ///         println!("{} fails, e.g.\n{example}", result.invariant.id);
+    ///     }
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn plausible_counterexample(
+        &mut self,
+        engine: &Engine,
+        result: &InvariantResult,
+    ) -> Result<Option<Counterexample>, VerifyError> {
+        let Verdict::Refuted(first) = &result.verdict else {
+            return Ok(None);
+        };
+        let (schema, policies) = (engine.schema(), engine.policies());
+        let Some(env) = env_of(schema, &first.request) else {
+            return Ok(None);
+        };
+        let inv = &result.invariant;
+        let what = format!("invariant `{}` (plausible values)", inv.id);
+        let matcher = compile(&inv.matcher, &env, schema, &what)?;
+        let policies_c = compile(policies, &env, schema, "the policies")?;
+        let sets = [policies, &inv.matcher];
+        let found = self.plausible(
+            engine.catalogue(),
+            (&first.request, &first.entities),
+            &sets,
+            |v, cond| match inv.claim {
+                Claim::Never => ask_restricted(v, policies, cond, &env, schema, |v, p| {
+                    v.disjoint(p, &matcher)
+                }),
+                Claim::Always => ask_restricted(v, &inv.matcher, cond, &env, schema, |v, m| {
+                    v.implies(m, &policies_c)
+                }),
+            },
+        )?;
+        let expect = match inv.claim {
+            Claim::Never => Decision::Allow,
+            Claim::Always => Decision::Deny,
+        };
+        match found
+            .map(|e| confirm(e, policies, expect, &what))
+            .transpose()
+        {
+            Err(VerifyError::Unconfirmed { .. }) => Ok(None),
+            other => other,
+        }
     }
 
     /// Runs `work` on every request type of `schema`, in the order of their names

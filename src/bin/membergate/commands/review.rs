@@ -41,7 +41,14 @@ pub fn exec(args: Args) -> Result<ExitCode, String> {
     }
     println!("{}", matrix.to_string().trim_end());
     // What the solver finds, each difference with an example from the data.
-    let diff = match Verifier::locate().and_then(|mut v| v.diff(&old, &new)) {
+    let mut verifier = match Verifier::locate() {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("note: {e}\nthe differences for every possible request are left out");
+            return Ok(exit(matrix.changed().next().is_none()));
+        }
+    };
+    let diff = match verifier.diff(&old, &new) {
         Ok(diff) => diff,
         Err(e) => {
             eprintln!("note: {e}\nthe differences for every possible request are left out");
@@ -61,7 +68,17 @@ pub fn exec(args: Args) -> Result<ExitCode, String> {
         match example {
             Some(e) => println!("    for example, from the data: {e}"),
             None => {
-                println!("    no request of the data goes this way; the solver's example:");
+                let readable = verifier
+                    .plausible_difference(&old, &new, d)
+                    .map_err(|e| e.to_string())?;
+                let (d, said) = match &readable {
+                    Some(p) => (p, "an example with plausible values"),
+                    None => (
+                        d,
+                        "only at the edges of time or numbers; the solver's example",
+                    ),
+                };
+                println!("    no request of the data goes this way; {said}:");
                 for line in d.example.describe().lines() {
                     println!("      {line}");
                 }
