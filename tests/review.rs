@@ -112,9 +112,12 @@ fn cli_review_prints_the_matrix_and_exits_1_on_a_change() {
     let out = stdout(&same);
     assert!(out.contains("no cell changed\n"), "{out}");
     assert!(
-        out.ends_with("nothing: every request is decided alike\n"),
+        out.contains(
+            "\nwhat changed for every possible request:\n  nothing: every request is decided alike\n"
+        ),
         "{out}"
     );
+    assert!(out.contains("coverage: 35 of 35 policies"), "{out}");
 
     let copy = PolicyCopy::new();
     copy.edit(
@@ -214,69 +217,158 @@ fn headless(chromium: &std::path::Path, page: &std::path::Path, args: &[&str]) -
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Three deliberate changes reviewed and opened in a real browser: the page it renders
-/// (`--dump-dom`) holds each changed cell, outlined, and the readable example with its
-/// deciding policies; a screenshot of each is left in `target/review-screenshots/`.
+/// The three deliberate changes the review is checked on: a name, the file, the text
+/// replaced and its replacement, and a policy the review must name.
+const CHANGES: [(&str, &str, &str, &str, &str); 3] = [
+    (
+        "fee-condition-dropped",
+        "campaigns.cedar",
+        "  principal.campaign.candidate.fee_paid &&\n",
+        "",
+        "campaign-candidate-not-cleared",
+    ),
+    (
+        "forbid-removed",
+        "guardrails.cedar",
+        "@id(\"role-ended\")\n@rule(\"2\")\nforbid (principal, action, resource)\nwhen { principal has ended_at && principal.ended_at <= context.now };\n",
+        "",
+        "role-ended",
+    ),
+    (
+        "processor-field-added",
+        "processors.cedar",
+        "@id(\"processor-contract-not-in-force\")",
+        "@id(\"processor-mailing-phone\")\n@rule(\"13\")\npermit (principal == Processor::\"p-mailing\", action == Action::\"read\", resource is Member)\nwhen { context.field == Field::\"phone\" };\n\n@id(\"processor-contract-not-in-force\")",
+        "processor-mailing-phone",
+    ),
+];
+
+/// A change of [`CHANGES`] reviewed whole (with the solver), and its new policies.
+struct Reviewed {
+    name: &'static str,
+    policy: &'static str,
+    new: Engine,
+    review: review::Review,
+    seconds: f64,
+}
+
+/// The three changes, reviewed once for every test that reads them.
+fn three_reviews() -> &'static [Reviewed] {
+    static REVIEWS: std::sync::OnceLock<Vec<Reviewed>> = std::sync::OnceLock::new();
+    REVIEWS.get_or_init(|| {
+        let mut verifier =
+            membergate::assurance::Verifier::locate().unwrap_or_else(|e| panic!("{e}"));
+        CHANGES
+            .iter()
+            .map(|&(name, file, find, replace, policy)| {
+                let copy = PolicyCopy::new();
+                copy.edit(file, find, replace);
+                let started = std::time::Instant::now();
+                let review =
+                    review::review(policies_dir(), copy.path(), bundled(), Some(&mut verifier))
+                        .unwrap_or_else(|e| panic!("{name}: {e}"));
+                let seconds = started.elapsed().as_secs_f64();
+                let new = Engine::from_dir(copy.path()).expect("the edited policies load");
+                Reviewed {
+                    name,
+                    policy,
+                    new,
+                    review,
+                    seconds,
+                }
+            })
+            .collect()
+    })
+}
+
+/// Three deliberate changes reviewed whole and opened in a real browser: the page it
+/// renders (`--dump-dom`) holds each changed cell, outlined, with its explanation and
+/// deciding policy; each difference for every request with its readable example; each
+/// version's invariants and tests. A screenshot of each is left in
+/// `target/review-screenshots/`.
 #[test]
 fn three_reviews_render_in_a_browser_with_their_changes() {
     let Some(chromium) = chromium() else { return };
     let shots = policies_dir().join("../target/review-screenshots");
     std::fs::create_dir_all(&shots).expect("a screenshot directory");
-    let changes: [(&str, &str, &str, &str, &str); 3] = [
-        (
-            "fee-condition-dropped",
-            "campaigns.cedar",
-            "  principal.campaign.candidate.fee_paid &&\n",
-            "",
-            "campaign-candidate-not-cleared",
-        ),
-        (
-            "forbid-removed",
-            "guardrails.cedar",
-            "@id(\"role-ended\")\n@rule(\"2\")\nforbid (principal, action, resource)\nwhen { principal has ended_at && principal.ended_at <= context.now };\n",
-            "",
-            "role-ended",
-        ),
-        (
-            "processor-field-added",
-            "processors.cedar",
-            "@id(\"processor-contract-not-in-force\")",
-            "@id(\"processor-mailing-phone\")\n@rule(\"13\")\npermit (principal == Processor::\"p-mailing\", action == Action::\"read\", resource is Member)\nwhen { context.field == Field::\"phone\" };\n\n@id(\"processor-contract-not-in-force\")",
-            "processor-mailing-phone",
-        ),
-    ];
-    for (name, file, find, replace, policy) in changes {
-        let m = reviewed(file, find, replace);
+    for r in three_reviews() {
+        let (name, policy, m) = (r.name, r.policy, &r.review.who_sees_what);
         let changed = m.changed().count();
         assert!(changed > 0, "{name}: nothing changed\n{m}");
         let page = shots.join(format!("{name}.html"));
-        std::fs::write(&page, m.to_html(&format!("Review: {name}"))).expect("write the page");
+        let html = r.review.to_html(&format!("Review: {name}"));
+        assert!(!html.contains("<script"), "{name}: a script");
+        std::fs::write(&page, html).expect("write the page");
         let dom = headless(&chromium, &page, &["--dump-dom"]);
         assert_eq!(
             dom.matches(" changed\"").count(),
             changed,
             "{name}: the outlined cells"
         );
+        let cells = section(&dom, "id=\"cells\"", "id=\"differences\"");
         assert_eq!(
-            dom.matches("<li>").count(),
+            cells.matches("<li>").count(),
             changed,
             "{name}: the explanations"
         );
         assert!(
-            dom.contains(&format!("<code>{policy}</code>")),
-            "{name}: {policy} in\n{dom}"
+            cells.contains(&format!("<code>{policy}</code>")),
+            "{name}: {policy} in\n{cells}"
         );
         let example = m
             .changed()
             .find_map(|(_, _, _, c)| c.witness.as_ref())
             .expect("an example");
         assert!(
-            dom.contains(&format!(
+            cells.contains(&format!(
                 "<code>{}</code> of member <code>{}</code>",
                 example.field, example.member
             )),
             "{name}: the example"
         );
+        // Every difference for every request, each with a readable example.
+        let changes = r.review.changes.as_ref().expect("the solver ran");
+        let differences = section(&dom, "id=\"differences\"", "id=\"invariants\"");
+        assert_eq!(
+            differences.matches("class=\"difference\"").count(),
+            changes.differences.len(),
+            "{name}: the differences"
+        );
+        assert_eq!(
+            differences.matches("class=\"example\"").count(),
+            changes.differences.len(),
+            "{name}: an example each"
+        );
+        assert!(
+            !differences.contains("::&quot;&quot;"),
+            "{name}: an empty id"
+        );
+        // Each version's invariants: the old proves all, the new refutes the one the
+        // change breaks.
+        let invariants = section(&dom, "id=\"invariants\"", "id=\"tests\"");
+        let (old_inv, new_inv) = invariants
+            .split_once("<table class=\"invariants new\"")
+            .expect("both versions' invariants");
+        assert!(!old_inv.contains("class=\"text refuted\""), "{name}");
+        let broken = match name {
+            "fee-condition-dropped" => "campaign-only-cleared-candidates",
+            "forbid-removed" => "role-ended-nothing",
+            _ => "processor-contract-only",
+        };
+        let row = new_inv
+            .split("<tr>")
+            .find(|row| row.contains(&format!("<code>{broken}</code>")))
+            .unwrap_or_else(|| panic!("{name}: {broken} in\n{new_inv}"));
+        assert!(row.contains("class=\"text refuted\""), "{name}: {row}");
+        // Each version's tests: the old passes all; removing the forbid fails some.
+        let tests = section(&dom, "id=\"tests\"", "</body>");
+        let (old_tests, new_tests) = tests
+            .split_once("<table class=\"tests new\"")
+            .expect("both versions' tests");
+        assert!(!old_tests.contains("class=\"failures\""), "{name}");
+        if name == "forbid-removed" {
+            assert!(new_tests.contains("class=\"failures\""), "{name}");
+        }
         let png = shots.join(format!("{name}.png"));
         headless(
             &chromium,
@@ -290,64 +382,156 @@ fn three_reviews_render_in_a_browser_with_their_changes() {
             std::fs::metadata(&png).is_ok_and(|m| m.len() > 10_000),
             "{name}: a screenshot"
         );
+        eprintln!(
+            "review {name}: {:.1} s, {changed} cells changed, {} differences, screenshot {}",
+            r.seconds,
+            changes.differences.len(),
+            png.display()
+        );
     }
 }
 
-/// Each difference the solver finds in the fee change has an example from the data, going
-/// its way, and each is what both engines decide.
+/// The part of `page` from `from` to `to`.
+fn section<'p>(page: &'p str, from: &str, to: &str) -> &'p str {
+    let start = page
+        .find(from)
+        .unwrap_or_else(|| panic!("{from} in the page"));
+    let rest = &page[start..];
+    &rest[..rest.find(to).unwrap_or(rest.len())]
+}
+
+/// Every example a review gives is decided differently by the two versions, decided
+/// again here from scratch (a data example by both engines, the solver's by Cedar's
+/// authorizer), and carries no empty id and no time outside 1900-2100; none of the three
+/// changes needs the solver's raw extremes.
 #[test]
-fn the_solvers_differences_get_examples_from_the_data() {
-    use membergate::assurance::{Direction, Verifier};
+fn every_example_in_a_review_is_real_and_plausible() {
+    use membergate::assurance::Direction;
+    use membergate::review::Example;
     use membergate::{Context, Request};
 
-    let copy = PolicyCopy::new();
-    copy.edit(
-        "campaigns.cedar",
-        "  principal.campaign.candidate.fee_paid &&\n",
-        "",
+    for r in three_reviews() {
+        let name = r.name;
+        let changes = r.review.changes.as_ref().expect("the solver ran");
+        assert!(!changes.differences.is_empty(), "{name}");
+        for change in &changes.differences {
+            let d = &change.difference;
+            let widened = d.direction == Direction::Widened;
+            match &change.example {
+                Example::Data(e) => {
+                    let w = &e.witness;
+                    assert!(bundled().members.contains_key(&w.member), "{name}: {e}");
+                    assert!(bundled().principal(&e.principal).is_some(), "{name}: {e}");
+                    assert!(!w.field.is_empty() && !e.principal.id.is_empty(), "{e}");
+                    plausible_year(&e.at.to_string(), name);
+                    assert_eq!((w.before.0, w.after.0), (!widened, widened), "{e}");
+                    // Decided again, from scratch, by both versions.
+                    let mut party = bundled().principal_side();
+                    if let Some((ended, at)) = e.taken_as_ended {
+                        plausible_year(&at.to_string(), name);
+                        end(&mut party, &e.principal, ended, at);
+                    }
+                    let dir = |engine: &Engine| {
+                        membergate::Directory::from_membership(engine, &party).expect("fits")
+                    };
+                    let mut ctx = Context::at(e.at);
+                    ctx.election = e.election.clone();
+                    ctx.session = e.session.clone();
+                    let req = Request {
+                        principal: &e.principal,
+                        action: e.action,
+                        member: crate::support::member(bundled(), &w.member),
+                        field: &w.field,
+                        context: &ctx,
+                    };
+                    let allowed = |engine: &Engine| {
+                        engine.authorize(&dir(engine), &req).map(|d| d.is_allowed())
+                    };
+                    assert_eq!(allowed(engine()), Ok(!widened), "{name}: {e}");
+                    assert_eq!(allowed(&r.new), Ok(widened), "{name}: {e}");
+                }
+                Example::Plausible { after, before } => {
+                    plausible_request(after.describe(), name);
+                    let decide = |engine: &Engine| {
+                        cedar_policy::Authorizer::new()
+                            .is_authorized(&after.request, engine.policies(), &after.entities)
+                            .decision()
+                            == cedar_policy::Decision::Allow
+                    };
+                    assert_eq!(decide(&r.new), widened, "{name}: {}", after.describe());
+                    assert_eq!(decide(engine()), !widened, "{name}: {}", after.describe());
+                    assert_eq!(before.describe(), after.describe());
+                }
+                Example::OnlyAtTheEdges => {
+                    panic!("{name}: {} has no readable example", d.request_type)
+                }
+            }
+        }
+        for invariants in [&r.review.invariants.old, &r.review.invariants.new] {
+            for i in invariants.as_ref().expect("the solver ran") {
+                if let Some(e) = &i.plausible {
+                    plausible_request(e.describe(), name);
+                }
+            }
+        }
+    }
+}
+
+/// `text` (a request and its entities, as the review shows it) names no empty id and
+/// every time in it is in 1900-2100 (a time past RFC 3339's years stays `datetime(...)`).
+fn plausible_request(text: &str, name: &str) {
+    assert!(!text.contains("::\"\""), "{name}: an empty id in\n{text}");
+    assert!(
+        !text.contains("datetime("),
+        "{name}: an unreadable time in\n{text}"
     );
-    let new = Engine::from_dir(copy.path()).expect("the edited policies load");
-    let mut verifier = Verifier::locate().unwrap_or_else(|e| panic!("{e}"));
-    let diff = verifier.diff(engine(), &new).expect("diff runs");
-    assert!(!diff.differences.is_empty());
-    let examples = review::data_examples(engine(), &new, bundled(), &diff.differences);
-    assert_eq!(examples.len(), diff.differences.len());
-    let (old_dir, new_dir) = (
-        membergate::Directory::from_membership(engine(), bundled()).expect("records fit"),
-        membergate::Directory::from_membership(&new, bundled()).expect("records fit"),
-    );
-    for (d, e) in diff.differences.iter().zip(&examples) {
-        let e = e
-            .as_ref()
-            .unwrap_or_else(|| panic!("{}: no example from the data", d.request_type));
-        assert!(bundled().members.contains_key(&e.witness.member), "{e}");
-        assert!(bundled().principal(&e.principal).is_some(), "{e}");
-        assert!(
-            !e.witness.field.is_empty() && e.at.to_string().starts_with("20"),
-            "{e}"
-        );
-        let widened = d.direction == Direction::Widened;
-        assert_eq!(
-            (e.witness.before.0, e.witness.after.0),
-            (!widened, widened),
-            "{e}"
-        );
-        // Decided again, from scratch, by both versions.
-        let mut ctx = Context::at(e.at);
-        ctx.election = e.election.clone();
-        ctx.session = e.session.clone();
-        assert_eq!(e.taken_as_ended, None, "{e}");
-        let member = crate::support::member(bundled(), &e.witness.member);
-        let req = Request {
-            principal: &e.principal,
-            action: e.action,
-            member,
-            field: &e.witness.field,
-            context: &ctx,
-        };
-        let allowed = |engine: &Engine, dir| engine.authorize(dir, &req).map(|d| d.is_allowed());
-        assert_eq!(allowed(engine(), &old_dir), Ok(e.witness.before.0), "{e}");
-        assert_eq!(allowed(&new, &new_dir), Ok(e.witness.after.0), "{e}");
+    for (i, _) in text.match_indices('T') {
+        // `YYYY-MM-DDT`: the year is the ten characters before the `T`.
+        if let Some(date) = i.checked_sub(10).and_then(|s| text.get(s..i)) {
+            if date.as_bytes().get(4) == Some(&b'-') && date.as_bytes().get(7) == Some(&b'-') {
+                plausible_year(date, name);
+            }
+        }
+    }
+}
+
+/// The year of `time` (`YYYY-...`) is in 1900-2100.
+fn plausible_year(time: &str, name: &str) {
+    let year: i32 = time
+        .get(..4)
+        .and_then(|y| y.parse().ok())
+        .unwrap_or_else(|| panic!("{name}: no year in {time}"));
+    assert!((1900..2100).contains(&year), "{name}: {time}");
+}
+
+/// `party` with `p`'s role (or contract) ended at `at`.
+fn end(
+    party: &mut membergate::Membership,
+    p: &membergate::PrincipalId,
+    ended: membergate::review::Ended,
+    at: jiff::Timestamp,
+) {
+    use membergate::review::Ended;
+    use membergate::PrincipalKind as K;
+    let id = p.id.as_str();
+    let role = match p.kind {
+        K::Staff => party.staff.get_mut(id).map(|r| &mut r.ended_at),
+        K::CampaignStaff => party.campaign_staff.get_mut(id).map(|r| &mut r.ended_at),
+        K::Volunteer => party.volunteers.get_mut(id).map(|r| &mut r.ended_at),
+        K::Officer => party.officers.get_mut(id).map(|r| &mut r.ended_at),
+        K::Representative => party.representatives.get_mut(id).map(|r| &mut r.ended_at),
+        K::Processor => party.processors.get_mut(id).map(|r| &mut r.ended_at),
+    };
+    match ended {
+        Ended::Role => *role.expect("a principal of the data") = Some(at),
+        Ended::Contract => {
+            party
+                .processors
+                .get_mut(id)
+                .expect("a processor")
+                .contract
+                .ends = at;
+        }
     }
 }
 

@@ -44,13 +44,21 @@ pub enum Ended {
     Contract,
 }
 
+impl Ended {
+    /// What a reader is told: ` (taken as having left at T)`.
+    pub fn describe(self, at: Timestamp) -> String {
+        match self {
+            Ended::Role => format!(" (taken as having left at {at})"),
+            Ended::Contract => format!(" (its contract taken as ended at {at})"),
+        }
+    }
+}
+
 impl std::fmt::Display for DataExample {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.principal)?;
-        match self.taken_as_ended {
-            Some((Ended::Role, at)) => write!(f, " (taken as having left at {at})")?,
-            Some((Ended::Contract, at)) => write!(f, " (its contract taken as ended at {at})")?,
-            None => {}
+        if let Some((ended, at)) = self.taken_as_ended {
+            f.write_str(&ended.describe(at))?;
         }
         let w = &self.witness;
         write!(

@@ -24,10 +24,18 @@ fn cell_text(c: &Cell) -> String {
     }
 }
 
-/// The page: a title, the matrix per moment, the election timeline, and each changed
-/// cell explained.
+/// The page of the matrix alone: a title, the matrix per moment, the election timeline,
+/// and each changed cell explained.
 pub fn page(title: &str, m: &WhoSeesWhat) -> String {
     let mut out = open(title);
+    out.push_str(&matrix(m));
+    out.push_str(CLOSE);
+    out
+}
+
+/// The matrix per moment, the election timeline, and each changed cell explained.
+fn matrix(m: &WhoSeesWhat) -> String {
+    let mut out = String::new();
     let changed = m.changed().count();
     let _ = write!(
         out,
@@ -41,7 +49,7 @@ pub fn page(title: &str, m: &WhoSeesWhat) -> String {
             format!("{changed} cells changed, outlined in red and explained below.")
         }
     );
-    out.push_str("<h2>Who sees what, when</h2>\n");
+    out.push_str("<h2 id=\"matrix\">Who sees what, when</h2>\n");
     out.push_str(&timeline(m));
     for (i, phase) in m.phases.iter().enumerate() {
         let _ = write!(
@@ -80,7 +88,7 @@ pub fn page(title: &str, m: &WhoSeesWhat) -> String {
         }
         out.push_str("</table>\n");
     }
-    out.push_str("<h2>What changed, and why</h2>\n");
+    out.push_str("<h2 id=\"cells\">The cells changed, and why</h2>\n");
     if changed == 0 {
         out.push_str("<p>Nothing.</p>\n");
     } else {
@@ -117,7 +125,6 @@ pub fn page(title: &str, m: &WhoSeesWhat) -> String {
         }
         out.push_str("</ul>\n");
     }
-    out.push_str(CLOSE);
     out
 }
 
@@ -205,4 +212,261 @@ fn timeline(m: &WhoSeesWhat) -> String {
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// The whole review's page: a summary, the matrix, what changed for every request with
+/// examples, each version's invariants and each version's tests.
+#[cfg(feature = "assurance")]
+pub fn review_page(title: &str, r: &super::Review) -> String {
+    let mut out = open(title);
+    out.push_str(
+        "<p>Sections: <a href=\"#matrix\">who sees what, when</a> · \
+         <a href=\"#differences\">what changed for every request</a> · \
+         <a href=\"#invariants\">invariants</a> · <a href=\"#tests\">tests</a></p>\n",
+    );
+    out.push_str(&matrix(&r.who_sees_what));
+    out.push_str(&report::differences(r));
+    out.push_str(&report::invariants(r));
+    out.push_str(&report::tests(r));
+    out.push_str(CLOSE);
+    out
+}
+
+/// The review's sections after the matrix.
+#[cfg(feature = "assurance")]
+mod report {
+    use std::fmt::Write as _;
+
+    use super::{escape, said};
+    use crate::assurance::{Counterexample, Verdict};
+    use crate::review::{Example, Review};
+
+    /// A decision with its policies in `<code>`.
+    fn decision(d: &(bool, Vec<String>)) -> String {
+        said(d, |p| format!("<code>{}</code>", escape(p)))
+    }
+
+    /// A solver's request and entities, one per line.
+    fn request(c: &Counterexample) -> String {
+        format!("<pre>{}</pre>", escape(c.describe()))
+    }
+
+    pub(super) fn differences(r: &Review) -> String {
+        let mut out =
+            String::from("<h2 id=\"differences\">What changed for every possible request</h2>\n");
+        let c = match &r.changes {
+            Err(why) => {
+                let _ = writeln!(out, "<p>Not asked: {}.</p>", escape(why));
+                return out;
+            }
+            Ok(c) => c,
+        };
+        let ids = |what: &str, ids: &[String]| {
+            if ids.is_empty() {
+                String::new()
+            } else {
+                let ids: Vec<String> = ids
+                    .iter()
+                    .map(|i| format!("<code>{}</code>", escape(i)))
+                    .collect();
+                format!("{what}: {}. ", ids.join(", "))
+            }
+        };
+        let _ = writeln!(
+            out,
+            "<p>{}{}{}The symbolic compiler and the solver compared every request of every \
+             type the schema admits: {}.</p>",
+            ids("Policies added", &c.added),
+            ids("Policies removed", &c.removed),
+            ids("Policies changed", &c.changed),
+            match c.differences.len() {
+                0 => "every request is decided alike".to_string(),
+                n => format!("{n} kinds of request are decided differently"),
+            }
+        );
+        if c.differences.is_empty() {
+            return out;
+        }
+        out.push_str("<ol id=\"difference-list\">\n");
+        for change in &c.differences {
+            let d = &change.difference;
+            let _ = write!(
+                out,
+                "<li class=\"difference\"><b>{}</b>: <code>{}</code><ul>",
+                escape(&d.direction.to_string()),
+                escape(&d.request_type)
+            );
+            for (name, values) in &d.refinements {
+                let _ = write!(
+                    out,
+                    "<li>{}: {}</li>",
+                    escape(name),
+                    escape(&values.join(", "))
+                );
+            }
+            out.push_str("</ul>");
+            match &change.example {
+                Example::Data(e) => {
+                    let w = &e.witness;
+                    let _ = write!(
+                        out,
+                        "<p class=\"example\">For example, from the data: <code>{}</code>{} asks \
+                         to <b>{}</b> the <code>{}</code> of member <code>{}</code> at {}{}{}: \
+                         before, {}; after, {}.</p>",
+                        escape(&e.principal.to_string()),
+                        e.taken_as_ended
+                            .map_or(String::new(), |(ended, at)| escape(&ended.describe(at))),
+                        escape(&e.action.to_string()),
+                        escape(&w.field),
+                        escape(&w.member),
+                        e.at,
+                        e.election.as_ref().map_or(String::new(), |el| format!(
+                            " (election <code>{}</code>)",
+                            escape(el)
+                        )),
+                        e.session.as_ref().map_or(String::new(), |s| format!(
+                            " (call session <code>{}</code>)",
+                            escape(s)
+                        )),
+                        decision(&w.before),
+                        decision(&w.after)
+                    );
+                }
+                Example::Plausible { after, before } => {
+                    let _ = write!(
+                        out,
+                        "<p class=\"example\">No request of the data goes this way; for \
+                         example (plausible values):</p>{}<p>before, {}; after, {}.</p>",
+                        request(after),
+                        escape(&before.verdict()),
+                        escape(&after.verdict())
+                    );
+                }
+                Example::OnlyAtTheEdges => {
+                    let _ = write!(
+                        out,
+                        "<p class=\"example\">Only at the edges of time or of numbers; the \
+                         solver's example:</p>{}<p>before, {}; after, {}.</p>",
+                        request(&d.example),
+                        escape(&d.before.verdict()),
+                        escape(&d.example.verdict())
+                    );
+                }
+            }
+            out.push_str("</li>\n");
+        }
+        out.push_str("</ol>\n");
+        out
+    }
+
+    pub(super) fn invariants(r: &Review) -> String {
+        let mut out = String::from("<h2 id=\"invariants\">Invariants</h2>\n");
+        for (which, invariants) in [("old", &r.invariants.old), ("new", &r.invariants.new)] {
+            let _ = writeln!(out, "<h3>The {which} policies</h3>");
+            let all = match invariants {
+                Err(why) => {
+                    let _ = writeln!(out, "<p>Not proved: {}.</p>", escape(why));
+                    continue;
+                }
+                Ok(all) => all,
+            };
+            let _ = writeln!(
+                out,
+                "<table class=\"invariants {which}\"><tr><th>invariant</th><th>rule</th>\
+                 <th>it says</th><th>verdict</th></tr>"
+            );
+            for i in all {
+                let inv = &i.result.invariant;
+                let (class, verdict) = match &i.result.verdict {
+                    Verdict::Proved => ("proved", "proved for every request".to_string()),
+                    Verdict::Refuted(raw) => {
+                        let example = i.plausible.as_ref().unwrap_or(raw);
+                        (
+                            "refuted",
+                            format!(
+                                "refuted, e.g.{}{}",
+                                request(example),
+                                escape(&example.verdict())
+                            ),
+                        )
+                    }
+                };
+                let _ = writeln!(
+                    out,
+                    "<tr><td class=\"text\"><code>{}</code></td><td>{}</td>\
+                     <td class=\"text\">{}</td><td class=\"text {class}\">{verdict}</td></tr>",
+                    escape(&inv.id),
+                    escape(inv.rule.as_deref().unwrap_or("")),
+                    escape(&inv.says)
+                );
+            }
+            out.push_str("</table>\n");
+        }
+        out
+    }
+
+    pub(super) fn tests(r: &Review) -> String {
+        let mut out = String::from("<h2 id=\"tests\">Policy tests</h2>\n");
+        for (which, tests) in [("old", &r.tests.old), ("new", &r.tests.new)] {
+            let _ = writeln!(out, "<h3>The {which} policies</h3>");
+            let t = match tests {
+                Err(why) => {
+                    let _ = writeln!(out, "<p>Not run: {}.</p>", escape(why));
+                    continue;
+                }
+                Ok(t) => t,
+            };
+            let _ = writeln!(
+                out,
+                "<p>{} cases passed, {} failed; {} of {} policies decided some case.</p>\
+                 <table class=\"tests {which}\"><tr><th>suite</th><th>passed</th>\
+                 <th>failed</th></tr>",
+                t.passed(),
+                t.failed(),
+                t.coverage.covered(),
+                t.coverage.len()
+            );
+            for s in &t.suites {
+                let failed = if s.failed.is_empty() { "" } else { " refuted" };
+                let _ = writeln!(
+                    out,
+                    "<tr><td class=\"text\">{}</td><td>{}</td><td class=\"{failed}\">{}</td></tr>",
+                    escape(&s.name),
+                    s.passed,
+                    s.failed.len()
+                );
+            }
+            out.push_str("</table>\n");
+            let failing: Vec<String> = t
+                .suites
+                .iter()
+                .flat_map(|s| {
+                    s.failed.iter().map(move |(case, why)| {
+                        format!(
+                            "<li><b>{}</b>, {}: {}</li>",
+                            escape(&s.name),
+                            escape(case),
+                            escape(why)
+                        )
+                    })
+                })
+                .collect();
+            if !failing.is_empty() {
+                let _ = writeln!(out, "<ul class=\"failures\">{}</ul>", failing.join(""));
+            }
+            let uncovered = t.coverage.uncovered();
+            if !uncovered.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "<p>Policies no case made decide: {}.</p>",
+                    uncovered
+                        .iter()
+                        .map(|p| format!("<code>{}</code>", escape(p)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        out
+    }
 }

@@ -13,7 +13,14 @@ mod examples;
 mod html;
 
 #[cfg(feature = "assurance")]
+mod report;
+
+#[cfg(feature = "assurance")]
 pub use examples::{data_examples, DataExample, Ended};
+#[cfg(feature = "assurance")]
+pub use report::{
+    review, Change, Changes, Example, InvariantVerdict, Review, SuiteOutcome, TestOutcome, Versions,
+};
 
 use std::fmt;
 
@@ -193,6 +200,14 @@ pub enum ReviewError {
     /// A plan or a decision was refused.
     #[error("{0}")]
     Request(#[from] RequestError),
+    /// A version's policy directory did not load.
+    #[error("the {which} policies do not load: {source}")]
+    Load {
+        /// `old` or `new`.
+        which: &'static str,
+        /// Why.
+        source: Box<crate::LoadError>,
+    },
     /// The data has no election to take the moments from.
     #[error("the data has no election: a review's moments are an election's")]
     NoElection,
