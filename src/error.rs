@@ -21,6 +21,8 @@ pub enum ProblemKind {
     TestSuite,
     /// An invariant file is malformed, or an invariant does not parse or validate.
     Invariant,
+    /// The record of processing's facts are malformed or do not fit the policies.
+    Processing,
 }
 
 impl fmt::Display for ProblemKind {
@@ -32,6 +34,7 @@ impl fmt::Display for ProblemKind {
             ProblemKind::Catalogue => "field catalogue error",
             ProblemKind::TestSuite => "test suite error",
             ProblemKind::Invariant => "invariant error",
+            ProblemKind::Processing => "record of processing error",
         })
     }
 }

@@ -22,6 +22,8 @@
 //!   with `verify` and `query`.
 //! - [`meter`]: the read-volume meter that gives [`Context::reads_this_hour()`] (rule 9),
 //!   in-process ([`meter::LocalMeter`]) or shared through Redis (feature `redis`).
+//! - [`processing`]: the record of processing (UK GDPR Article 30), derived from the
+//!   policies, the catalogue and the data, with the facts they cannot know.
 //! - [`testing`]: the declarative policy test suites; [`sample`]: a generated membership.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -50,6 +52,7 @@ mod html;
 mod index;
 pub mod meter;
 pub mod plan;
+pub mod processing;
 mod records;
 mod reload;
 mod request;

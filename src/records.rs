@@ -635,4 +635,16 @@ impl PrincipalRecord<'_> {
             PrincipalRecord::Processor(r) => r.ended_at,
         }
     }
+
+    /// How many member reads the principal may make in an hour.
+    pub fn hourly_read_limit(&self) -> u32 {
+        match self {
+            PrincipalRecord::Staff(r) => r.hourly_read_limit,
+            PrincipalRecord::CampaignStaff(r) => r.hourly_read_limit,
+            PrincipalRecord::Volunteer(r) => r.hourly_read_limit,
+            PrincipalRecord::Officer(r) => r.hourly_read_limit,
+            PrincipalRecord::Representative(r) => r.hourly_read_limit,
+            PrincipalRecord::Processor(r) => r.hourly_read_limit,
+        }
+    }
 }

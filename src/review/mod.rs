@@ -215,7 +215,7 @@ pub enum ReviewError {
 
 const DAY: SignedDuration = SignedDuration::from_hours(24);
 /// How long after leaving a member's record is kept whole (the policies' retention).
-const TWO_YEARS: SignedDuration = SignedDuration::from_hours(730 * 24);
+pub(crate) const TWO_YEARS: SignedDuration = SignedDuration::from_hours(730 * 24);
 
 /// What each kind of principal of `party` may read, class by class, across the phases of
 /// its elections, under `old` and under `new` policies.
@@ -342,7 +342,7 @@ fn not_applicable() -> Cell {
 
 /// The moments: each election's (in order of its close of nominations), then, during the
 /// last one's contest, a role ended, a contract ended, a member two years gone.
-fn phases(party: &Membership) -> Result<Vec<Phase>, ReviewError> {
+pub(crate) fn phases(party: &Membership) -> Result<Vec<Phase>, ReviewError> {
     let mut elections: Vec<_> = party.elections.iter().collect();
     elections.sort_by_key(|(id, e)| (e.nominations_close, *id));
     let mut out = Vec::new();
@@ -426,11 +426,11 @@ fn session_phase(party: &Membership) -> Option<Phase> {
 }
 
 /// `t + d`, if within the limits of time.
-fn shift(t: Timestamp, d: SignedDuration) -> Option<Timestamp> {
+pub(crate) fn shift(t: Timestamp, d: SignedDuration) -> Option<Timestamp> {
     t.checked_add(d).ok()
 }
 
-fn phase_context(phase: &Phase) -> Context {
+pub(crate) fn phase_context(phase: &Phase) -> Context {
     let mut ctx = Context::at(phase.at);
     ctx.election = phase.election.clone();
     ctx.session = phase.session.clone();
@@ -442,7 +442,7 @@ fn phase_context(phase: &Phase) -> Context {
 /// nominated or not, fee paid or not, is what its staff's reach turns on), one per
 /// processor (each has its own contract), one of each other kind (a volunteer: the one
 /// of the review's call session).
-fn askers(
+pub(crate) fn askers(
     party: &Membership,
     last_election: Option<&str>,
     session: Option<&str>,
@@ -502,7 +502,7 @@ fn askers(
 }
 
 /// A kind of principal as a reader names it.
-fn kind_label(kind: PrincipalKind) -> &'static str {
+pub(crate) fn kind_label(kind: PrincipalKind) -> &'static str {
     match kind {
         PrincipalKind::Staff => "staff",
         PrincipalKind::CampaignStaff => "campaign staff",
@@ -539,7 +539,7 @@ fn ended(party: &Membership, principal: &PrincipalId, at: Timestamp, contract: b
 
 /// A member of the data the principal may read under one version or the other at `at`,
 /// made one who left two years and a day before (`None` if it may read nobody).
-fn leaver(
+pub(crate) fn leaver(
     party: &Membership,
     before: &Plan,
     after: &Plan,
@@ -658,7 +658,7 @@ fn fields_of(engine: &Engine, class: &str) -> Vec<String> {
 }
 
 /// Every member of every field: everyone; no member of any: nobody; else some.
-fn reach<'p>(plans: impl Iterator<Item = &'p FieldPlan>) -> Reach {
+pub(crate) fn reach<'p>(plans: impl Iterator<Item = &'p FieldPlan>) -> Reach {
     let (mut all, mut none) = (true, true);
     for p in plans {
         all &= *p == FieldPlan::Always;

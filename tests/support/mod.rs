@@ -493,14 +493,10 @@ pub(crate) const SPECIAL_MEMBERS: [&str; 6] = [
 
 /// The principal's hourly read limit.
 pub(crate) fn read_limit(party: &Membership, p: &PrincipalId) -> u32 {
-    match party.principal(p).expect("a principal of the party") {
-        PrincipalRecord::Staff(r) => r.hourly_read_limit,
-        PrincipalRecord::CampaignStaff(r) => r.hourly_read_limit,
-        PrincipalRecord::Volunteer(r) => r.hourly_read_limit,
-        PrincipalRecord::Officer(r) => r.hourly_read_limit,
-        PrincipalRecord::Representative(r) => r.hourly_read_limit,
-        PrincipalRecord::Processor(r) => r.hourly_read_limit,
-    }
+    party
+        .principal(p)
+        .expect("a principal of the party")
+        .hourly_read_limit()
 }
 
 /// Contexts at and around (1 ms either side) each boundary of `principal` in `party`:

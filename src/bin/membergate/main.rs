@@ -27,7 +27,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use commands::{
-    audit, check, conformance, demo, diff, explain, fields, generate, plan, review, test, verify,
+    audit, check, conformance, demo, diff, explain, fields, generate, plan, record, review, test,
+    verify,
 };
 
 fn stdout_failed(e: &std::io::Error) -> ! {
@@ -83,6 +84,11 @@ enum Command {
     /// elections, before and after, each change explained by a member and the policies
     /// that decided. Exit 0 if nothing changed, 1 if something did.
     Review(review::Args),
+    /// The record of processing (UK GDPR Article 30): purposes, data subjects, the
+    /// categories of data, who receives which fields (planned from the policies), what
+    /// is kept after retention and the safeguards in force, with the facts of
+    /// `<policies>/processing.toml`.
+    Record(record::Args),
     /// The decision log: check a log's hash chain, or find the records that match.
     Audit(audit::Args),
 }
@@ -112,6 +118,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Verify(args) => verify::exec(policies, args),
         Command::Diff(args) => diff::exec(args),
         Command::Review(args) => review::exec(args),
+        Command::Record(args) => record::exec(policies, args),
         Command::Audit(args) => audit::exec(policies, args),
     }
 }

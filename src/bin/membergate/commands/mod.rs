@@ -10,6 +10,7 @@ pub mod explain;
 pub mod fields;
 pub mod generate;
 pub mod plan;
+pub mod record;
 pub mod review;
 pub mod test;
 pub mod verify;
