@@ -11,6 +11,7 @@ mod meter;
 mod parsers;
 mod plans;
 mod proptest_engine;
+mod record;
 mod reload;
 mod request_errors;
 mod review;

@@ -4,7 +4,9 @@
 use membergate::review::{self, PhaseKind, Reach, WhoSeesWhat};
 use membergate::Engine;
 
-use crate::support::{bundled, engine, membergate, policies_dir, stdout, PolicyCopy};
+use crate::support::{
+    bundled, chromium, engine, headless, membergate, policies_dir, stdout, PolicyCopy,
+};
 
 /// The bundled policies with `find` replaced by `replace` in `file`, reviewed against
 /// the bundled ones.
@@ -174,47 +176,6 @@ fn the_html_page_marks_the_changed_cells_and_explains_them_without_a_script() {
         html.contains("<code>campaign-candidate-not-cleared</code>"),
         "the deciding policy"
     );
-}
-
-/// Debian's `chromium`, if installed (`MEMBERGATE_CHROMIUM` names another); `None` skips
-/// the browser test unless `MEMBERGATE_REQUIRE_CHROMIUM` is set (CI sets it).
-fn chromium() -> Option<std::path::PathBuf> {
-    let named = std::env::var_os("MEMBERGATE_CHROMIUM").map(std::path::PathBuf::from);
-    let found = named.or_else(|| {
-        ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-            .iter()
-            .map(std::path::PathBuf::from)
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("MEMBERGATE_REQUIRE_CHROMIUM").is_none(),
-            "MEMBERGATE_REQUIRE_CHROMIUM is set but no chromium was found"
-        );
-        eprintln!("review: no chromium (apt-get install chromium): the browser test is skipped");
-    }
-    found
-}
-
-/// Runs headless chromium on `page` with `args`; its standard output.
-fn headless(chromium: &std::path::Path, page: &std::path::Path, args: &[&str]) -> String {
-    let out = std::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-        ])
-        .args(args)
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .expect("chromium runs");
-    assert!(
-        out.status.success(),
-        "chromium: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The three deliberate changes the review is checked on: a name, the file, the text

@@ -456,6 +456,7 @@ impl From<ReviewError> for ProcessingError {
             ReviewError::Records { source, .. } => ProcessingError::Records(source),
             ReviewError::Request(e) => ProcessingError::Request(e),
             ReviewError::NoElection => ProcessingError::NoElection,
+            ReviewError::Load { source, .. } => ProcessingError::Load(*source),
         }
     }
 }
@@ -496,7 +497,10 @@ impl RecordOfProcessing {
     ) -> Result<RecordOfProcessing, ProcessingError> {
         let policy_purposes = policy_purposes(engine);
         facts.check(engine, &policy_purposes)?;
-        let phases: Vec<review::Phase> = review::phases(party)?
+        let all = review::phases(party)?;
+        // The volunteer asked is the one of the review's call session.
+        let session = all.iter().find_map(|p| p.session.clone());
+        let phases: Vec<review::Phase> = all
             .into_iter()
             .filter(|p| {
                 matches!(
@@ -508,7 +512,7 @@ impl RecordOfProcessing {
         let directory = Directory::from_membership(engine, &party.principal_side())?;
         let last = phases.iter().rev().find_map(|p| p.election.as_deref());
         let mut recipients = Vec::new();
-        for (label, principal) in review::askers(party, last) {
+        for (label, principal) in review::askers(party, last, session.as_deref()) {
             let mut moments: Vec<Context> = phases.iter().map(review::phase_context).collect();
             moments.extend(own_moments(party, &principal));
             let asked: Vec<Asked> = moments
@@ -957,21 +961,11 @@ fn own_moments(party: &Membership, principal: &PrincipalId) -> Vec<Context> {
     };
     let mut out = Vec::new();
     if principal.kind == PrincipalKind::Volunteer {
-        for (id, s) in &party.call_sessions {
-            if s.volunteer != principal.id {
-                continue;
-            }
-            let Some(at) = halfway(s.opens, s.closes) else {
-                continue;
-            };
-            let mut ctx = Context::at(at).session(id.clone());
-            ctx.election = s
-                .campaign
-                .as_ref()
-                .and_then(|c| party.campaigns.get(c))
-                .map(|c| c.election.clone());
-            out.push(ctx);
-        }
+        let assigned = party
+            .call_sessions
+            .iter()
+            .filter(|(_, s)| s.volunteer == principal.id);
+        out.extend(assigned.filter_map(|(id, s)| review::session_context(party, id, s)));
     }
     if let Some(p) = party.processors.get(&principal.id) {
         if principal.kind == PrincipalKind::Processor {

@@ -241,16 +241,11 @@ fn own_moments(party: &Membership, p: &PrincipalId) -> Vec<Context> {
         out.extend(shift(processor.contract.ends, DAY).map(Context::at));
     }
     if p.kind == PrincipalKind::Volunteer {
-        for (id, s) in party
+        let assigned = party
             .call_sessions
             .iter()
-            .filter(|(_, s)| s.volunteer == p.id)
-        {
-            let half = s.closes.duration_since(s.opens) / 2;
-            if let Some(at) = shift(s.opens, half) {
-                out.push(Context::at(at).session(id.clone()));
-            }
-        }
+            .filter(|(_, s)| s.volunteer == p.id);
+        out.extend(assigned.filter_map(|(id, s)| super::session_context(party, id, s)));
     }
     out
 }

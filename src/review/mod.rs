@@ -278,7 +278,7 @@ pub fn who_sees_what(
                         continue;
                     }
                 }
-                PhaseKind::CallSession if !in_session(party, phase, &principal) => {
+                PhaseKind::CallSession if !assigned(party, phase, &principal) => {
                     cells.push(vec![not_applicable(); classes.len()]);
                     continue;
                 }
@@ -322,7 +322,7 @@ pub fn who_sees_what(
 }
 
 /// Whether `principal` is the volunteer of `phase`'s call session.
-fn in_session(party: &Membership, phase: &Phase, principal: &PrincipalId) -> bool {
+fn assigned(party: &Membership, phase: &Phase, principal: &PrincipalId) -> bool {
     let session = phase
         .session
         .as_ref()
@@ -410,19 +410,27 @@ fn session_phase(party: &Membership) -> Option<Phase> {
         .iter()
         .filter(|(_, s)| active(s))
         .max_by_key(|(id, s)| (s.opens, *id))?;
+    let ctx = session_context(party, id, s)?;
+    Some(Phase {
+        label: format!("during call session {id} ({}'s)", s.volunteer),
+        kind: PhaseKind::CallSession,
+        at: ctx.now,
+        election: ctx.election,
+        session: ctx.session,
+    })
+}
+
+/// Halfway through call session `id`, asked in it (a campaign's session, about its
+/// campaign's election); `None` past the limits of time.
+pub(crate) fn session_context(party: &Membership, id: &str, s: &CallSession) -> Option<Context> {
     let at = shift(s.opens, s.closes.duration_since(s.opens) / 2)?;
-    let election = s
+    let mut ctx = Context::at(at).session(id);
+    ctx.election = s
         .campaign
         .as_ref()
         .and_then(|c| party.campaigns.get(c))
         .map(|c| c.election.clone());
-    Some(Phase {
-        label: format!("during call session {id} ({}'s)", s.volunteer),
-        kind: PhaseKind::CallSession,
-        at,
-        election,
-        session: Some(id.clone()),
-    })
+    Some(ctx)
 }
 
 /// `t + d`, if within the limits of time.

@@ -459,6 +459,53 @@ pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+// ------------------------------------------------------------------ a browser
+
+/// Debian's `chromium`, if installed (`MEMBERGATE_CHROMIUM` names another); `None` skips
+/// the browser test unless `MEMBERGATE_REQUIRE_CHROMIUM` is set (CI sets it).
+pub(crate) fn chromium() -> Option<std::path::PathBuf> {
+    let named = std::env::var_os("MEMBERGATE_CHROMIUM").map(std::path::PathBuf::from);
+    let found = named.or_else(|| {
+        ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("MEMBERGATE_REQUIRE_CHROMIUM").is_none(),
+            "MEMBERGATE_REQUIRE_CHROMIUM is set but no chromium was found"
+        );
+        eprintln!("no chromium (apt-get install chromium): the browser tests are skipped");
+    }
+    found
+}
+
+/// Runs headless chromium on `page` with `args`; its standard output.
+pub(crate) fn headless(
+    chromium: &std::path::Path,
+    page: &std::path::Path,
+    args: &[&str],
+) -> String {
+    let out = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+        ])
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("chromium runs");
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 // ------------------------------------------------------------------ plans
 
 /// What [`plan_agrees`] compared.
