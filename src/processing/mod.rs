@@ -198,7 +198,9 @@ impl ProcessingFacts {
     /// use membergate::processing::ProcessingFacts;
     /// let text = std::fs::read_to_string("policies/processing.toml")?;
     /// let wrong = text.replace("transfers = ", "transfer = ");
-    /// let err = ProcessingFacts::parse(Path::new("processing.toml"), &wrong).unwrap_err();
+    /// let Err(err) = ProcessingFacts::parse(Path::new("processing.toml"), &wrong) else {
+    ///     return Err("an unknown key was accepted".into());
+    /// };
     /// assert!(err.problems()[0].message().contains("unknown field `transfer`"));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -364,7 +366,7 @@ pub struct Recipient {
 }
 
 impl Recipient {
-    /// Every field reached through some action, in catalogue order of first reach.
+    /// Every field reached through some action, by name.
     pub fn fields(&self) -> BTreeSet<&str> {
         self.reaches
             .iter()
@@ -1007,7 +1009,7 @@ fn recipient(
     let mut reaches: Vec<Reaches> = vec![BTreeMap::new(); Action::ALL.len()];
     let mut retained = vec![FieldSet::EMPTY; Action::ALL.len()];
     for a in asked {
-        for (slot, action) in reaches.iter_mut().zip(Action::ALL) {
+        for ((slot, kept), action) in reaches.iter_mut().zip(&mut retained).zip(Action::ALL) {
             let plan = engine.plan(directory, &principal, action, &a.ctx)?;
             for (i, (_, p)) in plan.fields().enumerate() {
                 let r = review::reach(std::iter::once(p));
@@ -1034,9 +1036,7 @@ fn recipient(
                     context: &a.ctx,
                 };
                 let fields = engine.permitted_fields(directory, &req)?;
-                if let Some(kept) = retained.get_mut(action_index(action)) {
-                    *kept = FieldSet::from_bits(kept.bits() | fields.bits());
-                }
+                *kept = FieldSet::from_bits(kept.bits() | fields.bits());
             }
         }
     }
@@ -1088,14 +1088,6 @@ fn recipient(
         reaches,
         after_retention,
     })
-}
-
-/// `action`'s place in [`Action::ALL`].
-fn action_index(action: Action) -> usize {
-    Action::ALL
-        .iter()
-        .position(|a| *a == action)
-        .unwrap_or_default()
 }
 
 /// The catalogue's classes, in order of first field, each with its fields.
