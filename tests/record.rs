@@ -263,6 +263,10 @@ fn the_record_names_the_policies_purposes_and_plans_with_them() {
             assert_eq!(r.principal.kind, PrincipalKind::Staff, "{}", r.label);
         }
     }
+    assert_eq!(
+        record.members.iter().map(|(_, n)| n).sum::<usize>(),
+        bundled().members.len()
+    );
     let s = &record.safeguards;
     assert_eq!(s.volume_policies, ["read-volume-limit"]);
     assert!(s.guardrails.iter().any(|g| g.id == "retention-expired"

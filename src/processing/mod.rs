@@ -425,6 +425,8 @@ pub struct RecordOfProcessing {
     pub facts: ProcessingFacts,
     /// The purposes the policies name in `context.purpose`, sorted.
     pub policy_purposes: Vec<String>,
+    /// How many members of the data hold each status, in [`MemberStatus::ALL`] order.
+    pub members: Vec<(MemberStatus, usize)>,
     /// The categories of personal data, in catalogue order.
     pub categories: Vec<DataCategory>,
     /// The moments planned at: the data's election phases.
@@ -527,6 +529,10 @@ impl RecordOfProcessing {
         }
         Ok(RecordOfProcessing {
             facts: facts.clone(),
+            members: MemberStatus::ALL
+                .into_iter()
+                .map(|s| (s, party.members.values().filter(|m| m.status == s).count()))
+                .collect(),
             categories: categories(engine, &facts.special_class),
             moments: phases.into_iter().map(|p| p.label).collect(),
             recipients,
@@ -620,7 +626,17 @@ impl RecordOfProcessing {
         let subjects = f
             .data_subjects
             .iter()
-            .map(|s| Entry::new(s.status.as_str().to_string(), vec![s.description.clone()]))
+            .map(|s| {
+                let n = self
+                    .members
+                    .iter()
+                    .find(|(status, _)| *status == s.status)
+                    .map_or(0, |(_, n)| *n);
+                Entry::new(
+                    format!("{} ({n} in the data)", s.status.as_str()),
+                    vec![s.description.clone()],
+                )
+            })
             .collect();
         out.push(Section::new(
             "subjects",
