@@ -322,7 +322,7 @@ fn three_reviews_render_in_a_browser_with_their_changes() {
             .unwrap_or_else(|| panic!("{name}: {broken} in\n{new_inv}"));
         assert!(row.contains("class=\"text refuted\""), "{name}: {row}");
         // Each version's tests: the old passes all; removing the forbid fails some.
-        let tests = section(&dom, "id=\"tests\"", "</body>");
+        let tests = section(&dom, "id=\"tests\"", "id=\"record\"");
         let (old_tests, new_tests) = tests
             .split_once("<table class=\"tests new\"")
             .expect("both versions' tests");
@@ -330,6 +330,25 @@ fn three_reviews_render_in_a_browser_with_their_changes() {
         if name == "forbid-removed" {
             assert!(new_tests.contains("class=\"failures\""), "{name}");
         }
+        // The record of processing under the new policies.
+        let record = section(&dom, "id=\"record\"", "</body>");
+        let recipients = &r.review.record.as_ref().expect("a record").recipients;
+        for recipient in recipients {
+            assert!(
+                record.contains(&recipient.label),
+                "{name}: {}",
+                recipient.label
+            );
+        }
+        let mailing = recipients
+            .iter()
+            .find(|r| r.principal.id == "p-mailing")
+            .expect("the mailing house is a recipient");
+        assert_eq!(
+            mailing.fields().contains("phone"),
+            name == "processor-field-added",
+            "{name}: the mailing house's fields in the record"
+        );
         let png = shots.join(format!("{name}.png"));
         headless(
             &chromium,

@@ -222,12 +222,23 @@ pub fn review_page(title: &str, r: &super::Review) -> String {
     out.push_str(
         "<p>Sections: <a href=\"#matrix\">who sees what, when</a> · \
          <a href=\"#differences\">what changed for every request</a> · \
-         <a href=\"#invariants\">invariants</a> · <a href=\"#tests\">tests</a></p>\n",
+         <a href=\"#invariants\">invariants</a> · <a href=\"#tests\">tests</a> · \
+         <a href=\"#record\">record of processing</a></p>\n",
     );
     out.push_str(&matrix(&r.who_sees_what));
     out.push_str(&report::differences(r));
     out.push_str(&report::invariants(r));
     out.push_str(&report::tests(r));
+    match &r.record {
+        Ok(record) => out.push_str(&record.html_section()),
+        Err(why) => {
+            let _ = writeln!(
+                out,
+                "<h2 id=\"record\">Record of processing</h2>\n<p>Not made: {}.</p>",
+                escape(why)
+            );
+        }
+    }
     out.push_str(CLOSE);
     out
 }

@@ -1,7 +1,8 @@
 //! A whole review of a policy change, each section for the people who sign it off: who
 //! sees what, when ([`WhoSeesWhat`]); what changed for every possible request, each
 //! difference with an example a person can read; the invariants proved or refuted under
-//! each version; the policy tests and their coverage under each version.
+//! each version; the policy tests and their coverage under each version; the record of
+//! processing under the new version.
 
 use std::fmt;
 use std::path::Path;
@@ -10,6 +11,7 @@ use super::{data_examples, who_sees_what, DataExample, ReviewError, WhoSeesWhat}
 use crate::assurance::{
     Counterexample, Difference, InvariantResult, Invariants, Verdict, Verifier, VerifyError,
 };
+use crate::processing::{ProcessingFacts, RecordOfProcessing};
 use crate::records::Membership;
 use crate::testing::{Coverage, TestPlan};
 use crate::Engine;
@@ -34,6 +36,9 @@ pub struct Review {
     pub invariants: Versions<Result<Vec<InvariantVerdict>, String>>,
     /// Each version's policy tests (its own `tests/`), or why they did not run.
     pub tests: Versions<Result<TestOutcome, String>>,
+    /// The record of processing under the new policies (with the new directory's
+    /// `processing.toml`), or why it could not be made.
+    pub record: Result<RecordOfProcessing, String>,
 }
 
 /// What changed for every possible request.
@@ -163,11 +168,17 @@ pub fn review(
         old: tests(dirs.0, &old),
         new: tests(dirs.1, &new),
     };
+    let record = ProcessingFacts::load(dirs.1)
+        .map_err(|e| e.to_string())
+        .and_then(|facts| {
+            RecordOfProcessing::build(&new, party, &facts).map_err(|e| e.to_string())
+        });
     Ok(Review {
         who_sees_what,
         changes,
         invariants,
         tests,
+        record,
     })
 }
 
@@ -392,6 +403,10 @@ impl fmt::Display for Review {
                 }
             }
         }
-        Ok(())
+        writeln!(f)?;
+        match &self.record {
+            Ok(record) => write!(f, "{record}"),
+            Err(why) => writeln!(f, "record of processing: {why}"),
+        }
     }
 }
