@@ -32,7 +32,8 @@ td.changed{outline:3px solid #c00;outline-offset:-3px;font-weight:bold}\
 .legend span{display:inline-block;padding:.1em .6em;margin-right:.5em;border:1px solid #bbb}\
 li{margin:.3em 0}code{background:#f4f4f4;padding:0 .2em}\
 .proved{color:#060}.refuted{color:#c00;font-weight:bold}\
-pre{background:#f7f7f7;padding:.5em;overflow-x:auto;font-size:.85em}\
+pre{background:#f7f7f7;padding:.5em;font-size:.85em;white-space:pre-wrap;color:#222;font-weight:normal}\
+td.says{min-width:22em}\
 h4{font-size:.95em;margin:1.2em 0 .3em}ul.record li{margin:.5em 0}";
 
 /// The start of a page titled `title`, up to and including its `<h1>`.

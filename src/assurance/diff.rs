@@ -11,7 +11,7 @@ use cedar_policy::{
     Authorizer, Decision, Entities, Entity, EntityUid, EvalResult, Policy, PolicyId, PolicySet,
     Request, RequestEnv, RestrictedExpression, Schema,
 };
-use cedar_policy_symcc::{CompiledPolicy, CompiledPolicySet};
+use cedar_policy_symcc::{CompiledPolicy, CompiledPolicySet, Env};
 
 use super::plausible::{ask_restricted, env_of};
 use super::scope::Reach;
@@ -346,11 +346,22 @@ impl Verifier {
         };
         let denies_c = compile(denies, &env, schema, "the denying policies")?;
         let first = (&d.example.request, &d.example.entities);
-        let found = self.plausible(new.catalogue(), first, &[allows, denies], |v, cond| {
-            ask_restricted(v, allows, cond, &env, schema, |v, a| {
-                v.implies(a, &denies_c)
-            })
-        })?;
+        let decides = |set: &PolicySet, e: &Env| {
+            Authorizer::new()
+                .is_authorized(&e.request, set, &e.entities)
+                .decision()
+        };
+        let found = self.plausible(
+            new.catalogue(),
+            first,
+            &[allows, denies],
+            |v, cond| {
+                ask_restricted(v, allows, cond, &env, schema, |v, a| {
+                    v.implies(a, &denies_c)
+                })
+            },
+            |e| decides(allows, e) == Decision::Allow && decides(denies, e) == Decision::Deny,
+        )?;
         let Some(found) = found else {
             return Ok(None);
         };

@@ -270,6 +270,20 @@ impl Verifier {
                     v.implies(m, &policies_c)
                 }),
             },
+            |e| {
+                let decides = |set: &PolicySet| {
+                    Authorizer::new()
+                        .is_authorized(&e.request, set, &e.entities)
+                        .decision()
+                };
+                // The invariant's condition holds, and the policies decide against it.
+                decides(&inv.matcher) == Decision::Allow
+                    && decides(policies)
+                        == match inv.claim {
+                            Claim::Never => Decision::Allow,
+                            Claim::Always => Decision::Deny,
+                        }
+            },
         )?;
         let expect = match inv.claim {
             Claim::Never => Decision::Allow,

@@ -405,7 +405,7 @@ mod report {
                 let _ = writeln!(
                     out,
                     "<tr><td class=\"text\"><code>{}</code></td><td>{}</td>\
-                     <td class=\"text\">{}</td><td class=\"text {class}\">{verdict}</td></tr>",
+                     <td class=\"text says\">{}</td><td class=\"text {class}\">{verdict}</td></tr>",
                     escape(&inv.id),
                     escape(inv.rule.as_deref().unwrap_or("")),
                     escape(&inv.says)
