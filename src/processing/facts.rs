@@ -56,7 +56,7 @@ pub struct DataSubject {
     pub description: String,
 }
 
-/// What the policies cannot know, from `processing.toml`: see the [module](self).
+/// What the policies cannot know, from `processing.toml`: see [`crate::processing`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessingFacts {
     file: PathBuf,

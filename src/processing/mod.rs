@@ -3,7 +3,7 @@
 //!
 //! Most of the record is derived: the categories of personal data from the field
 //! catalogue, the recipients from the policies by planning ([`Engine::plan`]) for each
-//! kind of principal of the data (the principals a [review](crate::review) asks for),
+//! kind of principal of the data (the principals a [`crate::review`] asks for),
 //! each action, at each phase of the data's elections (and, for a volunteer, in each of
 //! its call sessions; for a processor, while its contract is in force), with and without
 //! each purpose the policies name and a break-glass reason; what each recipient still

@@ -6,6 +6,11 @@
 //! [`who_sees_what`] plans each principal's reads ([`Engine::plan`]) under both versions of
 //! the policies, so a cell says what the principal may read of *every* member, not of a
 //! sample: everyone, some members, or nobody.
+//!
+//! With the feature `assurance`, `review` makes the whole review (`Review`): that matrix,
+//! then what changed for every possible request (the solver's differences, each with an
+//! example from the data or with plausible values), each version's invariants and tests,
+//! and the record of processing under the new version ([`crate::processing`]).
 
 mod asking;
 #[cfg(feature = "assurance")]
