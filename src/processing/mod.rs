@@ -21,18 +21,15 @@ pub use facts::{Controller, DataSubject, Dpo, ProcessingFacts, Purpose, FACTS_FI
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs;
-use std::path::Path;
 
 use crate::audit::DecisionRecord;
 use crate::bundle::{annotation, PolicySource};
 use crate::error::LoadError;
 use crate::records::{Contract, MemberStatus, Membership, PrincipalId, PrincipalKind};
 use crate::request::{Action, Context, MemberRequest};
+use crate::review::stated::{self, is_context_attr, visit, Stated};
 use crate::review::{self, PhaseKind, Reach, ReviewError};
 use crate::{Directory, Engine, FieldInfo, FieldSet, MemberRef, RecordError, RequestError};
-
-/// The break-glass reason the record plans with (what a data protection officer states).
-const BREAK_GLASS: &str = "record of processing: break-glass access";
 
 /// A class of fields: a category of personal data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,13 +170,6 @@ impl From<ReviewError> for ProcessingError {
     }
 }
 
-/// One context a principal is planned in, and what it states beyond the moment.
-struct Asked {
-    ctx: Context,
-    /// `None` for no purpose or reason.
-    with: Option<String>,
-}
-
 impl RecordOfProcessing {
     /// The record of `party`'s processing under `engine`'s policies, with `facts`.
     ///
@@ -207,7 +197,7 @@ impl RecordOfProcessing {
         party: &Membership,
         facts: &ProcessingFacts,
     ) -> Result<RecordOfProcessing, ProcessingError> {
-        let policy_purposes = policy_purposes(engine);
+        let policy_purposes = stated::policy_purposes(engine);
         facts.check(engine, &policy_purposes)?;
         let all = review::phases(party)?;
         // The volunteer asked is the one of the review's call session.
@@ -227,9 +217,9 @@ impl RecordOfProcessing {
         for (label, principal) in review::askers(party, last, session.as_deref()) {
             let mut moments: Vec<Context> = phases.iter().map(review::phase_context).collect();
             moments.extend(own_moments(party, &principal));
-            let asked: Vec<Asked> = moments
+            let asked: Vec<Stated> = moments
                 .into_iter()
-                .flat_map(|ctx| stated(ctx, &policy_purposes))
+                .flat_map(|ctx| stated::stated(ctx, &policy_purposes))
                 .collect();
             recipients.push(recipient(
                 engine, &directory, party, label, principal, &asked,
@@ -630,55 +620,6 @@ impl fmt::Display for RecordOfProcessing {
     }
 }
 
-/// The purposes the policies compare `context.purpose` with: every string on the other
-/// side of an operator (`==`, `contains`, `in`, ...) from `context.purpose`, sorted.
-fn policy_purposes(engine: &Engine) -> Vec<String> {
-    let mut out = BTreeSet::new();
-    for policy in engine.policies().policies() {
-        let Ok(est) = policy.to_json() else { continue };
-        visit(&est, &mut |node| {
-            let Some(obj) = node.as_object() else { return };
-            for operands in obj.values() {
-                let (Some(left), Some(right)) = (operands.get("left"), operands.get("right"))
-                else {
-                    continue;
-                };
-                for (a, b) in [(left, right), (right, left)] {
-                    if is_context_attr(a, "purpose") {
-                        visit(b, &mut |v| {
-                            if let Some(s) = v.get("Value").and_then(|s| s.as_str()) {
-                                out.insert(s.to_string());
-                            }
-                        });
-                    }
-                }
-            }
-        });
-    }
-    out.into_iter().collect()
-}
-
-/// Calls `f` on `v` and every value inside it.
-fn visit(v: &serde_json::Value, f: &mut dyn FnMut(&serde_json::Value)) {
-    f(v);
-    match v {
-        serde_json::Value::Array(items) => items.iter().for_each(|i| visit(i, f)),
-        serde_json::Value::Object(map) => map.values().for_each(|i| visit(i, f)),
-        _ => {}
-    }
-}
-
-/// Whether `v` is the expression `context.<attr>` (Cedar's JSON form).
-fn is_context_attr(v: &serde_json::Value, attr: &str) -> bool {
-    v.get(".").is_some_and(|dot| {
-        dot.get("left")
-            .and_then(|l| l.get("Var"))
-            .and_then(|v| v.as_str())
-            == Some("context")
-            && dot.get("attr").and_then(|a| a.as_str()) == Some(attr)
-    })
-}
-
 /// The moments only `principal` has: a volunteer's call sessions (halfway through, in
 /// the session, for its campaign's election), a processor's contract (halfway through).
 fn own_moments(party: &Membership, principal: &PrincipalId) -> Vec<Context> {
@@ -701,22 +642,6 @@ fn own_moments(party: &Membership, principal: &PrincipalId) -> Vec<Context> {
     out
 }
 
-/// `ctx` as it is, with each purpose the policies name, and with a break-glass reason.
-fn stated(ctx: Context, purposes: &[String]) -> Vec<Asked> {
-    let mut out = vec![Asked {
-        ctx: ctx.clone().reason(BREAK_GLASS),
-        with: Some("a break-glass reason".to_string()),
-    }];
-    for p in purposes {
-        out.push(Asked {
-            ctx: ctx.clone().purpose(p.clone()),
-            with: Some(format!("purpose {p}")),
-        });
-    }
-    out.push(Asked { ctx, with: None });
-    out
-}
-
 /// What `principal` reaches, planned in every context of `asked`, and what it reaches
 /// of a member gone two years at each.
 fn recipient(
@@ -725,7 +650,7 @@ fn recipient(
     party: &Membership,
     label: String,
     principal: PrincipalId,
-    asked: &[Asked],
+    asked: &[Stated],
 ) -> Result<Recipient, ProcessingError> {
     let catalogue = engine.catalogue();
     // Per action and field: the reach with nothing stated, and with each thing stated.
@@ -749,7 +674,7 @@ fn recipient(
                     }
                 }
             }
-            if let Some((id, attrs)) = review::leaver(party, &plan, &plan, a.ctx.now) {
+            if let Some((id, attrs)) = review::leaver(party, &[&plan], a.ctx.now) {
                 let req = MemberRequest {
                     principal: &principal,
                     action,
@@ -917,7 +842,8 @@ fn invariants(engine: &Engine) -> Result<Option<Vec<(String, String)>>, LoadErro
     let Some(text) = engine.invariants_text() else {
         return Ok(None);
     };
-    let invariants = Invariants::parse(Path::new(INVARIANTS_FILE), text, engine.schema())?;
+    let file = std::path::Path::new(INVARIANTS_FILE);
+    let invariants = Invariants::parse(file, text, engine.schema())?;
     Ok(Some(
         invariants
             .iter()
