@@ -534,3 +534,47 @@ fn an_election_at_the_limits_of_time_is_reviewed_without_a_panic() {
         Err(e) => assert!(!e.to_string().is_empty()),
     }
 }
+
+/// The matrix asks with each purpose the policies name and with a break-glass reason too:
+/// the compliance team reads special-category fields (for a stated purpose), and a change
+/// that only narrows one purpose marks its cells, explained by a member asked with it.
+#[test]
+fn a_change_to_one_purpose_is_found_by_asking_with_it() {
+    let same = review::who_sees_what(engine(), engine(), bundled()).expect("a review");
+    let contest = same
+        .phases
+        .iter()
+        .position(|p| p.kind == PhaseKind::Contest)
+        .expect("a contest");
+    let special = same
+        .classes
+        .iter()
+        .position(|c| c == "special_category")
+        .expect("the special class");
+    let compliance = same
+        .rows
+        .iter()
+        .find(|r| r.label.starts_with("staff, compliance"))
+        .expect("the compliance team");
+    assert_eq!(compliance.cells[contest][special].after, Reach::Some);
+
+    let m = reviewed(
+        "guardrails.cedar",
+        r#"["equality_monitoring", "subject_access", "complaint"]"#,
+        r#"["equality_monitoring", "subject_access"]"#,
+    );
+    let changed: Vec<_> = m.changed().collect();
+    assert!(!changed.is_empty(), "{m}");
+    for (row, phase, class, cell) in changed {
+        assert_eq!(class, "special_category", "{} / {}", row.label, phase.label);
+        // Still read with the other purposes: the reach is the same, the cell marked.
+        assert_eq!((cell.before, cell.after), (Reach::Some, Reach::Some));
+        let w = cell.witness.as_ref().expect("a member explains it");
+        assert_eq!(w.asked_with.as_deref(), Some("purpose complaint"), "{w:?}");
+        assert_eq!((w.before.0, w.after.0), (true, false), "{w:?}");
+    }
+    assert!(
+        m.to_string().contains("asked with purpose complaint"),
+        "{m}"
+    );
+}

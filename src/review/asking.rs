@@ -46,6 +46,7 @@ impl Asking<'_> {
             field: field.to_string(),
             before: decided(self.old)?,
             after: decided(self.new)?,
+            asked_with: None,
         })
     }
 

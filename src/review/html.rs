@@ -42,7 +42,9 @@ fn matrix(m: &WhoSeesWhat) -> String {
         "<p id=\"summary\">{}</p>\n<p class=\"legend\"><span style=\"background:#f2f2f2\">none: \
          no member</span><span style=\"background:#fff3c4\">some: some members, or some \
          fields</span><span style=\"background:#ffd1c2\">all: every field of every \
-         member</span><span style=\"outline:3px solid #c00\">changed by this change</span></p>\n",
+         member</span><span style=\"outline:3px solid #c00\">changed by this change</span></p>\n\
+         <p>A cell counts what the principal reads asking with nothing stated, with any \
+         purpose the policies name, or with a break-glass reason; an explanation says which.</p>\n",
         if changed == 0 {
             "No cell changed: every kind of principal reads the same before and after.".to_string()
         } else {
@@ -107,10 +109,14 @@ fn matrix(m: &WhoSeesWhat) -> String {
                     let said = |d: &(bool, Vec<String>)| {
                         said(d, |p| format!("<code>{}</code>", escape(p)))
                     };
+                    let with = w
+                        .asked_with
+                        .as_ref()
+                        .map_or(String::new(), |s| format!(", asked with {}", escape(s)));
                     let _ = write!(
                         out,
-                        "<br>for example the <code>{}</code> of member <code>{}</code>: before, \
-                         {}; after, {}.",
+                        "<br>for example the <code>{}</code> of member <code>{}</code>{with}: \
+                         before, {}; after, {}.",
                         escape(&w.field),
                         escape(&w.member),
                         said(&w.before),

@@ -16,6 +16,7 @@ mod asking;
 #[cfg(feature = "assurance")]
 mod examples;
 mod html;
+pub(crate) mod stated;
 
 #[cfg(feature = "assurance")]
 mod report;
@@ -132,6 +133,9 @@ pub struct Witness {
     pub before: (bool, Vec<String>),
     /// Whether the new policies allow it, and the policies that decided.
     pub after: (bool, Vec<String>),
+    /// What the principal stated beyond the moment (`purpose complaint`, `a break-glass
+    /// reason`), if anything.
+    pub asked_with: Option<String>,
 }
 
 /// A kind of principal, by one principal of the data.
@@ -262,6 +266,11 @@ pub fn who_sees_what(
         ))
     };
     let now = directories(&principal_side)?;
+    // The purposes either version names: a change may add one.
+    let mut purposes = stated::policy_purposes(old);
+    purposes.extend(stated::policy_purposes(new));
+    purposes.sort();
+    purposes.dedup();
     let mut rows = Vec::new();
     let last = phases
         .iter()
@@ -291,24 +300,38 @@ pub fn who_sees_what(
             };
             let owned = ended.map(|records| directories(&records)).transpose()?;
             let (old_dir, new_dir) = owned.as_ref().unwrap_or(&now);
-            let asking = Asking {
-                old: (old, old_dir),
-                new: (new, new_dir),
-                principal: &principal,
-                action: Action::Read,
-                ctx: &ctx,
-            };
-            let (before, after) = asking.plans()?;
+            // Asked with nothing stated, with each purpose, with a break-glass reason.
+            let asked = stated::stated(ctx, &purposes);
+            let ways: Vec<Way<'_>> = asked
+                .iter()
+                .map(|s| {
+                    let asking = Asking {
+                        old: (old, old_dir),
+                        new: (new, new_dir),
+                        principal: &principal,
+                        action: Action::Read,
+                        ctx: &s.ctx,
+                    };
+                    let plans = asking.plans()?;
+                    Ok(Way {
+                        asking,
+                        with: s.with.as_deref(),
+                        plans,
+                    })
+                })
+                .collect::<Result<_, ReviewError>>()?;
             let row: Vec<Cell> = if phase.kind == PhaseKind::LeftTwoYearsAgo {
-                let leaver = leaver(party, &before, &after, phase.at);
+                let plans: Vec<&Plan> =
+                    ways.iter().flat_map(|w| [&w.plans.0, &w.plans.1]).collect();
+                let leaver = leaver(party, &plans, phase.at);
                 classes
                     .iter()
-                    .map(|class| leaver_cell(&asking, new, class, leaver.as_ref()))
+                    .map(|class| leaver_cell(&ways, new, class, leaver.as_ref()))
                     .collect::<Result<_, _>>()?
             } else {
                 classes
                     .iter()
-                    .map(|class| cell(&asking, new, party, class, (&before, &after)))
+                    .map(|class| cell(&ways, new, party, class))
                     .collect::<Result<_, _>>()?
             };
             cells.push(row);
@@ -550,16 +573,16 @@ fn ended(party: &Membership, principal: &PrincipalId, at: Timestamp, contract: b
     out
 }
 
-/// A member of the data the principal may read under one version or the other at `at`,
-/// made one who left two years and a day before (`None` if it may read nobody).
+/// A member of the data the principal may read by one of `plans` (either version, any way
+/// of asking) at `at`, made one who left two years and a day before (`None` if it may
+/// read nobody).
 pub(crate) fn leaver(
     party: &Membership,
-    before: &Plan,
-    after: &Plan,
+    plans: &[&Plan],
     at: Timestamp,
 ) -> Option<(String, Member)> {
     let seen = |m: &MemberRef<'_>| {
-        [before, after]
+        plans
             .iter()
             .any(|p| p.any_field().holds(m.id, m.attrs) != Some(false))
     };
@@ -574,40 +597,75 @@ pub(crate) fn leaver(
     Some((m.id.to_string(), attrs))
 }
 
-/// The cell of `class` from the two plans, with a member of `party` decided differently
-/// if there is one.
+/// A principal asking in one stated context (see [`stated`]), and its plans under the
+/// old and the new policies.
+struct Way<'a> {
+    asking: Asking<'a>,
+    /// What it states beyond the moment (`None`: nothing).
+    with: Option<&'a str>,
+    plans: (Plan, Plan),
+}
+
+/// The cell of `class` from the plans of every way of asking: a field is read of every
+/// member if some way reads it of every member, of none if no way reads it of any; with
+/// a member of `party` decided differently (and the way asked) if there is one.
 fn cell(
-    asking: &Asking<'_>,
+    ways: &[Way<'_>],
     catalogue: &Engine,
     party: &Membership,
     class: &str,
-    plans: (&Plan, &Plan),
 ) -> Result<Cell, ReviewError> {
     let fields = fields_of(catalogue, class);
-    let reach_of = |plan: &Plan| {
-        reach(
-            fields
+    let reach_of = |version: fn(&(Plan, Plan)) -> &Plan| {
+        let (mut all, mut none) = (true, true);
+        for f in &fields {
+            let plans = ways
                 .iter()
-                .map(|f| plan.field(f).unwrap_or(&FieldPlan::Never)),
-        )
+                .map(|w| version(&w.plans).field(f).unwrap_or(&FieldPlan::Never));
+            let (mut always, mut never) = (false, true);
+            for p in plans {
+                always |= *p == FieldPlan::Always;
+                never &= *p == FieldPlan::Never;
+            }
+            all &= always;
+            none &= never;
+        }
+        match (all, none) {
+            (_, true) => Reach::Nobody,
+            (true, false) => Reach::Everyone,
+            _ => Reach::Some,
+        }
     };
-    let same = fields.iter().all(|f| plans.0.field(f) == plans.1.field(f));
-    let witness = if same {
-        None
-    } else {
-        asking.apart(party.member_refs(), &fields, plans, None)?
+    let differ = |w: &Way<'_>| {
+        fields
+            .iter()
+            .any(|f| w.plans.0.field(f) != w.plans.1.field(f))
     };
+    let mut changed = false;
+    let mut witness = None;
+    for w in ways.iter().filter(|w| differ(w)) {
+        changed = true;
+        let plans = (&w.plans.0, &w.plans.1);
+        if let Some(found) = w.asking.apart(party.member_refs(), &fields, plans, None)? {
+            witness = Some(Witness {
+                asked_with: w.with.map(str::to_string),
+                ..found
+            });
+            break;
+        }
+    }
     Ok(Cell {
-        before: reach_of(plans.0),
-        after: reach_of(plans.1),
-        changed: !same,
+        before: reach_of(|p| &p.0),
+        after: reach_of(|p| &p.1),
+        changed,
         witness,
     })
 }
 
-/// The cell of `class` for a member who left two years ago.
+/// The cell of `class` for a member who left two years ago: a field is read if some way
+/// of asking reads it.
 fn leaver_cell(
-    asking: &Asking<'_>,
+    ways: &[Way<'_>],
     catalogue: &Engine,
     class: &str,
     leaver: Option<&(String, Member)>,
@@ -625,12 +683,20 @@ fn leaver_cell(
     let mut seen = [Vec::new(), Vec::new()];
     let mut witness = None;
     for f in &fields {
-        let w = asking.decided(m, f)?;
-        seen[0].push(w.before.0);
-        seen[1].push(w.after.0);
-        if witness.is_none() && w.before.0 != w.after.0 {
-            witness = Some(w);
+        let (mut before, mut after) = (false, false);
+        for w in ways {
+            let decided = w.asking.decided(m, f)?;
+            before |= decided.before.0;
+            after |= decided.after.0;
+            if witness.is_none() && decided.before.0 != decided.after.0 {
+                witness = Some(Witness {
+                    asked_with: w.with.map(str::to_string),
+                    ..decided
+                });
+            }
         }
+        seen[0].push(before);
+        seen[1].push(after);
     }
     let reach = |allowed: &[bool]| {
         if allowed.iter().all(|a| !a) {
@@ -725,9 +791,13 @@ impl fmt::Display for WhoSeesWhat {
             match &cell.witness {
                 Some(w) => {
                     let said = |d: &(bool, Vec<String>)| said(d, str::to_string);
+                    let with = w
+                        .asked_with
+                        .as_ref()
+                        .map_or(String::new(), |s| format!(", asked with {s}"));
                     writeln!(
                         f,
-                        "\n    e.g. {} of member {}: before {}; after {}",
+                        "\n    e.g. {} of member {}{with}: before {}; after {}",
                         w.field,
                         w.member,
                         said(&w.before),
