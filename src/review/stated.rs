@@ -1,6 +1,10 @@
 //! What a principal states beyond the moment it asks at: nothing, a purpose the policies
 //! name, or a break-glass reason. A review's matrix and the record of processing ask in
 //! each, so that what is reached only for a stated purpose is not shown as unreached.
+//!
+//! The purposes are read from the policies' JSON form ([`policy_purposes`]); [`visit`] and
+//! [`is_context_attr`], which read it, serve the record's other questions of the policies
+//! too (which of them read `context.reads_this_hour`).
 
 use std::collections::BTreeSet;
 
