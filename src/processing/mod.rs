@@ -627,13 +627,7 @@ fn own_moments(party: &Membership, principal: &PrincipalId) -> Vec<Context> {
         review::shift(from, to.duration_since(from) / 2)
     };
     let mut out = Vec::new();
-    if principal.kind == PrincipalKind::Volunteer {
-        let assigned = party
-            .call_sessions
-            .iter()
-            .filter(|(_, s)| s.volunteer == principal.id);
-        out.extend(assigned.filter_map(|(id, s)| review::session_context(party, id, s)));
-    }
+    out.extend(review::assigned_sessions(party, principal));
     if let Some(p) = party.processors.get(&principal.id) {
         if principal.kind == PrincipalKind::Processor {
             out.extend(halfway(p.contract.starts, p.contract.ends).map(Context::at));

@@ -174,7 +174,8 @@ struct Directories<'a> {
     old: &'a Engine,
     new: &'a Engine,
     side: &'a Membership,
-    built: HashMap<(PrincipalId, Option<Ended>), Option<Pair>>,
+    /// `None`: as it is; else the principal whose role or contract ended.
+    built: HashMap<Option<(PrincipalId, Ended)>, Option<Pair>>,
 }
 
 /// A directory under the old policies and one under the new.
@@ -184,10 +185,7 @@ impl Directories<'_> {
     /// As it is (`variant` `None`, one pair for every principal), or with `p`'s role or
     /// contract ended at `end`; `None` if the records do not fit a version.
     fn get(&mut self, p: &PrincipalId, variant: Option<Ended>, end: Timestamp) -> Option<&Pair> {
-        let key = match variant {
-            None => (PrincipalId::new(p.kind, ""), None),
-            Some(_) => (p.clone(), variant),
-        };
+        let key = variant.map(|v| (p.clone(), v));
         let (old, new, side) = (self.old, self.new, self.side);
         self.built
             .entry(key)
@@ -240,12 +238,6 @@ fn own_moments(party: &Membership, p: &PrincipalId) -> Vec<Context> {
     {
         out.extend(shift(processor.contract.ends, DAY).map(Context::at));
     }
-    if p.kind == PrincipalKind::Volunteer {
-        let assigned = party
-            .call_sessions
-            .iter()
-            .filter(|(_, s)| s.volunteer == p.id);
-        out.extend(assigned.filter_map(|(id, s)| super::session_context(party, id, s)));
-    }
+    out.extend(super::assigned_sessions(party, p));
     out
 }

@@ -448,6 +448,21 @@ fn session_phase(party: &Membership) -> Option<Phase> {
     })
 }
 
+/// Halfway through each call session assigned to `principal` (none unless a volunteer),
+/// asked in it (see [`session_context`]).
+pub(crate) fn assigned_sessions<'a>(
+    party: &'a Membership,
+    principal: &'a PrincipalId,
+) -> impl Iterator<Item = Context> + 'a {
+    party
+        .call_sessions
+        .iter()
+        .filter(move |(_, s)| {
+            principal.kind == PrincipalKind::Volunteer && s.volunteer == principal.id
+        })
+        .filter_map(move |(id, s)| session_context(party, id, s))
+}
+
 /// Halfway through call session `id`, asked in it (a campaign's session, about its
 /// campaign's election); `None` past the limits of time.
 pub(crate) fn session_context(party: &Membership, id: &str, s: &CallSession) -> Option<Context> {
