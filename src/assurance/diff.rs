@@ -11,9 +11,9 @@ use cedar_policy::{
     Authorizer, Decision, Entities, Entity, EntityUid, EvalResult, Policy, PolicyId, PolicySet,
     Request, RequestEnv, RestrictedExpression, Schema,
 };
-use cedar_policy_symcc::{CompiledPolicy, CompiledPolicySet, Env};
+use cedar_policy_symcc::{CompiledPolicy, CompiledPolicySet};
 
-use super::plausible::{ask_restricted, env_of};
+use super::plausible::{ask_restricted, decision, env_of};
 use super::scope::Reach;
 use super::verify::{compile, confirm, env_name, Counterexample, Verifier, VerifyError};
 use crate::bundle::MINIMAL_CLASS;
@@ -346,11 +346,6 @@ impl Verifier {
         };
         let denies_c = compile(denies, &env, schema, "the denying policies")?;
         let first = (&d.example.request, &d.example.entities);
-        let decides = |set: &PolicySet, e: &Env| {
-            Authorizer::new()
-                .is_authorized(&e.request, set, &e.entities)
-                .decision()
-        };
         let found = self.plausible(
             new.catalogue(),
             first,
@@ -360,7 +355,7 @@ impl Verifier {
                     v.implies(a, &denies_c)
                 })
             },
-            |e| decides(allows, e) == Decision::Allow && decides(denies, e) == Decision::Deny,
+            |e| decision(allows, e) == Decision::Allow && decision(denies, e) == Decision::Deny,
         )?;
         let Some(found) = found else {
             return Ok(None);

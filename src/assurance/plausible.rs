@@ -292,21 +292,17 @@ fn rebuilt(
 /// day kept to the day), then each moved to noon of its own day; the example as it is
 /// if neither keeps its decisions.
 fn rounded(env: Env, keep: impl Fn(&Env) -> bool) -> Env {
-    let Some(times) = json_of(&env).map(|(e, c)| {
-        let mut all = Vec::new();
-        retime(&mut e.clone(), &mut |t| {
-            all.push(t);
-            t
-        });
-        retime(&mut c.clone(), &mut |t| {
-            all.push(t);
-            t
-        });
-        all
-    }) else {
+    let Some((mut entities, mut context)) = json_of(&env) else {
         return env;
     };
-    let mut distinct = times;
+    // The example's times, read by the walk that rewrites them (here, to themselves).
+    let mut distinct = Vec::new();
+    for json in [&mut entities, &mut context] {
+        retime(json, &mut |t| {
+            distinct.push(t);
+            t
+        });
+    }
     distinct.sort();
     distinct.dedup();
     let mut spread: Vec<(Timestamp, Timestamp)> = Vec::new();
@@ -516,6 +512,13 @@ impl Verifier {
         }
         Ok(None)
     }
+}
+
+/// Cedar's authorizer's decision of the example `e` under `set`.
+pub(crate) fn decision(set: &PolicySet, e: &Env) -> cedar_policy::Decision {
+    cedar_policy::Authorizer::new()
+        .is_authorized(&e.request, set, &e.entities)
+        .decision()
 }
 
 /// The request type of `request` in `schema`.

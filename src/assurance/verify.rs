@@ -10,7 +10,7 @@ use cedar_policy_symcc::solver::LocalSolver;
 use cedar_policy_symcc::{CedarSymCompiler, CompiledPolicySet, Env};
 
 use super::invariants::{Claim, Invariant, Invariants};
-use super::plausible::{ask_restricted, env_of};
+use super::plausible::{ask_restricted, decision, env_of};
 use super::scope::Reach;
 use super::solver::{SolverCommand, SolverMissing};
 use crate::Engine;
@@ -271,14 +271,9 @@ impl Verifier {
                 }),
             },
             |e| {
-                let decides = |set: &PolicySet| {
-                    Authorizer::new()
-                        .is_authorized(&e.request, set, &e.entities)
-                        .decision()
-                };
                 // The invariant's condition holds, and the policies decide against it.
-                decides(&inv.matcher) == Decision::Allow
-                    && decides(policies)
+                decision(&inv.matcher, e) == Decision::Allow
+                    && decision(policies, e)
                         == match inv.claim {
                             Claim::Never => Decision::Allow,
                             Claim::Always => Decision::Deny,
