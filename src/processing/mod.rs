@@ -655,7 +655,7 @@ fn recipient(
         for ((slot, kept), action) in reaches.iter_mut().zip(&mut retained).zip(Action::ALL) {
             let plan = engine.plan(directory, &principal, action, &a.ctx)?;
             for (i, (_, p)) in plan.fields().enumerate() {
-                let r = review::reach(std::iter::once(p));
+                let r = Reach::of_plan(p);
                 if r == Reach::Nobody {
                     continue;
                 }

@@ -101,6 +101,28 @@ impl Reach {
     }
 }
 
+impl Reach {
+    /// The reach of a class from its fields', each `(read of every member, read of
+    /// none)`: every field of every member, everyone; no member of any, nobody; else some.
+    pub(crate) fn of_fields(fields: impl IntoIterator<Item = (bool, bool)>) -> Reach {
+        let (mut all, mut none) = (true, true);
+        for (every, no) in fields {
+            all &= every;
+            none &= no;
+        }
+        match (all, none) {
+            (_, true) => Reach::Nobody,
+            (true, false) => Reach::Everyone,
+            _ => Reach::Some,
+        }
+    }
+
+    /// The reach of one field's plan.
+    pub(crate) fn of_plan(plan: &FieldPlan) -> Reach {
+        Reach::of_fields([(*plan == FieldPlan::Always, *plan == FieldPlan::Never)])
+    }
+}
+
 impl fmt::Display for Reach {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -632,8 +654,7 @@ fn cell(
 ) -> Result<Cell, ReviewError> {
     let fields = fields_of(catalogue, class);
     let reach_of = |version: fn(&(Plan, Plan)) -> &Plan| {
-        let (mut all, mut none) = (true, true);
-        for f in &fields {
+        Reach::of_fields(fields.iter().map(|f| {
             let plans = ways
                 .iter()
                 .map(|w| version(&w.plans).field(f).unwrap_or(&FieldPlan::Never));
@@ -642,14 +663,8 @@ fn cell(
                 always |= *p == FieldPlan::Always;
                 never &= *p == FieldPlan::Never;
             }
-            all &= always;
-            none &= never;
-        }
-        match (all, none) {
-            (_, true) => Reach::Nobody,
-            (true, false) => Reach::Everyone,
-            _ => Reach::Some,
-        }
+            (always, never)
+        }))
     };
     let differ = |w: &Way<'_>| {
         fields
@@ -713,15 +728,7 @@ fn leaver_cell(
         seen[0].push(before);
         seen[1].push(after);
     }
-    let reach = |allowed: &[bool]| {
-        if allowed.iter().all(|a| !a) {
-            Reach::Nobody
-        } else if allowed.iter().all(|a| *a) {
-            Reach::Everyone
-        } else {
-            Reach::Some
-        }
-    };
+    let reach = |allowed: &[bool]| Reach::of_fields(allowed.iter().map(|a| (*a, !*a)));
     Ok(Cell {
         before: reach(&seen[0]),
         after: reach(&seen[1]),
@@ -749,20 +756,6 @@ fn fields_of(engine: &Engine, class: &str) -> Vec<String> {
         .filter(|(_, info)| info.class == class)
         .map(|(_, info)| info.name.clone())
         .collect()
-}
-
-/// Every member of every field: everyone; no member of any: nobody; else some.
-pub(crate) fn reach<'p>(plans: impl Iterator<Item = &'p FieldPlan>) -> Reach {
-    let (mut all, mut none) = (true, true);
-    for p in plans {
-        all &= *p == FieldPlan::Always;
-        none &= *p == FieldPlan::Never;
-    }
-    match (all, none) {
-        (_, true) => Reach::Nobody,
-        (true, false) => Reach::Everyone,
-        _ => Reach::Some,
-    }
 }
 
 impl fmt::Display for WhoSeesWhat {
